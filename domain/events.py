@@ -385,6 +385,17 @@ class DailyPnLChanged(Event):
 # --- alerts --------------------------------------------------------------------------------
 
 
+@event("catalyst.alert.raised")
+class AlertRaised(Event):
+    """The alerter decided a person must hear about something; delivery is an adapter's job."""
+
+    alert_id: str
+    kind: str  # emergency_stop / daily_loss_warning / session_started / trades_executed / ...
+    severity: Severity
+    title: str
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
 @event("catalyst.alert.sent")
 class AlertSent(Event):
     alert_id: str
