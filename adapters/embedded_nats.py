@@ -70,14 +70,14 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            nats_server_binary(),
-            "-a", "127.0.0.1",
-            "-p", str(self.port),
-            "-js",
-            "-sd", str(self.store_dir),
-            "-l", str(self.log_file),
-        ]
+        # A config file, because sync_interval has no command-line flag: `always` fsyncs
+        # every write, the durability the system of record needs.
+        conf = self.store_dir / "nats-server.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+        )
+        args = [nats_server_binary(), "-c", str(conf), "-l", str(self.log_file)]
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )

@@ -1,0 +1,507 @@
+"""The event log on NATS JetStream: streams, publishing, durable consumers, replay reads.
+
+- Two streams: the system of record (every decision, order, fill, alert; duplicate window
+  on, deletes and purges denied) and market data (bars, quotes, news; age-limited).
+- Every message carries `Nats-Msg-Id` = event id, so a republish after a crash is dropped
+  by the server, and `Catalyst-Type`, so a consumer validates straight into the right class.
+- Durable pull consumers with explicit ack: validate, hand to the handler, publish its
+  outputs, then ack. A malformed message goes to `catalyst.dlq.<consumer>` with the reason
+  and is acked; the consumer keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from domain.errors import ConcurrencyError, EventDecodeError
+from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
+
+log = logging.getLogger("catalyst.event_log")
+
+TYPE_HEADER = "Catalyst-Type"
+MSG_ID_HEADER = "Nats-Msg-Id"
+EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+MD_PREFIX = "catalyst.md."
+DLQ_PREFIX = "catalyst.dlq."
+
+# Errors that mean "the server or the connection is not there right now": retry the same
+# publish (same Nats-Msg-Id, so a publish that did land is not stored twice).
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    asyncio.TimeoutError,
+)
+
+
+class Retry(Exception):
+    """Raised by a handler to have its message redelivered later (nak with delay)."""
+
+    def __init__(self, reason: str, delay: float = 1.0) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class StreamNames:
+    record: str = "CATALYST"
+    market_data: str = "CATALYST_MD"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    stream: str
+    subject: str
+    event: Event
+
+
+@dataclass
+class ConnectOptions:
+    url: str
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: str | None = None
+    tls: ssl.SSLContext | None = None
+    name: str = "catalyst"
+
+
+def connect_options_from_settings(nats_settings: Any, url: str) -> ConnectOptions:
+    """Build options from config.settings.Nats (secrets unwrapped only here)."""
+    tls_ctx = None
+    tls = nats_settings.tls
+    if tls is not None:
+        tls_ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file:
+            tls_ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    return ConnectOptions(
+        url=url,
+        user=nats_settings.user,
+        password=nats_settings.password.get_secret_value() if nats_settings.password else None,
+        token=nats_settings.token.get_secret_value() if nats_settings.token else None,
+        creds_file=str(nats_settings.creds_file) if nats_settings.creds_file else None,
+        tls=tls_ctx,
+    )
+
+
+def stream_for(subject: str, names: StreamNames) -> str:
+    return names.market_data if subject.startswith(MD_PREFIX) else names.record
+
+
+def encode(event: Event) -> tuple[str, bytes, dict[str, str]]:
+    return event.subject, event.to_json(), {MSG_ID_HEADER: str(event.event_id),
+                                            TYPE_HEADER: event.type}
+
+
+def decode_msg(data: bytes, headers: dict[str, str] | None) -> Event:
+    """Validate a message into its event class (fast path through the type header)."""
+    type_name = headers.get(TYPE_HEADER) if headers else None
+    cls = REGISTRY.get(type_name) if type_name else None
+    if cls is None:
+        return decode_event(data)
+    try:
+        return cls.model_validate_json(data)
+    except ValueError:
+        # Same error wording as the slow path: names the field.
+        return decode_event(data)
+
+
+@dataclass
+class ConsumerStats:
+    processed: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    last_stream_seq: int = 0
+    consecutive_failures: int = 0
+
+
+class EventLog:
+    def __init__(self, nc: NATS, names: StreamNames, duplicate_window: float,
+                 md_max_age_days: int) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.names = names
+        self.duplicate_window = duplicate_window
+        self.md_max_age_days = md_max_age_days
+        self.consumers: dict[str, Consumer] = {}
+
+    # --- connection ------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        target: str | ConnectOptions,
+        names: StreamNames | None = None,
+        duplicate_window: float = 120.0,
+        md_max_age_days: int = 30,
+        create_streams: bool = True,
+    ) -> EventLog:
+        opts = target if isinstance(target, ConnectOptions) else ConnectOptions(url=target)
+        kwargs: dict[str, Any] = dict(
+            servers=[opts.url],
+            name=opts.name,
+            max_reconnect_attempts=-1,  # ride out a server restart
+            reconnect_time_wait=0.25,
+            allow_reconnect=True,
+            connect_timeout=5,
+            drain_timeout=5,
+            error_cb=_log_error,
+            disconnected_cb=_log_disconnect,
+            reconnected_cb=_log_reconnect,
+        )
+        if opts.user:
+            kwargs.update(user=opts.user, password=opts.password)
+        if opts.token:
+            kwargs["token"] = opts.token
+        if opts.creds_file:
+            kwargs["user_credentials"] = opts.creds_file
+        if opts.tls is not None:
+            kwargs["tls"] = opts.tls
+        nc = await nats.connect(**kwargs)
+        self = cls(nc, names or StreamNames(), duplicate_window, md_max_age_days)
+        if create_streams:
+            await self.ensure_streams()
+        return self
+
+    async def ensure_streams(self) -> None:
+        """Create or update both streams; safe to call on every start."""
+        record = StreamConfig(
+            name=self.names.record,
+            subjects=[f"catalyst.{root}.>" for root in RECORD_SUBJECT_ROOTS],
+            storage=StorageType.FILE,
+            duplicate_window=self.duplicate_window,
+            deny_delete=True,
+            deny_purge=True,
+            discard=DiscardPolicy.OLD,
+        )
+        market = StreamConfig(
+            name=self.names.market_data,
+            subjects=[f"{MD_PREFIX}>"],
+            storage=StorageType.FILE,
+            duplicate_window=self.duplicate_window,
+            max_age=self.md_max_age_days * 86400.0,
+            discard=DiscardPolicy.OLD,
+        )
+        for cfg in (record, market):
+            try:
+                await self.js.add_stream(cfg)
+            except nats.js.errors.BadRequestError:
+                # Exists with another config (e.g. a new subject root): bring it up to date.
+                await self.js.update_stream(cfg)
+
+    async def close(self) -> None:
+        for c in list(self.consumers.values()):
+            await c.stop()
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001 - closing anyway
+                await self.nc.close()
+
+    # --- publishing ------------------------------------------------------------------------
+
+    async def publish(self, event: Event, expected_last_subject_seq: int | None = None) -> int:
+        subject, data, headers = encode(event)
+        if expected_last_subject_seq is not None:
+            headers[EXPECTED_SUBJECT_SEQ] = str(expected_last_subject_seq)
+        ack = await self._publish_with_retry(subject, data, headers)
+        return ack.seq
+
+    async def _publish_with_retry(self, subject: str, data: bytes, headers: dict[str, str],
+                                  attempts: int = 120) -> Any:
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                return await self.js.publish(subject, data, headers=headers)
+            except nats.js.errors.APIError as e:
+                if e.err_code == 10071:  # wrong last sequence
+                    raise ConcurrencyError(
+                        f"{subject}: expected last subject sequence "
+                        f"{headers.get(EXPECTED_SUBJECT_SEQ)} but the log moved on"
+                    ) from None
+                if e.code == 503 and attempt < attempts - 1:
+                    await asyncio.sleep(delay)
+                    continue
+                raise
+            except TRANSIENT:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise RuntimeError("unreachable")
+
+    async def publish_many(self, events: Iterable[Event]) -> list[int]:
+        """Pipelined publish (many in flight, one round trip of latency); order preserved."""
+        events = list(events)
+        if not events:
+            return []
+        if len(events) == 1:
+            return [await self.publish(events[0])]
+        encoded = [encode(e) for e in events]
+        try:
+            futures = [await self.js.publish_async(s, d, headers=h) for s, d, h in encoded]
+            acks = await asyncio.gather(*futures)
+            return [a.seq for a in acks]
+        except (*TRANSIENT, nats.js.errors.APIError):
+            # Fall back to one at a time with retries; duplicates are dropped by msg id.
+            return [(await self._publish_with_retry(s, d, h)).seq for s, d, h in encoded]
+
+    async def publish_raw(self, subject: str, data: bytes,
+                          headers: dict[str, str] | None = None) -> int:
+        return (await self._publish_with_retry(subject, data, headers or {})).seq
+
+    # --- reading (replay) ------------------------------------------------------------------
+
+    async def last_seq(self, stream: str | None = None) -> int:
+        info = await self.js.stream_info(stream or self.names.record)
+        return info.state.last_seq
+
+    async def last_subject_seq(self, subject: str) -> int:
+        """Sequence of the last message on a subject (0 if none): for optimistic concurrency."""
+        try:
+            msg = await self.js.get_last_msg(stream_for(subject, self.names), subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return msg.seq or 0
+
+    async def read(
+        self,
+        subjects: Sequence[str] = ("catalyst.>",),
+        start_seq: int | None = None,
+        start_time: datetime | None = None,
+        stream: str | None = None,
+        decode_errors: str = "skip",
+    ) -> AsyncIterator[StoredEvent]:
+        """Read one stream in order with an ordered consumer, up to its end at call time."""
+        stream = stream or self.names.record
+        info = await self.js.stream_info(stream)
+        end = info.state.last_seq
+        if end == 0 or (start_seq is not None and start_seq > end):
+            return
+        config = ConsumerConfig(
+            filter_subjects=list(subjects) if list(subjects) != ["catalyst.>"] else None,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        if start_seq is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_seq
+        elif start_time is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = start_time
+        sub = await self.js.subscribe(
+            subjects[0] if len(subjects) == 1 else "", stream=stream, ordered_consumer=True,
+            config=config, pending_msgs_limit=512 * 1024, pending_bytes_limit=256 * 1024 * 1024,
+        )
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=5.0)
+                except nats.errors.TimeoutError:
+                    return  # nothing more matches before `end`
+                meta = msg.metadata
+                try:
+                    ev = decode_msg(msg.data, msg.headers)
+                except EventDecodeError:
+                    if decode_errors == "raise":
+                        raise
+                    ev = None
+                if ev is not None:
+                    yield StoredEvent(meta.sequence.stream, stream, msg.subject, ev)
+                if meta.sequence.stream >= end or meta.num_pending == 0:
+                    return
+        finally:
+            await sub.unsubscribe()
+
+    # --- consuming -------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        name: str,
+        subjects: Sequence[str],
+        on_event: Callable[[Event], Awaitable[list[Event]]],
+        stream: str | None = None,
+        max_ack_pending: int = 1000,
+        batch: int = 256,
+        ack_wait: float = 10.0,
+        max_deliver: int = 20,
+        deliver_new: bool = False,
+    ) -> Consumer:
+        consumer = Consumer(self, name, tuple(subjects), on_event, stream or
+                            stream_for(subjects[0], self.names), max_ack_pending, batch,
+                            ack_wait, max_deliver, deliver_new)
+        await consumer.start()
+        self.consumers[name] = consumer
+        return consumer
+
+
+@dataclass
+class Consumer:
+    log: EventLog
+    name: str
+    subjects: tuple[str, ...]
+    on_event: Callable[[Event], Awaitable[list[Event]]]
+    stream: str
+    max_ack_pending: int
+    batch: int
+    ack_wait: float
+    max_deliver: int
+    deliver_new: bool
+    stats: ConsumerStats = field(default_factory=ConsumerStats)
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        cfg = ConsumerConfig(
+            durable_name=self.name,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_ack_pending=self.max_ack_pending,
+            max_deliver=-1,  # we dead-letter ourselves, with the reason
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
+        )
+        if len(self.subjects) == 1:
+            cfg.filter_subject = self.subjects[0]
+        else:
+            cfg.filter_subjects = list(self.subjects)
+        cfg.name = self.name
+        try:
+            # Creates the consumer, or updates it when its subjects changed in a new release.
+            await self.log.js.add_consumer(self.stream, config=cfg)
+        except nats.js.errors.BadRequestError as e:
+            log.info("consumer %s exists with a fixed setting (%s); binding as is", self.name, e)
+        self.sub = await self.log.js.pull_subscribe_bind(
+            durable=self.name, stream=self.stream, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._task = None
+        try:
+            await self.sub.unsubscribe()
+        except Exception:  # noqa: BLE001 - connection may already be gone
+            pass
+        self.log.consumers.pop(self.name, None)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                msgs = await self.sub.fetch(self.batch, timeout=0.5)
+            except nats.errors.TimeoutError:
+                self.idle.set()
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                    nats.js.errors.APIError, nats.errors.Error, OSError) as e:
+                # The server is restarting: the client reconnects by itself; try again.
+                log.warning("consumer %s: fetch failed (%s); retrying", self.name, e)
+                self.idle.set()
+                await asyncio.sleep(0.25)
+                continue
+            self.idle.clear()
+            for msg in msgs:
+                await self._process(msg)
+
+    async def _process(self, msg: Msg) -> None:
+        meta = msg.metadata
+        try:
+            event = decode_msg(msg.data, msg.headers)
+        except EventDecodeError as e:
+            await self._dead_letter(msg, str(e))
+            return
+        try:
+            outputs = await self.on_event(event)
+            if outputs:
+                await self.log.publish_many(outputs)
+        except Retry as r:
+            self.stats.retried += 1
+            await _quiet(msg.nak(delay=r.delay))
+            return
+        except Exception as e:  # noqa: BLE001 - a handler bug must not stop the consumer
+            self.stats.consecutive_failures += 1
+            if meta.num_delivered >= self.max_deliver:
+                await self._dead_letter(msg, f"handler failed {meta.num_delivered} times: {e!r}")
+                return
+            log.exception("consumer %s: handler failed on %s", self.name, event.type)
+            await _quiet(msg.nak(delay=min(0.1 * 2 ** meta.num_delivered, 10.0)))
+            return
+        self.stats.consecutive_failures = 0
+        await _quiet(msg.ack())
+        self.stats.processed += 1
+        self.stats.last_stream_seq = meta.sequence.stream
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        self.stats.dead_lettered += 1
+        meta = msg.metadata
+        body = {
+            "reason": reason,
+            "consumer": self.name,
+            "subject": msg.subject,
+            "stream": meta.stream,
+            "stream_seq": meta.sequence.stream,
+            "data_b64": base64.b64encode(msg.data).decode(),
+        }
+        log.warning("consumer %s: dead-lettered seq %s: %s", self.name,
+                    meta.sequence.stream, reason)
+        await self.log.publish_raw(
+            f"{DLQ_PREFIX}{self.name}", json.dumps(body).encode(),
+            {MSG_ID_HEADER: f"dlq:{meta.stream}:{meta.sequence.stream}:{self.name}"},
+        )
+        await _quiet(msg.ack())
+        self.stats.last_stream_seq = meta.sequence.stream
+
+    async def info(self) -> Any:
+        return await self.log.js.consumer_info(self.stream, self.name)
+
+
+async def _quiet(aw: Awaitable[Any]) -> None:
+    """Acks are best effort: if the connection is down the server redelivers later."""
+    try:
+        await aw
+    except Exception as e:  # noqa: BLE001
+        log.warning("ack/nak failed: %s", e)
+
+
+async def _log_error(e: Exception) -> None:
+    log.warning("nats: %s", e)
+
+
+async def _log_disconnect() -> None:
+    log.warning("nats: disconnected; reconnecting")
+
+
+async def _log_reconnect() -> None:
+    log.info("nats: reconnected")
+
