@@ -42,6 +42,9 @@ from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
 log = logging.getLogger("catalyst.event_log")
 
 TYPE_HEADER = "Catalyst-Type"
+# Position of an event in the in-process dispatch order of a simulation or backtest: the
+# total order across both streams that `replay --verify` re-runs in.
+ORDER_HEADER = "Catalyst-Order"
 MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 MD_PREFIX = "catalyst.md."
@@ -79,6 +82,7 @@ class StoredEvent:
     stream: str
     subject: str
     event: Event
+    order: int | None = None  # ORDER_HEADER, when the log was written by a pipeline
 
 
 @dataclass
@@ -256,14 +260,20 @@ class EventLog:
                 delay = min(delay * 2, 1.0)
         raise RuntimeError("unreachable")
 
-    async def publish_many(self, events: Iterable[Event]) -> list[int]:
-        """Pipelined publish (many in flight, one round trip of latency); order preserved."""
+    async def publish_many(self, events: Iterable[Event],
+                           orders: Sequence[int] | None = None) -> list[int]:
+        """Pipelined publish (many in flight, one round trip of latency); order preserved.
+
+        `orders`, when given, stamps each event with its dispatch position (ORDER_HEADER)."""
         events = list(events)
         if not events:
             return []
-        if len(events) == 1:
+        if len(events) == 1 and orders is None:
             return [await self.publish(events[0])]
         encoded = [encode(e) for e in events]
+        if orders is not None:
+            for (_, _, headers), n in zip(encoded, orders, strict=True):
+                headers[ORDER_HEADER] = str(n)
         try:
             futures = [await self.js.publish_async(s, d, headers=h) for s, d, h in encoded]
             acks = await asyncio.gather(*futures)
@@ -332,7 +342,9 @@ class EventLog:
                         raise
                     ev = None
                 if ev is not None:
-                    yield StoredEvent(meta.sequence.stream, stream, msg.subject, ev)
+                    order = msg.headers.get(ORDER_HEADER) if msg.headers else None
+                    yield StoredEvent(meta.sequence.stream, stream, msg.subject, ev,
+                                      int(order) if order else None)
                 if meta.sequence.stream >= end or meta.num_pending == 0:
                     return
         finally:
@@ -499,7 +511,7 @@ async def _log_error(e: Exception) -> None:
 
 
 async def _log_disconnect() -> None:
-    log.warning("nats: disconnected; reconnecting")
+    log.info("nats: disconnected")
 
 
 async def _log_reconnect() -> None:

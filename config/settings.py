@@ -164,6 +164,8 @@ class Webhook(Strict):
 class Alerts(Strict):
     enabled: bool = True
     channels: tuple[Literal["mailbox", "smtp", "webhook"], ...] = ("mailbox",)
+    # Third-party channels by entry point name (group `catalyst.alert_channels`).
+    extra_channels: tuple[str, ...] = ()
     mailbox_dir: Path = Path("var/mail")
     smtp: Smtp = Smtp()
     recipients: Recipients = Recipients()

@@ -108,6 +108,13 @@ class SessionStartRejected(Event):
     session_date: date | None = None
 
 
+@event("catalyst.session.clock_ticked")
+class ClockTicked(Event):
+    """The scheduler's minute tick during regular hours; the session handler decides on it."""
+
+    session_date: date
+
+
 @event("catalyst.session.scan_requested")
 class ScanRequested(Event):
     session_id: str
@@ -342,6 +349,7 @@ class OrderCanceled(Event):
     broker_order_id: str
     symbol: str
     reason: str = ""
+    leg: str | None = None  # "stop_loss" / "take_profit" when a bracket leg is canceled
 
 
 @event("catalyst.position.close_requested")

@@ -1,0 +1,316 @@
+"""The composition root: builds the handlers, effects and clock for a run, and runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adapters.alerts.delivery import AlertDelivery
+from adapters.broker.port import TradeUpdate
+from adapters.broker.sim import SimulatedBroker
+from adapters.config_watcher import SettingsHolder
+from adapters.execution import ExecutionService
+from adapters.pipeline import Pipeline, Recorder
+from adapters.simulation import MarketTape, SimulatedClock, XnysCalendar
+from config.settings import Settings
+from domain.calendar import NEW_YORK
+from domain.events import (
+    AlertFailed,
+    AlertRaised,
+    AlertSent,
+    AlertSuppressed,
+    BarReceived,
+    DailyPnLChanged,
+    EmergencyStopTriggered,
+    Event,
+    OrderFilled,
+    SessionEnded,
+    SessionStarted,
+    SessionStartRejected,
+)
+from domain.values import Bar
+from handlers.alerter import Alerter
+from handlers.base import Handler
+from handlers.executor import Executor
+from handlers.risk_guard import RiskGuard
+from handlers.scanner import Scanner
+from handlers.session import SessionHandler
+from handlers.strategy import Strategy
+from projections.daily_pnl import DailyPnLProjection
+from projections.positions import PositionsProjection
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "bundled"
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def build_handlers(settings: Settings, broker_name: str, scanner: bool = True) -> list[Handler]:
+    """Every pure handler, in the fixed order the in-process pipeline calls them."""
+    hs: list[Handler] = [SessionHandler(XnysCalendar(), broker_name)]
+    if scanner:
+        hs += [Scanner(), Strategy()]
+    hs += [
+        RiskGuard(starting_cash=settings.trading.broker.sim.starting_cash),
+        Executor(),
+        PositionsProjection(),
+        DailyPnLProjection(),
+        Alerter(),
+    ]
+    return hs
+
+
+class BrokerEffect:
+    """Runs the executor's broker commands and turns broker updates into events."""
+
+    name = "broker"
+    subjects = ("catalyst.order.approved", "catalyst.order.submitted",
+                "catalyst.position.close_requested", "catalyst.session.flatten_requested",
+                "catalyst.risk.emergency_stop_triggered", "catalyst.md.bar.>")
+
+    def __init__(self, executor: Executor, service: ExecutionService,
+                 sim: SimulatedBroker | None = None) -> None:
+        self.executor = executor
+        self.service = service
+        self.sim = sim
+        self._updates: list[TradeUpdate] = []
+        if sim is not None:
+            sim.engine.listener = self._updates.append
+
+    def _drain(self, correlation_id: str) -> list[Event]:
+        updates, self._updates[:] = list(self._updates), []
+        out: list[Event] = []
+        for u in updates:
+            out += self.service.translate(u, correlation_id)
+        return out
+
+    async def on_event(self, event: Event, settings: Settings) -> list[Event]:
+        self.service.observe(event)
+        out: list[Event] = []
+        if isinstance(event, BarReceived):
+            if self.sim is None or event.bar.timeframe != "1Min":
+                return []
+            self.sim.engine.on_bar(event.bar)
+            out += self._drain(event.correlation_id)
+            if self.service.emergency_pending:
+                out += await self.service.check_pending()
+            return out
+        if self.sim is not None:
+            self.sim.set_clock(event.occurred_at)
+        for cmd in self.executor.commands_for(event, settings):
+            out += await self.service.execute(cmd)
+        if self.sim is not None:
+            out += self._drain(event.correlation_id)
+        return out
+
+
+class AlertEffect:
+    """Delivers what the alerter raised; records AlertSent / AlertFailed."""
+
+    name = "alerts"
+    subjects = ("catalyst.alert.>",)
+
+    def __init__(self, delivery: AlertDelivery) -> None:
+        self.delivery = delivery
+
+    async def on_event(self, event: Event, settings: Settings) -> list[Event]:
+        if isinstance(event, AlertSent | AlertFailed):
+            self.delivery.evolve(event)
+            return []
+        if isinstance(event, AlertRaised):
+            return list(await self.delivery.deliver(event))
+        return []
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    store: Path | None
+    broker: str
+    days: list[date] = field(default_factory=list)
+    fills: int = 0
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    realized: Decimal = Decimal(0)
+    pnl_by_day: dict[date, Decimal] = field(default_factory=dict)
+    alerts_sent: int = 0
+    alerts_suppressed: int = 0
+    alerts_failed: int = 0
+    emergency_stops: int = 0
+    sessions_started: int = 0
+    rejections: list[str] = field(default_factory=list)
+    events: int = 0
+    mailbox: Path | None = None
+
+    def observe(self, ev: Event) -> None:
+        if isinstance(ev, OrderFilled):
+            self.fills += 1
+        elif isinstance(ev, SessionEnded):
+            self.trades += ev.trades
+            self.wins += ev.wins
+            self.losses += ev.losses
+            self.realized += ev.realized_pnl
+        elif isinstance(ev, DailyPnLChanged):
+            self.pnl_by_day[ev.session_date] = ev.total
+        elif isinstance(ev, AlertSent):
+            self.alerts_sent += 1
+        elif isinstance(ev, AlertSuppressed):
+            self.alerts_suppressed += 1
+        elif isinstance(ev, AlertFailed):
+            self.alerts_failed += 1
+        elif isinstance(ev, EmergencyStopTriggered):
+            self.emergency_stops += 1
+        elif isinstance(ev, SessionStarted):
+            self.sessions_started += 1
+        elif isinstance(ev, SessionStartRejected):
+            self.rejections.append(ev.reason)
+
+
+@dataclass
+class SimTime:
+    """The simulated 'now' for adapters that stamp their own events (mail delivery)."""
+
+    now: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def observe(self, ev: Event) -> None:
+        if ev.occurred_at > self.now:
+            self.now = ev.occurred_at
+
+
+def build_sim_pipeline(settings: Settings, holder: SettingsHolder, recorder: Recorder,
+                       observers: list[Callable[[Event], None]], scanner: bool = True,
+                       alerts: bool = True) -> tuple[Pipeline, SimulatedBroker]:
+    sim = SimulatedBroker.from_settings(settings.trading.broker.sim)
+    handlers = build_handlers(settings, "sim", scanner=scanner)
+    executor = next(h for h in handlers if isinstance(h, Executor))
+    clock = SimTime()
+    service = ExecutionService(sim, sleep=_no_sleep, verify_polls=0)
+    effects: list[Any] = [BrokerEffect(executor, service, sim)]
+    if alerts and settings.trading.alerts.enabled:
+        effects.append(AlertEffect(AlertDelivery(settings, clock=lambda: clock.now)))
+    pipeline = Pipeline(holder, handlers, effects, recorder, [clock.observe, *observers])
+    return pipeline, sim
+
+
+def bundled_tape(settings: Settings) -> MarketTape:
+    from adapters.market_data.dataset import dataset_file, load_bars_csv, load_news_jsonl
+
+    directory = settings.trading.market_data.dataset_dir or BUNDLED_DIR
+    symbols = set(settings.trading.market_data.symbols)
+
+    def keep(b: Bar) -> bool:
+        return not symbols or b.symbol in symbols
+
+    minute = [b for b in load_bars_csv(dataset_file(directory, "bars_1min")) if keep(b)]
+    daily = [b for b in load_bars_csv(dataset_file(directory, "bars_1day"), timeframe="1Day")
+             if keep(b)]
+    news_path = Path(directory) / "news.jsonl"
+    news = list(load_news_jsonl(news_path)) if news_path.exists() else []
+    return MarketTape.from_data(minute, daily, news)
+
+
+def new_run_id(kind: str, now: datetime) -> str:
+    return f"{kind}-{now.strftime('%Y%m%dT%H%M%S')}-{now.microsecond:06d}"
+
+
+async def run_simulated(settings: Settings, config_dir: Path | None, day: str | None = None,
+                        speed: float | None = None, console: Console | None = None,
+                        days: int | None = None) -> RunSummary:
+    """One full session on the bundled data: embedded NATS, simulated broker, local mail."""
+    from adapters.connection import mark_latest_run, open_event_log, run_store
+    from config.loader import ConfigError
+
+    console = console or Console()
+    tape = bundled_tape(settings)
+    if not tape.dates:
+        raise ConfigError("the dataset has no 1-minute bars", "market_data.dataset_dir")
+    if day:
+        try:
+            wanted = date.fromisoformat(day)
+        except ValueError:
+            raise ConfigError(f"--date {day!r} is not YYYY-MM-DD") from None
+        if wanted not in tape.dates:
+            raise ConfigError(f"--date {day}: the dataset has "
+                              + ", ".join(d.isoformat() for d in tape.dates))
+        run_days = [wanted]
+    else:
+        run_days = tape.dates[-(days or 1):]
+    now = datetime.now(UTC)
+    run_id = new_run_id("sim", now)
+    store = run_store(run_id)
+    holder = SettingsHolder(settings, config_dir)
+    summary = RunSummary(run_id, store, "sim", run_days,
+                         mailbox=settings.trading.alerts.mailbox_dir)
+    async with open_event_log(settings, store, announce=True) as log:
+        mark_latest_run(run_id)
+        recorder = Recorder(log)
+        pipeline, _ = build_sim_pipeline(settings, holder, recorder, [summary.observe])
+        total = sum(_minutes(d) for d in run_days)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      TextColumn("{task.fields[clock]}"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("session", total=total, clock="")
+
+            def on_progress(p: Any) -> None:
+                progress.update(task, advance=1, clock=p.now.astimezone(NEW_YORK).strftime(
+                    "%Y-%m-%d %H:%M ET"))
+
+            clock = SimulatedClock(pipeline, tape, run_id, speed=speed, on_progress=on_progress)
+            await clock.run(run_days)
+        await recorder.flush()
+        summary.events = pipeline.dispatched
+    return summary
+
+
+def _minutes(day: date) -> int:
+    session = XnysCalendar().session(day)
+    return int((session.close - session.open).total_seconds() // 60) if session else 0
+
+
+def print_summary(s: RunSummary, console: Console) -> None:
+    table = Table(title=f"Catalyst run {s.run_id} ({s.broker} broker)", show_lines=False)
+    table.add_column("", style="bold")
+    table.add_column("value", justify="right")
+    for d in s.days:
+        table.add_row(f"P&L {d.isoformat()}", _money(s.pnl_by_day.get(d, Decimal(0))))
+    table.add_row("sessions started", str(s.sessions_started))
+    table.add_row("fills", str(s.fills))
+    table.add_row("trades (round trips)", str(s.trades))
+    win_rate = f"{100 * s.wins / s.trades:.0f}%" if s.trades else "-"
+    table.add_row("wins / losses (win rate)", f"{s.wins} / {s.losses} ({win_rate})")
+    table.add_row("realized P&L", _money(s.realized))
+    table.add_row("alerts sent", str(s.alerts_sent))
+    if s.alerts_suppressed or s.alerts_failed:
+        table.add_row("alerts suppressed / failed", f"{s.alerts_suppressed} / {s.alerts_failed}")
+    table.add_row("emergency stops", str(s.emergency_stops))
+    table.add_row("events recorded", str(s.events))
+    console.print(table)
+    for r in s.rejections:
+        console.print(f"[yellow]session start rejected:[/] {r}")
+    if s.mailbox:
+        console.print(f"mail: {s.mailbox}/  log: {s.store}  "
+                      f"(replay: catalyst replay --run {s.run_id})")
+
+
+def _money(v: Decimal) -> str:
+    color = "green" if v > 0 else "red" if v < 0 else ""
+    text = f"{v:+,.2f}"
+    return f"[{color}]{text}[/]" if color else text
+
+
+async def run_live(settings: Settings, config_dir: Path | None,
+                   console: Console | None = None) -> None:
+    from adapters.services import run_services
+
+    await run_services(settings, config_dir, console or Console())
+

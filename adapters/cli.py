@@ -1,0 +1,269 @@
+"""`catalyst`: the command line. Every command has --help; errors are one clear line, exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import uuid4
+
+import typer
+from rich.console import Console
+
+from adapters.logs import register_secrets, setup_logging
+from config.loader import ConfigError, load_settings, redacted
+from config.settings import Settings
+from domain.errors import CatalystError
+
+app = typer.Typer(
+    name="catalyst",
+    help="Catalyst: an event-sourced autonomous trading system for US equities on NATS "
+    "JetStream. With no keys configured it runs on an embedded NATS, a simulated broker and "
+    "a bundled (synthetic) dataset.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+events_app = typer.Typer(help="The event model: JSON Schemas, live tail.", no_args_is_help=True)
+config_app = typer.Typer(help="Validate and print the configuration.", no_args_is_help=True)
+session_app = typer.Typer(help="Control a running session.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(config_app, name="config")
+app.add_typer(session_app, name="session")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigDir = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Directory with risk_parameters.yaml and "
+                 "trading_config.yaml (default: the shipped defaults)."),
+]
+LogFormat = Annotated[
+    str | None, typer.Option("--log-format", help="text or json (structured logs on stderr).")
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit(config_dir: Path | None, log_format: str | None = None) -> Settings:
+    try:
+        settings = load_settings(config_dir).settings
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    b, s, n = settings.trading.broker, settings.trading.alerts.smtp, settings.trading.nats
+    register_secrets(x.get_secret_value() for x in (b.api_key, b.secret_key, s.password,
+                                                     n.password, n.token) if x)
+    logcfg = settings.trading.logging
+    setup_logging(logcfg.level, log_format or logcfg.format)
+    return settings
+
+
+def run_async(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except CatalystError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(
+    config_dir: ConfigDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate the config files and environment; print the effective config, secrets
+    redacted. Exit 1 with file, line and field on any error."""
+    try:
+        loaded = load_settings(config_dir)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    data = redacted(loaded.settings)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    import yaml
+
+    console.print(f"[green]config OK[/] ({', '.join(loaded.sources)})")
+    print(yaml.safe_dump(data, sort_keys=False))
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+@events_app.command("schema")
+def events_schema(
+    event_type: Annotated[str | None, typer.Argument(help="One event type (default: all).")]
+    = None,
+) -> None:
+    """Print the JSON Schema of every event (or one), with its NATS subject."""
+    from domain.events import REGISTRY, json_schemas
+
+    schemas = json_schemas()
+    if event_type:
+        if event_type not in schemas:
+            raise fail(f"unknown event type {event_type!r}; known: {', '.join(sorted(schemas))}")
+        schemas = {event_type: schemas[event_type]}
+    for name, schema in schemas.items():
+        schema["x-subject"] = REGISTRY[name].subject_template
+    print(json.dumps(schemas, indent=2, default=str))
+
+
+@events_app.command("tail")
+def events_tail(
+    subject: Annotated[str, typer.Option("--subject", "-s", help="NATS subject filter.")]
+    = "catalyst.>",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config_dir: ConfigDir = None,
+    run: Annotated[str | None, typer.Option(help="Read a simulation run's log (id or "
+                                            "'latest').")] = None,
+) -> None:
+    """Follow events live as they are published (Ctrl-C to stop)."""
+    settings = settings_or_exit(config_dir)
+    from adapters.connection import default_store, open_event_log
+    from adapters.event_log import decode_msg
+    from adapters.render import event_line
+
+    async def main() -> None:
+        async with open_event_log(settings, default_store(settings, run)) as log:
+            sub = await log.nc.subscribe(subject)
+            async for msg in sub.messages:
+                try:
+                    ev = decode_msg(msg.data, msg.headers)
+                except CatalystError as e:
+                    err.print(f"[yellow]{msg.subject}: undecodable: {e}[/]")
+                    continue
+                if as_json:
+                    print(ev.model_dump_json(), flush=True)
+                else:
+                    console.print(event_line(ev), highlight=False)
+
+    run_async(main())
+
+
+# --- session -------------------------------------------------------------------------------
+
+
+def _publish(settings: Settings, event: Any, run: str | None = None) -> int:
+    from adapters.connection import default_store, open_event_log
+
+    async def main() -> int:
+        async with open_event_log(settings, default_store(settings, run)) as log:
+            return await log.publish(event)
+
+    return run_async(main())
+
+
+@session_app.command("start")
+def session_start(config_dir: ConfigDir = None) -> None:
+    """Publish SessionStartRequested to the running system (its session handler decides)."""
+    from domain.events import SessionStartRequested
+
+    settings = settings_or_exit(config_dir)
+    ev = SessionStartRequested(event_id=uuid4(), type="SessionStartRequested",
+                               occurred_at=datetime.now(UTC), correlation_id="manual",
+                               requested_by=f"cli:{getpass.getuser()}")
+    seq = _publish(settings, ev)
+    console.print(f"published SessionStartRequested {ev.event_id} (seq {seq})")
+
+
+@app.command("resume")
+def resume(
+    reason: Annotated[str, typer.Option("--reason", help="Why trading may resume (recorded).")],
+    by: Annotated[str | None, typer.Option("--by", help="Who resumes (default: $USER).")]
+    = None,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Lift an emergency-stop halt: publishes TradingResumed with who and why."""
+    from domain.events import TradingResumed
+
+    if not reason.strip():
+        raise fail("--reason must say why trading may resume")
+    settings = settings_or_exit(config_dir)
+    ev = TradingResumed(event_id=uuid4(), type="TradingResumed", occurred_at=datetime.now(UTC),
+                        correlation_id="manual", resumed_by=by or getpass.getuser(),
+                        reason=reason)
+    seq = _publish(settings, ev)
+    console.print(f"[green]trading resumed[/] by {ev.resumed_by}: {reason} (seq {seq})")
+
+
+# --- run and backtest ----------------------------------------------------------------------
+
+
+@app.command("run")
+def run(
+    config_dir: ConfigDir = None,
+    speed: Annotated[float | None, typer.Option(help="Replay speed, N x real time (default: "
+                                                "as fast as the handlers keep up).")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="Session date of the bundled data "
+                                            "to run (YYYY-MM-DD; default: the last).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Allow LIVE trading with real money "
+                                       "(also needs broker.mode: live).")] = False,
+    log_format: LogFormat = None,
+) -> None:
+    """Run the main job. With no Alpaca keys: one full simulated session on the bundled
+    data (embedded NATS, simulated broker, mail to var/mail), then a summary. With keys:
+    paper (or, guarded, live) trading in real time."""
+    settings = settings_or_exit(config_dir, log_format)
+    from adapters import app as runtime
+
+    if settings.trading.broker.effective_kind == "sim":
+        summary = run_async(runtime.run_simulated(settings, config_dir, day=day, speed=speed,
+                                                  console=console))
+        runtime.print_summary(summary, console)
+        return
+    if settings.trading.broker.mode == "live" and not live:
+        raise fail("broker.mode is live but --live was not given; refusing to trade real "
+                   "money. Use paper mode, or pass --live if you mean it.")
+    if live and settings.trading.broker.mode != "live":
+        raise fail("--live given but broker.mode is paper; set broker.mode: live (or "
+                   "TRADING_MODE=live) as well")
+    run_async(runtime.run_live(settings, config_dir, console=console))
+
+
+@app.command("backtest")
+def backtest(
+    bars: Annotated[Path, typer.Option("--bars", help="CSV: timestamp,symbol,open,high,low,"
+                                       "close,volume (1-minute bars, regular hours).")],
+    report: Annotated[Path, typer.Option("--report", help="Where to write REPORT.json.")],
+    signals: Annotated[Path | None, typer.Option("--signals", help="CSV: timestamp,symbol,"
+                                                 "side,stop_loss,take_profit; turns the "
+                                                 "scanner off.")] = None,
+    config_dir: ConfigDir = None,
+    log_format: LogFormat = None,
+) -> None:
+    """Run the live handlers over recorded bars with the simulated broker; write a report."""
+    settings = settings_or_exit(config_dir, log_format)
+    from adapters import backtest as bt
+
+    result = run_async(bt.run_backtest(settings, bars, signals, report, console=console))
+    bt.print_result(result, console)
+
+
+def main() -> None:
+    try:
+        app()
+    except CatalystError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(1)
+
+
+def register_extensions() -> None:
+    """Commands that live in their own modules register here (kept import-light)."""
+    from adapters import cli_ops
+
+    cli_ops.register(app)
+
+
+register_extensions()

@@ -1,0 +1,133 @@
+"""In-process dispatch of events to the pure handlers and the effect adapters.
+
+Simulations and backtests run every handler in one process, in a fixed order, breadth
+first: the same inputs give the same outputs, byte for byte, and nothing waits on the
+network. Every event is still recorded to JetStream (pipelined, in order), so a backtest
+log replays and audits exactly like a live one. Live trading runs the same handlers as
+durable JetStream consumers instead (adapters.services).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from domain.events import Event
+from handlers.base import Handler
+
+if TYPE_CHECKING:
+    from adapters.config_watcher import SettingsHolder
+    from adapters.event_log import EventLog
+    from config.settings import Settings
+
+log = logging.getLogger("catalyst.pipeline")
+
+
+class Effect(Protocol):
+    """An adapter that acts on the world in reaction to events (broker, mail, ...)."""
+
+    name: str
+    subjects: tuple[str, ...]
+
+    async def on_event(self, event: Event, settings: Settings) -> list[Event]: ...
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, `>` the rest."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def routes(subjects: Iterable[str], subject: str) -> bool:
+    return any(subject_matches(p, subject) for p in subjects)
+
+
+class Recorder:
+    """Buffers events and writes them to the log in order, many in flight at once."""
+
+    def __init__(self, event_log: EventLog | None, chunk: int = 2000) -> None:
+        self.log = event_log
+        self.chunk = chunk
+        self.buffer: list[Event] = []
+        self.recorded = 0
+        self.order = 0  # dispatch position, recorded with each event
+
+    def add(self, event: Event) -> None:
+        self.order += 1
+        if self.log is not None:
+            self.buffer.append(event)
+
+    async def flush(self) -> None:
+        if self.log is None:
+            return
+        while self.buffer:
+            batch, self.buffer = self.buffer[: self.chunk], self.buffer[self.chunk:]
+            first = self.order - len(self.buffer) - len(batch) + 1
+            await self.log.publish_many(batch, range(first, first + len(batch)))
+            self.recorded += len(batch)
+
+    async def maybe_flush(self) -> None:
+        if len(self.buffer) >= self.chunk:
+            await self.flush()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: SettingsHolder,
+        handlers: Sequence[Handler],
+        effects: Sequence[Effect] = (),
+        recorder: Recorder | None = None,
+        observers: Sequence[Callable[[Event], None]] = (),
+    ) -> None:
+        self.settings = settings
+        self.handlers = list(handlers)
+        self.effects = list(effects)
+        self.recorder = recorder or Recorder(None)
+        self.observers = list(observers)
+        # (type, subject shape) -> who receives it; bars of every symbol share one entry.
+        self._routes: dict[tuple[str, str], tuple[list[Handler], list[Effect]]] = {}
+        self.dispatched = 0
+
+    def _route(self, event: Event) -> tuple[list[Handler], list[Effect]]:
+        subject = event.subject
+        key = (event.type, subject.rsplit(".", 1)[0] if subject.startswith("catalyst.md.")
+               else subject)
+        found = self._routes.get(key)
+        if found is None:
+            hs = [h for h in self.handlers if routes(h.subjects, subject) and h.wants(event)]
+            es = [e for e in self.effects if routes(e.subjects, subject)]
+            found = self._routes[key] = (hs, es)
+        return found
+
+    async def submit(self, event: Event) -> None:
+        """Dispatch an event and everything it causes, breadth first."""
+        queue: deque[Event] = deque((event,))
+        while queue:
+            ev = queue.popleft()
+            self.dispatched += 1
+            self.recorder.add(ev)
+            for obs in self.observers:
+                obs(ev)
+            settings = self.settings.current
+            handlers, effects = self._route(ev)
+            for h in handlers:
+                out = h.handle(ev, settings)
+                if out:
+                    queue.extend(out)
+            for e in effects:
+                out = await e.on_event(ev, settings)
+                if out:
+                    queue.extend(out)
+        await self.recorder.maybe_flush()
+
+    async def submit_many(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            await self.submit(ev)
