@@ -511,7 +511,7 @@ async def _log_error(e: Exception) -> None:
 
 
 async def _log_disconnect() -> None:
-    log.info("nats: disconnected")
+    log.debug("nats: disconnected")
 
 
 async def _log_reconnect() -> None:

@@ -101,6 +101,9 @@ class SimulatedClock:
     on_progress: Callable[[ClockProgress], None] | None = None
     on_minute: Callable[[datetime], None] | None = None
     start_session: bool = True
+    # Progress through the tape, kept across calls so `run` can go one day at a time.
+    _news_i: int = 0
+    _sent_daily: set[tuple[str, datetime]] = field(default_factory=set)
 
     def _bar_event(self, bar: Bar, at: datetime) -> BarReceived:
         return BarReceived(
@@ -117,12 +120,17 @@ class SimulatedClock:
             symbol=symbol, headline=h,
         )
 
+    async def _news_until(self, until: datetime) -> None:
+        news = self.tape.news
+        while self._news_i < len(news) and news[self._news_i].created_at <= until:
+            for sym in news[self._news_i].symbols:
+                await self.pipeline.submit(self._news_event(news[self._news_i], sym))
+            self._news_i += 1
+
     async def run(self, days: Sequence[date] | None = None) -> None:
         days = list(days) if days is not None else self.tape.dates
         cal = XnysCalendar()
-        news_i = 0
-        news = self.tape.news
-        sent_daily: set[tuple[str, datetime]] = set()
+        sent_daily = self._sent_daily
         for day in days:
             market = cal.session(day)
             if market is None:
@@ -134,10 +142,7 @@ class SimulatedClock:
                     sent_daily.add(key)
                     await self.pipeline.submit(self._bar_event(b, market.open - MINUTE))
             # Headlines from before the open are known at the open.
-            while news_i < len(news) and news[news_i].created_at <= market.open:
-                for sym in news[news_i].symbols:
-                    await self.pipeline.submit(self._news_event(news[news_i], sym))
-                news_i += 1
+            await self._news_until(market.open)
             if self.start_session:
                 await self.pipeline.submit(SessionStartRequested(
                     event_id=data_event_id("start", day.isoformat(), self.run_id),
@@ -153,10 +158,7 @@ class SimulatedClock:
                     await self.pipeline.submit(ev)
                 for b in minutes.get(t, ()):
                     await self.pipeline.submit(self._bar_event(b, closed_at))
-                while news_i < len(news) and news[news_i].created_at <= closed_at:
-                    for sym in news[news_i].symbols:
-                        await self.pipeline.submit(self._news_event(news[news_i], sym))
-                    news_i += 1
+                await self._news_until(closed_at)
                 await self.pipeline.submit(ClockTicked(
                     event_id=data_event_id("tick", closed_at.isoformat(), self.run_id),
                     type="ClockTicked", occurred_at=closed_at, correlation_id=self.run_id,

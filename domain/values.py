@@ -13,8 +13,11 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer, field_validator
 CENT = Decimal("0.01")
 
 # Decimals cross the wire as strings so no binary float ever touches a price or a P&L.
-Money = Annotated[Decimal, PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
-Qty = Annotated[Decimal, PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
+# format "f": plain digits, never exponent notation (Decimal("1E+2") is written "100").
+Money = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str,
+                                           when_used="json")]
+Qty = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str,
+                                         when_used="json")]
 
 
 def to_cents(value: Decimal) -> Decimal:

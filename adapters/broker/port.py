@@ -99,6 +99,7 @@ class TradeUpdate(Port):
     price: Decimal | None = None  # this execution's price
     qty: Decimal | None = None  # this execution's quantity
     position_qty: Decimal | None = None
+    fee: Decimal | None = None  # commission on this execution (the simulated broker's)
 
 
 class BrokerRejection(CatalystError):

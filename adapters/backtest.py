@@ -1,0 +1,317 @@
+"""`catalyst backtest`: the live handlers over recorded bars, with the simulated broker.
+
+Contract (people script against it):
+
+    catalyst backtest --bars BARS.csv [--signals SIGNALS.csv] [--config DIR] --report R.json
+
+With SIGNALS.csv the rows are the entry signals (SignalGenerated at their timestamp) and
+the scanner is off; the risk guard still decides and sizes. Without it the scanner and
+strategy run as in a live session, with daily history built from the file's earlier days.
+Inputs are validated completely before anything runs; the report is written atomically at
+the end, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adapters import calendar as xnys
+from adapters.app import build_sim_pipeline, new_run_id
+from adapters.config_watcher import SettingsHolder
+from adapters.market_data.dataset import DatasetError, load_bars_csv
+from adapters.pipeline import Recorder
+from adapters.simulation import MarketTape, SimulatedClock
+from config.settings import Settings
+from domain.events import (
+    DailyPnLChanged,
+    EmergencyStopTriggered,
+    Event,
+    OrderFilled,
+    OrderPartiallyFilled,
+    SessionEnded,
+    SignalGenerated,
+)
+from domain.pnl import Position, apply_fill
+from projections.daily_pnl import DailyPnLProjection
+from domain.values import Bar, Side, ensure_utc
+
+SIGNAL_COLUMNS = ("timestamp", "symbol", "side", "stop_loss", "take_profit")
+
+
+class BacktestInputError(DatasetError):
+    pass
+
+
+@dataclass(frozen=True)
+class SignalRow:
+    line: int
+    timestamp: datetime
+    symbol: str
+    side: Side
+    stop_loss: Decimal
+    take_profit: Decimal
+
+
+def load_signals_csv(path: Path, symbols: set[str]) -> list[SignalRow]:
+    def fail(line: int, column: str, problem: str) -> BacktestInputError:
+        return BacktestInputError(path, line, column, problem)
+
+    try:
+        handle = path.open(newline="")
+    except OSError as e:
+        raise fail(0, "-", f"cannot read: {e.strerror}") from None
+    rows: list[SignalRow] = []
+    with handle:
+        reader = csv.reader(handle)
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        if not header:
+            raise fail(1, SIGNAL_COLUMNS[0], "empty file: no header line")
+        for col in SIGNAL_COLUMNS:
+            if col not in header:
+                raise fail(1, col, f"missing column (header is {header})")
+        extra = [h for h in header if h not in SIGNAL_COLUMNS]
+        if extra:
+            raise fail(1, extra[0], f"unexpected column; need {','.join(SIGNAL_COLUMNS)}")
+        idx = {c: header.index(c) for c in SIGNAL_COLUMNS}
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not v.strip() for v in row):
+                continue
+            if len(row) != len(header):
+                raise fail(line, SIGNAL_COLUMNS[min(len(row), 4)],
+                           f"{len(row)} fields, expected {len(header)}")
+            raw = {c: row[i].strip() for c, i in idx.items()}
+            try:
+                ts = datetime.fromisoformat(raw["timestamp"].replace("Z", "+00:00"))
+            except ValueError:
+                raise fail(line, "timestamp", f"unparsable time {raw['timestamp']!r}") from None
+            if ts.tzinfo is None:
+                raise fail(line, "timestamp", f"{raw['timestamp']!r} has no UTC offset")
+            symbol = raw["symbol"].upper()
+            if symbol not in symbols:
+                raise fail(line, "symbol", f"unknown symbol {raw['symbol']!r} (not in the bars)")
+            try:
+                side = Side(raw["side"].lower())
+            except ValueError:
+                raise fail(line, "side", f"{raw['side']!r} is not buy or sell") from None
+            prices = {}
+            for col in ("stop_loss", "take_profit"):
+                try:
+                    prices[col] = Decimal(raw[col])
+                except InvalidOperation:
+                    raise fail(line, col, f"unparsable price {raw[col]!r}") from None
+                if not prices[col].is_finite() or prices[col] <= 0:
+                    raise fail(line, col, f"price must be positive, got {raw[col]!r}")
+            rows.append(SignalRow(line, ensure_utc(ts), symbol, side, prices["stop_loss"],
+                                  prices["take_profit"]))
+    return sorted(rows, key=lambda r: (r.timestamp, r.line))
+
+
+def daily_from_minutes(bars: list[Bar]) -> list[Bar]:
+    """Daily bars aggregated from the file's 1-minute bars (for the universe filter)."""
+    groups: dict[tuple[str, date], list[Bar]] = defaultdict(list)
+    for b in bars:
+        groups[(b.symbol, xnys.session_date(b.timestamp))].append(b)
+    out = []
+    for (symbol, day), bs in groups.items():
+        session = xnys.session_for(day)
+        assert session is not None
+        out.append(Bar(symbol=symbol, timestamp=session.open, open=bs[0].open,
+                       high=max(b.high for b in bs), low=min(b.low for b in bs),
+                       close=bs[-1].close, volume=sum(b.volume for b in bs), timeframe="1Day"))
+    return out
+
+
+@dataclass
+class DayTotals:
+    realized: Decimal = Decimal(0)
+    unrealized: Decimal = Decimal(0)
+    total: Decimal = Decimal(0)
+    trades: int = 0
+
+
+@dataclass
+class BacktestResult:
+    run_id: str
+    store: Path
+    report_path: Path
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    days: dict[date, DayTotals] = field(default_factory=dict)
+    stops: list[dict[str, Any]] = field(default_factory=list)
+    positions: dict[str, Position] = field(default_factory=dict)
+    bars: int = 0
+    events: int = 0
+    seconds: float = 0.0
+
+    def observe(self, ev: Event) -> None:
+        if isinstance(ev, OrderFilled | OrderPartiallyFilled):
+            self.fills.append({
+                "time": ev.occurred_at.isoformat(), "symbol": ev.symbol, "side": ev.side.value,
+                "qty": _num(ev.qty), "price": _num(ev.price), "order_id": ev.order_id,
+            })
+            pos = self.positions.get(ev.symbol, Position())
+            self.positions[ev.symbol] = apply_fill(pos, ev.side, ev.qty, ev.price, ev.fee).position
+        elif isinstance(ev, DailyPnLChanged):
+            d = self.days.setdefault(ev.session_date, DayTotals())
+            d.realized, d.unrealized, d.total = ev.realized, ev.unrealized, ev.total
+        elif isinstance(ev, SessionEnded):
+            self.days.setdefault(ev.session_date, DayTotals()).trades = ev.trades
+        elif isinstance(ev, EmergencyStopTriggered):
+            self.stops.append({"time": ev.occurred_at.isoformat(),
+                               "date": ev.session_date.isoformat(), "pnl": _num(ev.pnl),
+                               "reason": ev.reason})
+
+    def report(self, all_days: list[date]) -> dict[str, Any]:
+        days = []
+        for d in all_days:
+            t = self.days.get(d, DayTotals())
+            days.append({"date": d.isoformat(), "realized_pnl": _num(t.realized),
+                         "unrealized_pnl": _num(t.unrealized), "pnl": _num(t.total),
+                         "trades": t.trades})
+        positions = [
+            {"symbol": s, "qty": _num(p.qty), "avg_price": _num(_cents4(p.avg_price))}
+            for s, p in sorted(self.positions.items()) if not p.is_flat
+        ]
+        return {"fills": self.fills, "days": days, "emergency_stops": self.stops,
+                "positions": positions, "run_id": self.run_id}
+
+
+def _num(v: Decimal) -> str:
+    """Decimal as a plain decimal string (never exponent notation like 1E+2)."""
+    return format(v, "f")
+
+
+def _cents4(v: Decimal | None) -> Decimal:
+    return (v or Decimal(0)).quantize(Decimal("0.0001"))
+
+
+def signal_events(rows: list[SignalRow], bars: list[Bar], run_id: str
+                  ) -> dict[datetime, list[Event]]:
+    """SignalGenerated per row, keyed by the minute they fall in; entry = last close known."""
+    by_symbol: dict[str, list[Bar]] = defaultdict(list)
+    for b in bars:
+        by_symbol[b.symbol].append(b)
+    out: dict[datetime, list[Event]] = defaultdict(list)
+    for r in rows:
+        series = by_symbol[r.symbol]
+        # Last bar that closed at or before the signal; else the first bar's open.
+        known = [b for b in series if b.timestamp + timedelta(minutes=1) <= r.timestamp]
+        entry = known[-1].close if known else series[0].open
+        eid = uuid5(NAMESPACE_URL, f"catalyst:{run_id}:signal:{r.line}")
+        minute = r.timestamp.replace(second=0, microsecond=0)
+        out[minute].append(SignalGenerated(
+            event_id=eid, type="SignalGenerated", occurred_at=r.timestamp,
+            correlation_id=run_id, signal_id=f"csv-line-{r.line}", symbol=r.symbol,
+            side=r.side, entry=entry, stop_loss=r.stop_loss, take_profit=r.take_profit,
+            use_bracket=True, reason=f"SIGNALS.csv line {r.line}",
+        ))
+    return out
+
+
+async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path | None,
+                       report_path: Path, console: Console | None = None,
+                       record: bool = True, progress: bool = True) -> BacktestResult:
+    import time
+
+    from adapters.connection import mark_latest_run, open_event_log, run_store
+
+    console = console or Console(stderr=True)
+    bars = list(load_bars_csv(bars_path, sessions_only=True))
+    if not bars:
+        raise BacktestInputError(bars_path, 2, "timestamp", "no bars in the file")
+    symbols = {b.symbol for b in bars}
+    rows = load_signals_csv(signals_path, symbols) if signals_path else None
+    report_path = Path(report_path)
+    if report_path.parent and not report_path.parent.exists():
+        raise BacktestInputError(report_path, 0, "-", "the report's directory does not exist")
+
+    run_id = new_run_id("backtest", datetime.now(UTC))
+    store = run_store(run_id)
+    result = BacktestResult(run_id, store, report_path, bars=len(bars))
+    tape = MarketTape.from_data(bars, daily_from_minutes(bars))
+    holder = SettingsHolder(settings)
+    started = time.perf_counter()
+
+    async def go(recorder: Recorder) -> None:
+        pipeline, _ = build_sim_pipeline(settings, holder, recorder, [result.observe],
+                                         scanner=rows is None, alerts=False)
+        clock = SimulatedClock(pipeline, tape, run_id)
+        if rows is not None:
+            clock.extra_events = signal_events(rows, bars, run_id)
+        pnl = next(h for h in pipeline.handlers if isinstance(h, DailyPnLProjection))
+
+        async def one_day(d: date) -> None:
+            await clock.run([d])
+            # The day's closing figures straight from the projection: DailyPnLChanged only
+            # fires when the total moves, not when a close turns unrealized into realized.
+            snap = pnl.snapshot()
+            if snap["session_date"] == d.isoformat():
+                t = result.days.setdefault(d, DayTotals())
+                t.realized = Decimal(snap["realized"])
+                t.unrealized = Decimal(snap["unrealized"])
+                t.total = Decimal(snap["total"])
+
+        if progress:
+            with Progress(TextColumn("[bold]backtest"), BarColumn(),
+                          TextColumn("{task.fields[day]}"), TimeElapsedColumn(),
+                          console=console, transient=True) as bar:
+                task = bar.add_task("bt", total=len(tape.dates), day="")
+                for d in tape.dates:
+                    bar.update(task, day=d.isoformat())
+                    await one_day(d)
+                    bar.advance(task)
+        else:
+            for d in tape.dates:
+                await one_day(d)
+        await recorder.flush()
+        result.events = pipeline.dispatched
+
+    if record:
+        async with open_event_log(settings, store) as log:
+            mark_latest_run(run_id)
+            await go(Recorder(log))
+    else:
+        await go(Recorder(None))
+    result.seconds = time.perf_counter() - started
+    write_json_atomic(report_path, result.report(tape.dates))
+    return result
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def print_result(r: BacktestResult, console: Console) -> None:
+    table = Table(title=f"Backtest {r.run_id}")
+    for col in ("date", "realized", "unrealized", "P&L", "trades"):
+        table.add_column(col, justify="right" if col != "date" else "left")
+    for d, t in sorted(r.days.items()):
+        table.add_row(d.isoformat(), f"{t.realized:,.2f}", f"{t.unrealized:,.2f}",
+                      f"{t.total:,.2f}", str(t.trades))
+    console.print(table)
+    rate = r.bars / r.seconds if r.seconds else 0
+    console.print(f"{len(r.fills)} fills, {len(r.stops)} emergency stops, {r.bars} bars in "
+                  f"{r.seconds:.2f}s ({rate:,.0f} bars/s); report: {r.report_path}; "
+                  f"log: {r.store}")

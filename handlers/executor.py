@@ -1,0 +1,258 @@
+"""The executor's decisions: which broker commands an event calls for, and max-hold exits.
+
+Pure. The broker work itself is `adapters.execution.ExecutionService`, which runs the
+commands returned here and turns their outcomes into events.
+
+Two kinds of output:
+
+* `decide` (via `Handler.handle`) emits events: `PositionCloseRequested(reason=
+  "max_hold_time")` for a position held `trading_session.max_hold_time_minutes` or longer,
+  judged on a `ScanRequested` / `BarReceived` event's time against the time of the fill that
+  opened it; once per position (a closed and reopened symbol is a new position).
+* `commands_for` maps an event to broker commands: OrderApproved -> SubmitOrder,
+  PositionCloseRequested -> ClosePosition, FlattenRequested -> CloseAll,
+  EmergencyStopTriggered -> EmergencyClose. It is deliberately *not* gated by the
+  handler's seen-set: a redelivered event re-runs its command, and the broker makes that
+  harmless (client_order_id is unique, a flat position cannot be closed twice). It also
+  means the `PositionCloseRequested` this handler emits gets its `ClosePosition` when it comes
+  back through the log, so a crash between publishing it and acting on it loses nothing.
+
+State (rebuilt from the log): open positions from fills (signed qty, average entry, when
+opened) and the realized P&L per New York session date (net of fees), which the emergency
+command carries so the completion event can report the realized P&L after the stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, ClassVar
+from zoneinfo import ZoneInfo
+
+from domain.events import (
+    BarReceived,
+    EmergencyStopTriggered,
+    Event,
+    FlattenRequested,
+    OrderApproved,
+    OrderFilled,
+    OrderPartiallyFilled,
+    PositionCloseRequested,
+    ScanRequested,
+)
+from domain.values import Side
+from handlers.base import Handler
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+NEW_YORK = ZoneInfo("America/New_York")
+_ZERO = Decimal(0)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOrder:
+    """Send one order; `client_order_id` comes from the approval (so a resend is a duplicate
+    the broker refuses). A bracket when both stop_loss and take_profit are set."""
+
+    cause: OrderApproved
+    order_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: str = "market"  # market / limit
+    limit_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    time_in_force: str = "day"
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePosition:
+    """Close one symbol's position (its open orders are canceled first)."""
+
+    cause: Event
+    symbol: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAll:
+    """Cancel every open order, then close every position (end-of-day flatten)."""
+
+    cause: Event
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyClose:
+    """The emergency stop's broker side: cancel, close, verify flat, report."""
+
+    cause: EmergencyStopTriggered
+    session_date: date
+    cancel_orders: bool
+    close_positions: bool
+    realized_pnl_before: Decimal = _ZERO
+
+
+Command = SubmitOrder | ClosePosition | CloseAll | EmergencyClose
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class HeldPosition:
+    qty: Decimal  # signed: negative is short
+    avg_entry_price: Decimal
+    opened_at: datetime
+    close_requested: bool = False
+
+
+@dataclass(slots=True)
+class ExecutorState:
+    positions: dict[str, HeldPosition] = field(default_factory=dict)
+    realized: dict[date, Decimal] = field(default_factory=dict)
+
+
+def session_date_of(ts: datetime) -> date:
+    return ts.astimezone(NEW_YORK).date()
+
+
+class Executor(Handler):
+    name: ClassVar[str] = "executor"
+    subjects: ClassVar[tuple[str, ...]] = (
+        "catalyst.order.>",
+        "catalyst.position.close_requested",
+        "catalyst.session.flatten_requested",
+        "catalyst.session.scan_requested",
+        "catalyst.risk.emergency_stop_triggered",
+        "catalyst.md.bar.>",
+    )
+    accepts: ClassVar[frozenset[str] | None] = frozenset(
+        {
+            "OrderApproved", "OrderFilled", "OrderPartiallyFilled", "PositionCloseRequested",
+            "FlattenRequested", "ScanRequested", "BarReceived", "EmergencyStopTriggered",
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = ExecutorState()
+
+    # --- state -------------------------------------------------------------------------------
+
+    def evolve(self, event: Event) -> None:
+        if isinstance(event, OrderFilled | OrderPartiallyFilled):
+            self._on_fill(event)
+        elif isinstance(event, PositionCloseRequested):
+            pos = self.state.positions.get(event.symbol)
+            if pos is not None:
+                pos.close_requested = True
+        elif isinstance(event, FlattenRequested | EmergencyStopTriggered):
+            for pos in self.state.positions.values():
+                pos.close_requested = True
+
+    def _on_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
+        signed = fill.qty if fill.side is Side.BUY else -fill.qty
+        day = session_date_of(fill.occurred_at)
+        realized = self.state.realized.get(day, _ZERO) - fill.fee
+        pos = self.state.positions.get(fill.symbol)
+        if pos is None:
+            self.state.positions[fill.symbol] = HeldPosition(
+                signed, fill.price, fill.occurred_at
+            )
+        elif (pos.qty > 0) == (signed > 0):
+            total = pos.qty + signed
+            pos.avg_entry_price = (pos.qty * pos.avg_entry_price + signed * fill.price) / total
+            pos.qty = total
+        else:
+            closed = min(abs(signed), abs(pos.qty))
+            direction = 1 if pos.qty > 0 else -1
+            realized += (fill.price - pos.avg_entry_price) * closed * direction
+            remaining = pos.qty + signed
+            if remaining == 0:
+                del self.state.positions[fill.symbol]
+            elif (remaining > 0) == (pos.qty > 0):
+                pos.qty = remaining
+            else:  # flipped through flat: a new position, with a new hold clock
+                self.state.positions[fill.symbol] = HeldPosition(
+                    remaining, fill.price, fill.occurred_at
+                )
+        self.state.realized[day] = realized
+
+    def realized_pnl(self, session_date: date) -> Decimal:
+        return self.state.realized.get(session_date, _ZERO)
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def decide(self, event: Event, settings: Settings) -> list[Event]:
+        if not isinstance(event, ScanRequested | BarReceived):
+            return []
+        max_hold = timedelta(minutes=settings.session.max_hold_time_minutes)
+        now = event.occurred_at
+        out: list[Event] = []
+        for symbol in sorted(self.state.positions):
+            pos = self.state.positions[symbol]
+            if not pos.close_requested and now - pos.opened_at >= max_hold:
+                out.append(
+                    PositionCloseRequested.caused_by(
+                        event, len(out), self.name, symbol=symbol, reason="max_hold_time"
+                    )
+                )
+        return out
+
+    def commands_for(self, event: Event, settings: Settings) -> list[Command]:
+        if isinstance(event, OrderApproved):
+            return _submit(event, settings)
+        if isinstance(event, PositionCloseRequested):
+            return [ClosePosition(event, event.symbol, event.reason)]
+        if isinstance(event, FlattenRequested):
+            return [CloseAll(event, event.reason)]
+        if isinstance(event, EmergencyStopTriggered):
+            emergency = settings.emergency
+            return [
+                EmergencyClose(
+                    cause=event,
+                    session_date=event.session_date,
+                    cancel_orders=event.actions.get(
+                        "cancel_all_orders", emergency.cancel_all_orders
+                    ),
+                    close_positions=event.actions.get(
+                        "close_all_positions", emergency.close_all_positions
+                    ),
+                    realized_pnl_before=self.realized_pnl(event.session_date),
+                )
+            ]
+        return []
+
+
+def _submit(approval: OrderApproved, settings: Settings) -> list[Command]:
+    if approval.qty <= 0:
+        return []
+    bracket = (
+        approval.use_bracket
+        and settings.execution.use_bracket_orders
+        and approval.stop_loss is not None
+        and approval.take_profit is not None
+    )
+    order_type = "limit" if approval.order_type == "limit" else "market"
+    return [
+        SubmitOrder(
+            cause=approval,
+            order_id=approval.order_id,
+            client_order_id=approval.client_order_id,
+            symbol=approval.symbol,
+            side=approval.side,
+            qty=approval.qty,
+            order_type=order_type,
+            limit_price=approval.entry if order_type == "limit" else None,
+            stop_loss=approval.stop_loss if bracket else None,
+            take_profit=approval.take_profit if bracket else None,
+        )
+    ]
