@@ -1,0 +1,556 @@
+"""Alerter: decides what a trader must hear about. Delivery (email, webhook) is an adapter's job.
+
+Every decision is an `AlertRaised` (with everything the template needs in `context`) or an
+`AlertSuppressed` naming the rule that held it back. Rate limits run on event time:
+
+- `alerts.cooldown_minutes` per alert kind, `alerts.hourly_cap` over a sliding hour;
+- CRITICAL alerts are never rate-limited (they still count towards the hour);
+- `alerts.enabled: false` suppresses everything with rule "disabled", and
+  `emergency_actions.notify_via_email: false` does the same for the emergency-stop alert.
+
+The limit state is evolved from AlertRaised / AlertSuppressed, so it rebuilds from the log.
+
+Trades are batched rather than dropped: an entry fill that the limits hold back stays
+pending and goes out with the next "Trades executed" alert once the limits allow (checked on
+every later event, P&L ticks included), and every trade of the day is in the daily summary.
+
+Context values are JSON-native (Decimal as str, datetimes as ISO strings, lists not tuples),
+so an AlertRaised decoded from the log equals the one decided here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from domain.events import (
+    AlertRaised,
+    AlertSuppressed,
+    DailyLossWarningIssued,
+    DailyPnLChanged,
+    EmergencyStopCompleted,
+    EmergencyStopFailed,
+    EmergencyStopTriggered,
+    Event,
+    HandlerCrashLooping,
+    OrderApproved,
+    OrderCanceled,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderSubmitted,
+    ReconciliationDiscrepancyFound,
+    SessionEnded,
+    SessionStarted,
+    SignalGenerated,
+    TradingResumed,
+)
+from domain.values import Severity, Side, derive_id, to_cents
+from handlers.base import Handler
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+# Alert kinds (also the template names in adapters/templates/alert_<kind>.*).
+EMERGENCY_STOP = "emergency_stop"
+EMERGENCY_STOP_FAILED = "emergency_stop_failed"
+DAILY_LOSS_WARNING = "daily_loss_warning"
+SESSION_STARTED = "session_started"
+TRADES_EXECUTED = "trades_executed"
+DAILY_SUMMARY = "daily_summary"
+RECONCILIATION_DISCREPANCY = "reconciliation_discrepancy"
+HANDLER_CRASH_LOOPING = "handler_crash_looping"
+TRADING_RESUMED = "trading_resumed"
+
+RESUME_COMMAND = 'catalyst resume --reason "..."'
+_HOUR = timedelta(hours=1)
+_KNOWN_ALERTS_LIMIT = 10_000
+_MAX_CURVE_POINTS = 24 * 60  # one point per minute at most
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _iso(value: datetime | date) -> str:
+    return value.isoformat()
+
+
+def alert_id_for(trigger: Event, kind: str) -> str:
+    """Derived from the triggering event: the same trigger always names the same alert."""
+    return str(derive_id(trigger.event_id, f"alert:{kind}"))
+
+
+@dataclass
+class _Entry:
+    """An approved entry order, followed until it fills."""
+
+    order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    entry: Decimal
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    reason: str
+    filled_qty: Decimal = Decimal(0)
+    notional: Decimal = Decimal(0)  # sum(qty * price) over the fills, for the average price
+    alerted: bool = False
+
+
+@dataclass
+class _Position:
+    """Per-symbol round trip: open -> flat, for the day's largest win/loss."""
+
+    qty: Decimal = Decimal(0)  # signed: + long, - short
+    avg_price: Decimal = Decimal(0)
+    realized: Decimal = Decimal(0)
+
+
+@dataclass
+class _Day:
+    session_date: date | None = None
+    session: dict[str, Any] = field(default_factory=dict)
+    trades: list[dict[str, Any]] = field(default_factory=list)  # every entry fill today
+    round_trips: list[Decimal] = field(default_factory=list)  # closed trades' P&L
+    positions: dict[str, _Position] = field(default_factory=dict)
+    curve: dict[str, str] = field(default_factory=dict)  # minute ISO -> total P&L
+    pnl_low: Decimal | None = None
+    pnl_high: Decimal | None = None
+
+
+class Alerter(Handler):
+    """See the module docstring. State follows the log; `decide` is pure."""
+
+    name: ClassVar[str] = "alerter"
+    subjects: ClassVar[tuple[str, ...]] = (
+        "catalyst.session.>",
+        "catalyst.signal.>",
+        "catalyst.order.>",
+        "catalyst.risk.>",
+        "catalyst.pnl.>",
+        "catalyst.broker.>",
+        "catalyst.ops.>",
+        "catalyst.alert.raised",
+        "catalyst.alert.suppressed",
+    )
+    accepts: ClassVar[frozenset[str] | None] = frozenset(
+        cls.__name__
+        for cls in (
+            SessionStarted, SessionEnded, SignalGenerated, OrderApproved, OrderSubmitted,
+            OrderPartiallyFilled, OrderFilled, OrderCanceled, OrderRejected,
+            DailyLossWarningIssued,
+            EmergencyStopTriggered, EmergencyStopCompleted, EmergencyStopFailed,
+            TradingResumed, DailyPnLChanged, ReconciliationDiscrepancyFound,
+            HandlerCrashLooping, AlertRaised, AlertSuppressed,
+        )
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        # rate-limit state, evolved from AlertRaised / AlertSuppressed
+        self.last_raised: dict[str, datetime] = {}
+        self.recent: deque[datetime] = deque()  # raise times, pruned to the last hour
+        self.suppressed_since_raised = 0
+        self.known_alerts: OrderedDict[str, None] = OrderedDict()
+        # what the templates need, evolved from the trading events
+        self.signal_reasons: dict[str, str] = {}
+        self.entries: dict[str, _Entry] = {}
+        self.pending_trades: list[dict[str, Any]] = []
+        self.stop_trigger: EmergencyStopTriggered | None = None
+        self.day = _Day()
+
+    # --- evolve ---------------------------------------------------------------------------
+
+    def evolve(self, event: Event) -> None:
+        match event:
+            case AlertRaised():
+                self._remember(event.alert_id)
+                self.last_raised[event.kind] = event.occurred_at
+                self.recent.append(event.occurred_at)
+                self._prune(event.occurred_at)
+                self.suppressed_since_raised = 0
+                if event.kind == TRADES_EXECUTED:
+                    sent = set(event.context.get("order_ids", ()))
+                    self.pending_trades = [
+                        t for t in self.pending_trades if t["order_id"] not in sent
+                    ]
+                elif event.kind == DAILY_SUMMARY:
+                    self.pending_trades = []
+            case AlertSuppressed():
+                self._remember(event.alert_id)
+                self.suppressed_since_raised += 1
+                if event.kind == DAILY_SUMMARY:
+                    self.pending_trades = []
+            case SessionStarted():
+                self.day = _Day(
+                    session_date=event.session_date,
+                    session={"mode": event.mode, "broker": event.broker},
+                )
+                self.pending_trades = []
+                self.stop_trigger = None
+                self.signal_reasons.clear()  # signals never approved: no longer needed
+            case SignalGenerated():
+                self.signal_reasons[event.signal_id] = event.reason
+            case OrderApproved():
+                self.entries[event.order_id] = _Entry(
+                    order_id=event.order_id,
+                    symbol=event.symbol,
+                    side=str(event.side),
+                    qty=event.qty,
+                    entry=event.entry,
+                    stop_loss=event.stop_loss,
+                    take_profit=event.take_profit,
+                    reason=self.signal_reasons.pop(event.signal_id, "") or event.reason,
+                )
+            case OrderSubmitted():
+                entry = self.entries.get(event.order_id)
+                if entry is not None:
+                    # the broker-side legs are what actually protects the position
+                    entry.stop_loss = event.stop_loss or entry.stop_loss
+                    entry.take_profit = event.take_profit or entry.take_profit
+            case OrderPartiallyFilled() | OrderFilled():
+                self._track_fill(event)
+                entry = self.entries.get(event.order_id)
+                if entry is not None and event.leg is None:
+                    entry.filled_qty += event.qty
+                    entry.notional += event.qty * event.price
+                    if isinstance(event, OrderFilled):
+                        self._entry_done(entry, event)
+            case OrderRejected():
+                self.entries.pop(event.order_id, None)
+            case OrderCanceled():
+                entry = self.entries.get(event.order_id)
+                if entry is not None and entry.filled_qty > 0:
+                    self._entry_done(entry, event)  # partly filled, rest canceled: a trade
+                else:
+                    self.entries.pop(event.order_id, None)
+            case DailyPnLChanged():
+                self._track_pnl(event)
+            case EmergencyStopTriggered():
+                self.stop_trigger = event
+            case _:
+                pass
+
+    def _remember(self, alert_id: str) -> None:
+        self.known_alerts[alert_id] = None
+        if len(self.known_alerts) > _KNOWN_ALERTS_LIMIT:
+            self.known_alerts.popitem(last=False)
+
+    def _prune(self, now: datetime) -> None:
+        while self.recent and self.recent[0] <= now - _HOUR:
+            self.recent.popleft()
+
+    def _entry_done(self, entry: _Entry, event: Event) -> None:
+        del self.entries[entry.order_id]
+        avg = to_cents(entry.notional / entry.filled_qty)
+        trade = {
+            "order_id": entry.order_id,
+            "symbol": entry.symbol,
+            "side": entry.side,
+            "qty": str(entry.filled_qty),
+            "entry": str(avg),
+            "stop_loss": _s(entry.stop_loss),
+            "take_profit": _s(entry.take_profit),
+            "reason": entry.reason,
+            "filled_at": _iso(event.occurred_at),
+        }
+        self.day.trades.append(trade)
+        self.pending_trades.append(trade)
+
+    def _track_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
+        """Round-trip P&L per symbol (average cost), for the summary's largest win/loss."""
+        pos = self.day.positions.setdefault(fill.symbol, _Position())
+        signed = fill.qty if fill.side == Side.BUY else -fill.qty
+        pos.realized -= fill.fee
+        if pos.qty == 0 or (pos.qty > 0) == (signed > 0):
+            total = abs(pos.qty) + fill.qty
+            pos.avg_price = (pos.avg_price * abs(pos.qty) + fill.price * fill.qty) / total
+            pos.qty += signed
+            return
+        closing = min(fill.qty, abs(pos.qty))
+        direction = 1 if pos.qty > 0 else -1
+        pos.realized += (fill.price - pos.avg_price) * closing * direction
+        pos.qty += signed
+        if pos.qty == 0 or (pos.qty > 0) != (direction > 0):
+            self.day.round_trips.append(to_cents(pos.realized))
+            pos.realized = Decimal(0)
+            pos.avg_price = fill.price if pos.qty != 0 else Decimal(0)
+
+    def _track_pnl(self, event: DailyPnLChanged) -> None:
+        if self.day.session_date is not None and event.session_date != self.day.session_date:
+            if event.session_date < self.day.session_date:
+                return  # a late tick from an earlier day
+            self.day = _Day(session_date=event.session_date)
+        self.day.session_date = event.session_date
+        minute = event.occurred_at.replace(second=0, microsecond=0)
+        self.day.curve[_iso(minute)] = str(event.total)
+        if len(self.day.curve) > _MAX_CURVE_POINTS:
+            self.day.curve.pop(next(iter(self.day.curve)))
+        low = min(event.total, event.intraday_low)
+        self.day.pnl_low = low if self.day.pnl_low is None else min(self.day.pnl_low, low)
+        high = event.total
+        self.day.pnl_high = high if self.day.pnl_high is None else max(self.day.pnl_high, high)
+
+    # --- decide ---------------------------------------------------------------------------
+
+    def decide(self, event: Event, settings: Settings) -> list[Event]:
+        # An alert already decided (its AlertRaised/AlertSuppressed is in the log) is not
+        # decided again, even if its trigger comes back after the log's duplicate window.
+        return [
+            out for out in self._decide(event, settings)
+            if out.alert_id not in self.known_alerts  # type: ignore[attr-defined]
+        ]
+
+    def _decide(self, event: Event, settings: Settings) -> list[Event]:
+        match event:
+            case EmergencyStopCompleted():
+                return self._emergency_stop(event, settings)
+            case EmergencyStopFailed():
+                return [self._stop_failed(event, settings)]
+            case DailyLossWarningIssued():
+                return [self._loss_warning(event, settings)]
+            case SessionStarted():
+                return [self._session_started(event, settings)]
+            case OrderFilled() | OrderCanceled() if self._just_traded(event):
+                return [self._trades(event, settings, on_trigger=True)]
+            case SessionEnded():
+                return [self._daily_summary(event, settings)]
+            case ReconciliationDiscrepancyFound():
+                return [self._discrepancy(event, settings)]
+            case HandlerCrashLooping():
+                return [self._crash_looping(event, settings)]
+            case TradingResumed():
+                return [self._resumed(event, settings)]
+            case AlertRaised() | AlertSuppressed():
+                return []
+        # Any other event moves event time on: send trades the limits held back earlier.
+        if self.pending_trades:
+            out = self._trades(event, settings, on_trigger=False)
+            return [out] if out is not None else []
+        return []
+
+    def _just_traded(self, event: Event) -> bool:
+        order_id = getattr(event, "order_id", None)
+        return any(t["order_id"] == order_id for t in self.pending_trades)
+
+    # --- the rate limits ------------------------------------------------------------------
+
+    def _blocked_by(
+        self, kind: str, severity: Severity, at: datetime, settings: Settings
+    ) -> str | None:
+        alerts = settings.trading.alerts
+        if not alerts.enabled:
+            return "disabled"
+        if kind == EMERGENCY_STOP and not settings.emergency.notify_via_email:
+            return "disabled"
+        if severity == Severity.CRITICAL:
+            return None  # never rate-limited
+        last = self.last_raised.get(kind)
+        cooldown = timedelta(minutes=alerts.cooldown_minutes)
+        if cooldown and last is not None and at - last < cooldown:
+            return "cooldown"
+        in_last_hour = sum(1 for t in self.recent if t > at - _HOUR)
+        if in_last_hour >= alerts.hourly_cap:
+            return "hourly_cap"
+        return None
+
+    def _raise(
+        self,
+        trigger: Event,
+        settings: Settings,
+        *,
+        kind: str,
+        severity: Severity,
+        title: str,
+        context: dict[str, Any],
+    ) -> AlertRaised | AlertSuppressed:
+        alert_id = alert_id_for(trigger, kind)
+        rule = self._blocked_by(kind, severity, trigger.occurred_at, settings)
+        # Same event id whichever way it goes: a re-decision after a crash is a duplicate.
+        if rule is not None:
+            return AlertSuppressed.caused_by(
+                trigger, 0, f"{self.name}:{kind}",
+                alert_id=alert_id, kind=kind, severity=severity, rule=rule,
+            )
+        context = {
+            **context,
+            "alert_id": alert_id,
+            "occurred_at": _iso(trigger.occurred_at),
+            "suppressed_before": self.suppressed_since_raised,
+        }
+        return AlertRaised.caused_by(
+            trigger, 0, f"{self.name}:{kind}",
+            alert_id=alert_id, kind=kind, severity=severity, title=title, context=context,
+        )
+
+    # --- one method per alert -------------------------------------------------------------
+
+    def _emergency_stop(self, done: EmergencyStopCompleted, settings: Settings) -> list[Event]:
+        trig = self.stop_trigger
+        positions = [
+            {
+                "symbol": p.symbol,
+                "qty": str(p.qty),
+                "price": _s(p.price),
+                "realized_pnl": _s(p.realized_pnl),
+            }
+            for p in done.positions_closed
+        ]
+        context = {
+            "session_date": _iso(done.session_date),
+            "reason": trig.reason if trig else "emergency stop",
+            "triggered_at": _iso(trig.occurred_at) if trig else None,
+            "pnl_at_trigger": _s(trig.pnl) if trig else None,
+            "loss_limit": _s(trig.limit if trig else settings.limits.max_daily_loss_usd),
+            "actions": dict(trig.actions) if trig else {},
+            "orders_canceled": done.orders_canceled,
+            "positions_closed": positions,
+            "realized_pnl_after": str(done.realized_pnl_after),
+            "failures": list(done.failures),
+            "halted": settings.emergency.halt_new_trades,
+            "manual_restart": settings.emergency.require_manual_restart,
+            "resume_command": RESUME_COMMAND,
+        }
+        return [
+            self._raise(
+                done, settings, kind=EMERGENCY_STOP, severity=Severity.CRITICAL,
+                title="Emergency stop: trading halted", context=context,
+            )
+        ]
+
+    def _stop_failed(self, ev: EmergencyStopFailed, settings: Settings) -> Event:
+        return self._raise(
+            ev, settings, kind=EMERGENCY_STOP_FAILED, severity=Severity.CRITICAL,
+            title=f"Emergency stop FAILED: broker unreachable (attempt {ev.attempt})",
+            context={
+                "session_date": _iso(ev.session_date),
+                "attempt": ev.attempt,
+                "error": ev.error,
+                "remaining_orders": ev.remaining_orders,
+                "remaining_positions": ev.remaining_positions,
+                "reason": self.stop_trigger.reason if self.stop_trigger else None,
+                "pnl_at_trigger": _s(self.stop_trigger.pnl) if self.stop_trigger else None,
+            },
+        )
+
+    def _loss_warning(self, ev: DailyLossWarningIssued, settings: Settings) -> Event:
+        pct = round(ev.pct_used * 100)
+        return self._raise(
+            ev, settings, kind=DAILY_LOSS_WARNING, severity=Severity.WARNING,
+            title=f"Daily loss at {pct}% of the limit",
+            context={
+                "session_date": _iso(ev.session_date),
+                "pnl": str(ev.pnl),
+                "limit": str(ev.limit),
+                "pct_used": ev.pct_used,
+                "remaining": str(to_cents(ev.limit - abs(ev.pnl))),
+                "open_positions": ev.open_positions,
+                "stop_actions": {
+                    "close_all_positions": settings.emergency.close_all_positions,
+                    "cancel_all_orders": settings.emergency.cancel_all_orders,
+                    "halt_new_trades": settings.emergency.halt_new_trades,
+                },
+            },
+        )
+
+    def _session_started(self, ev: SessionStarted, settings: Settings) -> Event:
+        limits = dict(ev.limits) or {
+            "max_daily_loss_usd": str(settings.limits.max_daily_loss_usd),
+            "max_positions": str(settings.limits.max_positions),
+            "max_position_size_usd": str(settings.limits.max_position_size_usd),
+        }
+        return self._raise(
+            ev, settings, kind=SESSION_STARTED, severity=Severity.INFO,
+            title=f"Trading session started ({ev.mode}, {ev.broker})",
+            context={
+                "session_id": ev.session_id,
+                "session_date": _iso(ev.session_date),
+                "mode": ev.mode,
+                "broker": ev.broker,
+                "market_open": _iso(ev.market_open),
+                "market_close": _iso(ev.market_close),
+                "early_close": ev.early_close,
+                "symbols": list(ev.symbols),
+                "limits": limits,
+            },
+        )
+
+    def _trades(
+        self, trigger: Event, settings: Settings, *, on_trigger: bool
+    ) -> AlertRaised | AlertSuppressed | None:
+        trades = list(self.pending_trades)
+        out = self._raise(
+            trigger, settings, kind=TRADES_EXECUTED, severity=Severity.INFO,
+            title=(
+                f"{len(trades)} trades executed" if len(trades) > 1 else
+                f"Trade executed: {trades[0]['side'].upper()} {trades[0]['qty']} "
+                f"{trades[0]['symbol']} @ {trades[0]['entry']}"
+            ),
+            context={"trades": trades, "order_ids": [t["order_id"] for t in trades]},
+        )
+        if isinstance(out, AlertSuppressed) and not on_trigger:
+            return None  # still waiting; record a suppression once, at the fill itself
+        return out
+
+    def _daily_summary(self, ev: SessionEnded, settings: Settings) -> Event:
+        day = self.day if self.day.session_date in (None, ev.session_date) else _Day()
+        decided = ev.wins + ev.losses
+        wins = [p for p in day.round_trips if p > 0]
+        losses = [p for p in day.round_trips if p < 0]
+        curve = [[t, v] for t, v in day.curve.items()]
+        sign = "+" if ev.realized_pnl > 0 else "-" if ev.realized_pnl < 0 else ""
+        return self._raise(
+            ev, settings, kind=DAILY_SUMMARY, severity=Severity.INFO,
+            title=f"Daily summary {ev.session_date.isoformat()}: {ev.trades} trades, "
+            f"{sign}${abs(to_cents(ev.realized_pnl)):,}",
+            context={
+                "session_id": ev.session_id,
+                "session_date": _iso(ev.session_date),
+                "mode": day.session.get("mode"),
+                "broker": day.session.get("broker"),
+                "trades": ev.trades,
+                "wins": ev.wins,
+                "losses": ev.losses,
+                "win_rate": (ev.wins / decided) if decided else None,
+                "realized_pnl": str(ev.realized_pnl),
+                "largest_win": _s(max(wins)) if wins else None,
+                "largest_loss": _s(min(losses)) if losses else None,
+                "trade_list": list(day.trades),
+                "pnl_curve": curve,
+                "pnl_low": _s(day.pnl_low),
+                "pnl_high": _s(day.pnl_high),
+                "loss_limit": str(settings.limits.max_daily_loss_usd),
+                "warning_pct": settings.limits.warning_threshold_pct,
+            },
+        )
+
+    def _discrepancy(self, ev: ReconciliationDiscrepancyFound, settings: Settings) -> Event:
+        return self._raise(
+            ev, settings, kind=RECONCILIATION_DISCREPANCY, severity=Severity.CRITICAL,
+            title=f"Broker disagrees with our records: {ev.symbol} {ev.kind}",
+            context={
+                "what": ev.kind,
+                "symbol": ev.symbol,
+                "broker": ev.broker,
+                "recorded": ev.recorded,
+                "resolution": ev.resolution,
+            },
+        )
+
+    def _crash_looping(self, ev: HandlerCrashLooping, settings: Settings) -> Event:
+        return self._raise(
+            ev, settings, kind=HANDLER_CRASH_LOOPING, severity=Severity.CRITICAL,
+            title=f"Handler crash-looping: {ev.handler}",
+            context={"handler": ev.handler, "failures": ev.failures, "error": ev.error},
+        )
+
+    def _resumed(self, ev: TradingResumed, settings: Settings) -> Event:
+        return self._raise(
+            ev, settings, kind=TRADING_RESUMED, severity=Severity.INFO,
+            title=f"Trading resumed by {ev.resumed_by}",
+            context={"resumed_by": ev.resumed_by, "reason": ev.reason},
+        )
