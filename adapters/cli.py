@@ -251,6 +251,58 @@ def backtest(
     bt.print_result(result, console)
 
 
+alerts_app = typer.Typer(help="Alert channels.", no_args_is_help=True)
+data_app = typer.Typer(help="Market data.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(data_app, name="data")
+
+
+@alerts_app.command("test")
+def alerts_test(
+    severity: Annotated[str, typer.Option("--severity", help="INFO, WARNING or CRITICAL.")]
+    = "INFO",
+    config_dir: ConfigDir = None,
+) -> None:
+    """Send a test alert through every configured channel; report success or the error."""
+    settings = settings_or_exit(config_dir)
+    from adapters.alerts.delivery import AlertDeliveryError, send_test_alert
+
+    if severity.upper() not in ("INFO", "WARNING", "CRITICAL"):
+        raise fail(f"--severity {severity!r}: use INFO, WARNING or CRITICAL")
+    try:
+        report = run_async(send_test_alert(settings, severity.upper()))
+    except AlertDeliveryError as e:
+        raise fail(str(e)) from None
+    console.print(report)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated, e.g. AAPL,MSFT.")],
+    start: Annotated[str, typer.Option("--start", help="First date, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--end", help="Last date, YYYY-MM-DD.")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")]
+    = Path("var/data"),
+    config_dir: ConfigDir = None,
+) -> None:
+    """Download real 1-minute and daily bars and news from Alpaca (needs keys) into the
+    bundled dataset format; use it with market_data.dataset_dir."""
+    from datetime import date
+
+    settings = settings_or_exit(config_dir)
+    if not settings.trading.broker.has_keys:
+        raise fail("data fetch needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
+    try:
+        d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError as e:
+        raise fail(f"--start/--end: {e}") from None
+    from adapters.market_data.alpaca import fetch_to_dataset
+
+    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    result = run_async(fetch_to_dataset(settings, syms, d0, d1, out))
+    console.print(f"wrote {out}: {result}")
+
+
 def main() -> None:
     try:
         app()

@@ -196,7 +196,7 @@ class Nats(Strict):
 
 
 class Logging(Strict):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     format: Literal["text", "json"] = "text"
 
 
