@@ -1,0 +1,336 @@
+"""Risk guard: sizes and approves or denies every signal; trips the daily-loss alarms.
+
+Signals (`SignalGenerated`) are sized, then checked in this order; the first rule that
+fails names the denial:
+
+    halted            an emergency stop halted trading (see "Halt" below)
+    invalid_signal    entry <= 0, or the stop is not on the losing side of the entry
+    position_size     one share costs more than max_position_size_usd
+    buying_power      not one share fits the buying power left
+    max_positions     the order would open a position beyond max_positions
+    reward_risk       (target - entry) / (entry - stop) < min_reward_risk (mirrored for shorts)
+    symbol_exposure   |position + pending + this order| x entry > max_symbol_exposure_pct x equity
+    daily_loss        today's P&L is at or below -max_daily_loss_usd
+    stop_risk         today's P&L - stop losses of pending orders - qty x |entry - stop|
+                      would go below -max_daily_loss_usd
+
+Sizing: qty = whole shares with qty x entry <= max_position_size_usd and <= buying power.
+
+Account figures come from a starting cash (constructor) and the fills:
+    cash          starting cash - buys x price + sells x price - fees
+    equity        cash + sum(qty x last fill price)   (we do not consume bars: hot path)
+    buying power  equity - sum(|qty| x last fill price) - pending orders' notional
+                  i.e. no leverage: longs and shorts both tie up their full value.
+Approved orders that are not yet filled, canceled or rejected ("pending") count toward
+max_positions, exposure, buying power and stop risk, so a burst of signals cannot
+overshoot a limit before the first fill comes back. Bracket-leg fills (exits) do not
+touch the pending entries.
+
+Daily P&L alarms (on `DailyPnLChanged`, per its session date):
+    total <= -warning_threshold_pct x limit  -> DailyLossWarningIssued, once per date
+    total <= -limit                          -> EmergencyStopTriggered, once per date
+"Once" is state rebuilt from the log (the handler's own outputs are evolved), so it holds
+across restarts. Both fire on the same event if one change crosses both.
+
+Halt: after `EmergencyStopTriggered` with actions.halt_new_trades (the actions are recorded
+in the event, so a replay decides the same way), every signal is denied "halted". With
+actions.require_manual_restart the halt lasts, across restarts and dates, until
+`TradingResumed`; without it, the next New York session date starts active. With
+halt_new_trades false, the daily_loss rule still denies for the rest of that date.
+
+Limits are read from the `settings` argument on every event: a hot reload applies to the
+next decision. Figures in denials are strings (Decimal text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING, ClassVar
+from uuid import UUID, uuid5
+
+from domain.events import (
+    DailyLossWarningIssued,
+    DailyPnLChanged,
+    EmergencyStopTriggered,
+    Event,
+    OrderApproved,
+    OrderCanceled,
+    OrderDenied,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    SignalGenerated,
+    TradingResumed,
+)
+from domain.pnl import ZERO, Position, SessionDateCache, apply_fill, reward_risk, signed_qty
+from domain.values import Side, derive_id
+from handlers.base import Handler
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+ONE = Decimal(1)
+
+
+def order_ids_for(approval_event_id: UUID) -> tuple[str, str]:
+    """(order_id, client_order_id) of an approval: derived, so a re-run sends the same."""
+    return (
+        str(uuid5(approval_event_id, "order_id")),
+        str(uuid5(approval_event_id, "client_order_id")),
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    symbol: str
+    side: Side
+    remaining: Decimal
+    entry: Decimal
+    stop: Decimal | None
+
+    @property
+    def signed(self) -> Decimal:
+        return signed_qty(self.side, self.remaining)
+
+    @property
+    def stop_risk(self) -> Decimal:
+        return self.remaining * abs(self.entry - self.stop) if self.stop is not None else ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What the guard knows of the account at a decision."""
+
+    cash: Decimal
+    equity: Decimal
+    gross_value: Decimal
+    pending_notional: Decimal
+    pending_stop_risk: Decimal
+
+    @property
+    def buying_power(self) -> Decimal:
+        return self.equity - self.gross_value - self.pending_notional
+
+
+class RiskGuard(Handler):
+    name: ClassVar[str] = "risk_guard"
+    subjects: ClassVar[tuple[str, ...]] = (
+        "catalyst.signal.generated", "catalyst.pnl.daily_changed", "catalyst.order.>",
+        "catalyst.risk.>",
+    )
+    accepts: ClassVar[frozenset[str] | None] = frozenset({
+        "SignalGenerated", "DailyPnLChanged", "OrderApproved", "OrderFilled",
+        "OrderPartiallyFilled", "OrderCanceled", "OrderRejected", "DailyLossWarningIssued",
+        "EmergencyStopTriggered", "TradingResumed",
+    })
+
+    def __init__(self, starting_cash: Decimal = Decimal("100000")) -> None:
+        super().__init__()
+        self._dates = SessionDateCache()
+        self._cash = Decimal(starting_cash)
+        self._positions: dict[str, Position] = {}
+        self._last_price: dict[str, Decimal] = {}
+        self._pending: dict[str, _Pending] = {}  # order_id -> still-unfilled entry order
+        self._pnl: dict[date, Decimal] = {}  # latest DailyPnLChanged total per date
+        self._warned: set[date] = set()
+        self._stopped: set[date] = set()
+        self._halt_date: date | None = None  # latest halting stop's date
+        self._halt_manual = False  # a halt that only TradingResumed lifts
+        self._fill_keys: set[tuple[str, str]] = set()
+
+    # --- state -----------------------------------------------------------------------------
+
+    def evolve(self, event: Event) -> None:
+        if isinstance(event, OrderFilled | OrderPartiallyFilled):
+            self._on_fill(event)
+        elif isinstance(event, OrderApproved):
+            self._pending[event.order_id] = _Pending(
+                event.symbol, event.side, event.qty, event.entry, event.stop_loss
+            )
+        elif isinstance(event, OrderCanceled | OrderRejected):
+            # a canceled bracket leg (an exit) leaves the entry order as it was
+            if getattr(event, "leg", None) is None:
+                self._pending.pop(event.order_id, None)
+        elif isinstance(event, DailyPnLChanged):
+            self._pnl[event.session_date] = event.total
+        elif isinstance(event, DailyLossWarningIssued):
+            self._warned.add(event.session_date)
+        elif isinstance(event, EmergencyStopTriggered):
+            self._stopped.add(event.session_date)
+            if event.actions.get("halt_new_trades", True):
+                if self._halt_date is None or event.session_date > self._halt_date:
+                    self._halt_date = event.session_date
+                if event.actions.get("require_manual_restart", True):
+                    self._halt_manual = True
+        elif isinstance(event, TradingResumed):
+            self._halt_date = None
+            self._halt_manual = False
+
+    def _on_fill(self, event: OrderFilled | OrderPartiallyFilled) -> None:
+        if event.fill_id:
+            key = (event.order_id, event.fill_id)
+            if key in self._fill_keys:
+                return
+            self._fill_keys.add(key)
+        pos = self._positions.get(event.symbol, Position())
+        self._positions[event.symbol] = apply_fill(
+            pos, event.side, event.qty, event.price, event.fee
+        ).position
+        self._last_price[event.symbol] = event.price
+        self._cash -= signed_qty(event.side, event.qty) * event.price + event.fee
+        if event.leg is None:  # an entry order's own fill, not a bracket exit
+            pending = self._pending.get(event.order_id)
+            if pending is not None:
+                pending.remaining -= event.qty
+                if isinstance(event, OrderFilled) or pending.remaining <= 0:
+                    del self._pending[event.order_id]
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def account(self) -> Account:
+        value = gross = ZERO
+        for symbol, pos in self._positions.items():
+            if pos.qty:
+                mv = pos.qty * self._last_price[symbol]
+                value += mv
+                gross += abs(mv)
+        notional = risk = ZERO
+        for p in self._pending.values():
+            notional += p.remaining * p.entry
+            risk += p.stop_risk
+        return Account(self._cash, self._cash + value, gross, notional, risk)
+
+    def open_symbols(self) -> set[str]:
+        """Symbols with a position or a pending entry order."""
+        held = {s for s, p in self._positions.items() if p.qty}
+        return held | {p.symbol for p in self._pending.values() if p.remaining > 0}
+
+    def pnl_on(self, day: date) -> Decimal:
+        return self._pnl.get(day, ZERO)
+
+    def halted_on(self, day: date) -> bool:
+        if self._halt_date is None:
+            return False
+        return self._halt_manual or day <= self._halt_date
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def decide(self, event: Event, settings: Settings) -> list[Event]:
+        if isinstance(event, SignalGenerated):
+            return [self._decide_signal(event, settings)]
+        if isinstance(event, DailyPnLChanged):
+            return self._decide_pnl(event, settings)
+        return []
+
+    def _decide_pnl(self, event: DailyPnLChanged, settings: Settings) -> list[Event]:
+        limits = settings.limits
+        limit = limits.max_daily_loss_usd
+        total = event.total
+        day = event.session_date
+        out: list[Event] = []
+        warn_at = -limit * Decimal(str(limits.warning_threshold_pct))
+        if total <= warn_at and day not in self._warned:
+            out.append(DailyLossWarningIssued.caused_by(
+                event, len(out), self.name, session_date=day, pnl=total, limit=limit,
+                pct_used=float(-total / limit), open_positions=event.open_positions,
+            ))
+        if total <= -limit and day not in self._stopped:
+            out.append(EmergencyStopTriggered.caused_by(
+                event, len(out), self.name, session_date=day, pnl=total, limit=limit,
+                reason=f"daily P&L {total} reached the daily loss limit -{limit}",
+                actions=settings.emergency.model_dump(),
+            ))
+        return out
+
+    def _decide_signal(self, sig: SignalGenerated, settings: Settings) -> Event:
+        limits = settings.limits
+        day = self._dates.date_of(sig.occurred_at)
+        acct = self.account()
+        entry, stop, target = sig.entry, sig.stop_loss, sig.take_profit
+        max_size = limits.max_position_size_usd
+        bp = acct.buying_power
+        figures: dict[str, Decimal | int | str] = {
+            "entry": entry, "stop_loss": stop, "take_profit": target,
+            "session_date": day.isoformat(),
+        }
+
+        def deny(rule: str, detail: str, **extra: Decimal | int | str) -> Event:
+            figures.update(extra)
+            return OrderDenied.caused_by(
+                sig, 0, self.name, signal_id=sig.signal_id, symbol=sig.symbol, rule=rule,
+                detail=detail, figures={k: str(v) for k, v in figures.items()},
+            )
+
+        if self.halted_on(day):
+            return deny(
+                "halted", "trading is halted by an emergency stop"
+                + (" until TradingResumed" if self._halt_manual else " for this session date"),
+                halted_since=str(self._halt_date),
+            )
+        rr = reward_risk(sig.side, entry, stop, target) if entry > 0 else None
+        if rr is None:
+            return deny("invalid_signal", f"{sig.side} signal needs entry > 0 and the stop "
+                        f"on the losing side of the entry")
+
+        qty_size = (max_size / entry).to_integral_value(rounding=ROUND_FLOOR)
+        qty_bp = (bp / entry).to_integral_value(rounding=ROUND_FLOOR) if bp > 0 else ZERO
+        qty = min(qty_size, qty_bp)
+        figures.update(buying_power=bp, max_position_size_usd=max_size)
+        if qty_size < ONE:
+            return deny("position_size", f"one share at {entry} exceeds "
+                        f"max_position_size_usd {max_size}")
+        if qty < ONE:
+            return deny("buying_power", f"buying power {bp} does not cover one share at {entry}")
+        figures.update(qty=qty, notional=qty * entry)
+
+        open_syms = self.open_symbols()
+        count_after = len(open_syms) + (0 if sig.symbol in open_syms else 1)
+        if count_after > limits.max_positions:
+            return deny("max_positions", f"{len(open_syms)} positions open or pending; "
+                        f"max_positions is {limits.max_positions}",
+                        open_positions=len(open_syms), max_positions=limits.max_positions)
+
+        min_rr = Decimal(str(limits.min_reward_risk))
+        if rr < min_rr:
+            return deny("reward_risk", f"reward/risk {rr:.4f} below min_reward_risk {min_rr}",
+                        reward_risk=rr, min_reward_risk=min_rr)
+
+        net_after = self._positions.get(sig.symbol, Position()).qty
+        net_after += sum((p.signed for p in self._pending.values() if p.symbol == sig.symbol),
+                         ZERO)
+        net_after += signed_qty(sig.side, qty)
+        exposure = abs(net_after) * entry
+        pct = Decimal(str(limits.max_symbol_exposure_pct))
+        max_exposure = pct * acct.equity
+        if exposure > max_exposure:
+            return deny("symbol_exposure", f"{sig.symbol} exposure {exposure} would exceed "
+                        f"{pct} of equity {acct.equity} ({max_exposure})",
+                        exposure=exposure, max_exposure=max_exposure, equity=acct.equity)
+
+        limit = limits.max_daily_loss_usd
+        pnl = self.pnl_on(day)
+        if pnl <= -limit:
+            return deny("daily_loss", f"today's P&L {pnl} is at or below the daily loss "
+                        f"limit -{limit}", pnl=pnl, max_daily_loss_usd=limit)
+
+        stop_risk = qty * abs(entry - stop)
+        worst = pnl - acct.pending_stop_risk - stop_risk
+        if worst < -limit:
+            return deny("stop_risk", f"hitting the stop (-{stop_risk}) with pending orders' "
+                        f"stops (-{acct.pending_stop_risk}) would take today's P&L {pnl} to "
+                        f"{worst}, below -{limit}",
+                        pnl=pnl, stop_risk=stop_risk, pending_stop_risk=acct.pending_stop_risk,
+                        max_daily_loss_usd=limit)
+
+        approval_id = derive_id(sig.event_id, f"{self.name}:0")
+        order_id, client_order_id = order_ids_for(approval_id)
+        use_bracket = sig.use_bracket and settings.execution.use_bracket_orders
+        approval = OrderApproved.caused_by(
+            sig, 0, self.name, order_id=order_id, client_order_id=client_order_id,
+            signal_id=sig.signal_id, symbol=sig.symbol, side=sig.side, qty=qty, entry=entry,
+            stop_loss=stop, take_profit=target, use_bracket=use_bracket,
+            reason=f"reward/risk {rr:.2f}; stop risk {stop_risk}; notional {qty * entry}",
+        )
+        return approval  # its event_id == approval_id: caused_by derives it the same way

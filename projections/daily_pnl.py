@@ -1,0 +1,196 @@
+"""Daily P&L per New York session date, realized + unrealized, fees included.
+
+- The session date of an event is the America/New_York calendar date of its UTC
+  `occurred_at`. An event dated before the current session date (late delivery) counts
+  toward the current date: the projection never goes back a day.
+- Realized: price P&L of closing fills under average cost (domain/pnl.py).
+- Unrealized: each open position at its latest mark, which is the latest `BarReceived`
+  close or fill price for the symbol, whichever came last.
+- Fees: every fill's fee on the date. `realized` in `DailyPnLChanged` is net of them and
+  `total = realized + unrealized`; `fees` repeats the day's fees for display.
+- Carry-over (our choice): a position still open when a new session date begins enters
+  the new date as if bought/sold at the previous date's last mark. The new date's
+  unrealized and realized are measured from that mark, so each date shows only what
+  happened on it, a loss is never counted on two dates, and the daily totals add up to the
+  lifetime P&L. (The positions projection keeps the true lifetime average entry.)
+- Figures in the emitted event are rounded to cents; `DailyPnLChanged` is emitted whenever
+  the rounded total differs from the last one emitted for the date (a new date starts
+  from 0). The intraday low is the lowest rounded total on the date, starting at 0.
+- Hot path: every bar passes through here. A bar for a symbol without a position costs a
+  date-bounds comparison and a dict lookup; nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from domain.events import BarReceived, DailyPnLChanged, Event, OrderFilled, OrderPartiallyFilled
+from domain.pnl import ZERO, Position, SessionDateCache, apply_fill
+from domain.values import to_cents
+from handlers.base import Handler
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+_FILL_KEYS_LIMIT = 100_000
+_EMITTED_DATES_KEPT = 8
+
+
+class DailyPnLProjection(Handler):
+    name: ClassVar[str] = "daily_pnl"
+    subjects: ClassVar[tuple[str, ...]] = (
+        "catalyst.order.filled", "catalyst.order.partially_filled", "catalyst.md.bar.>",
+        "catalyst.pnl.daily_changed",
+    )
+    accepts: ClassVar[frozenset[str] | None] = frozenset(
+        {"OrderFilled", "OrderPartiallyFilled", "BarReceived", "DailyPnLChanged"}
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dates = SessionDateCache()
+        self._date: date | None = None
+        # Day-basis positions: every symbol held or traded on the current date.
+        self._pos: dict[str, Position] = {}
+        # Open positions only: their mark and unrealized P&L on the current date.
+        self._mark: dict[str, Decimal] = {}
+        self._unreal: dict[str, Decimal] = {}
+        self._realized = ZERO  # gross, current date
+        self._fees = ZERO
+        self._unreal_sum = ZERO
+        self._total_c = ZERO  # realized - fees + unrealized, in cents
+        self._low = ZERO
+        self._emitted: dict[date, Decimal] = {}  # last total emitted per date (from the log)
+        self._fill_keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    # --- state -----------------------------------------------------------------------------
+
+    def evolve(self, event: Event) -> None:
+        if isinstance(event, BarReceived):
+            self._on_date(event)
+            old = self._unreal.get(event.symbol)
+            if old is None:  # no position: the common case, O(1)
+                return
+            mark = event.bar.close
+            self._mark[event.symbol] = mark
+            self._set_unrealized(event.symbol, self._pos[event.symbol].unrealized(mark), old)
+            self._refresh_total()
+        elif isinstance(event, OrderFilled | OrderPartiallyFilled):
+            if event.fill_id:
+                key = (event.order_id, event.fill_id)
+                if key in self._fill_keys:
+                    return
+                self._fill_keys[key] = None
+                if len(self._fill_keys) > _FILL_KEYS_LIMIT:
+                    self._fill_keys.popitem(last=False)
+            self._on_date(event)
+            self._on_fill(event)
+            self._refresh_total()
+        elif isinstance(event, DailyPnLChanged):
+            self._emitted[event.session_date] = event.total
+            if len(self._emitted) > _EMITTED_DATES_KEPT:
+                del self._emitted[min(self._emitted)]
+
+    def _on_date(self, event: Event) -> None:
+        d = self._dates.date_of(event.occurred_at)
+        if d == self._date:
+            return
+        if self._date is None:
+            self._date = d
+        elif d > self._date:
+            self._roll(d)
+
+    def _roll(self, new_date: date) -> None:
+        """Start a new date: open positions carry over at their last mark (see module doc)."""
+        carried: dict[str, Position] = {}
+        for symbol, pos in self._pos.items():
+            if not pos.is_flat:
+                carried[symbol] = pos.rebased(self._mark[symbol])
+                self._unreal[symbol] = ZERO
+        self._pos = carried
+        self._date = new_date
+        self._realized = self._fees = self._unreal_sum = ZERO
+        self._total_c = self._low = ZERO
+
+    def _on_fill(self, event: OrderFilled | OrderPartiallyFilled) -> None:
+        symbol = event.symbol
+        result = apply_fill(
+            self._pos.get(symbol, Position()), event.side, event.qty, event.price, event.fee
+        )
+        pos = result.position
+        self._pos[symbol] = pos
+        self._realized += result.realized
+        self._fees += event.fee
+        old = self._unreal.get(symbol, ZERO)
+        if pos.is_flat:
+            self._unreal.pop(symbol, None)
+            self._mark.pop(symbol, None)
+            self._unreal_sum -= old
+        else:
+            self._mark[symbol] = event.price
+            self._set_unrealized(symbol, pos.unrealized(event.price), old)
+
+    def _set_unrealized(self, symbol: str, value: Decimal, old: Decimal) -> None:
+        self._unreal[symbol] = value
+        self._unreal_sum += value - old
+
+    def _refresh_total(self) -> None:
+        total = to_cents(self._realized - self._fees) + to_cents(self._unreal_sum)
+        self._total_c = total
+        if total < self._low:
+            self._low = total
+
+    # --- decision --------------------------------------------------------------------------
+
+    def decide(self, event: Event, settings: Settings) -> list[Event]:
+        if isinstance(event, BarReceived):
+            if event.symbol not in self._unreal:
+                return []
+        elif not isinstance(event, OrderFilled | OrderPartiallyFilled):
+            return []
+        if self._date is None or self._total_c == self._emitted.get(self._date, ZERO):
+            return []
+        realized = to_cents(self._realized - self._fees)
+        return [DailyPnLChanged.caused_by(
+            event, 0, self.name,
+            session_date=self._date,
+            realized=realized,
+            unrealized=self._total_c - realized,
+            total=self._total_c,
+            fees=to_cents(self._fees),
+            intraday_low=self._low,
+            by_symbol=self._by_symbol(),
+            open_positions=len(self._unreal),
+        )]
+
+    def _by_symbol(self) -> dict[str, str]:
+        return {
+            s: str(to_cents(p.realized - p.fees + self._unreal.get(s, ZERO)))
+            for s, p in sorted(self._pos.items())
+        }
+
+    # --- queries ---------------------------------------------------------------------------
+
+    @property
+    def session_date(self) -> date | None:
+        return self._date
+
+    @property
+    def total(self) -> Decimal:
+        return self._total_c
+
+    def snapshot(self) -> dict[str, Any]:
+        realized = to_cents(self._realized - self._fees)
+        return {
+            "session_date": self._date.isoformat() if self._date else None,
+            "realized": str(realized),
+            "unrealized": str(self._total_c - realized),
+            "total": str(self._total_c),
+            "fees": str(to_cents(self._fees)),
+            "intraday_low": str(self._low),
+            "by_symbol": self._by_symbol(),
+            "open_positions": len(self._unreal),
+        }
