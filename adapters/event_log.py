@@ -363,10 +363,13 @@ class EventLog:
         ack_wait: float = 10.0,
         max_deliver: int = 20,
         deliver_new: bool = False,
+        start_seq: int | None = None,
     ) -> Consumer:
+        """A durable consumer. A new one starts at `start_seq` (or only new messages with
+        `deliver_new`, or from the beginning); an existing one resumes at its ack floor."""
         consumer = Consumer(self, name, tuple(subjects), on_event, stream or
                             stream_for(subjects[0], self.names), max_ack_pending, batch,
-                            ack_wait, max_deliver, deliver_new)
+                            ack_wait, max_deliver, deliver_new, start_seq)
         await consumer.start()
         self.consumers[name] = consumer
         return consumer
@@ -384,6 +387,7 @@ class Consumer:
     ack_wait: float
     max_deliver: int
     deliver_new: bool
+    start_seq: int | None = None
     stats: ConsumerStats = field(default_factory=ConsumerStats)
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
@@ -398,16 +402,31 @@ class Consumer:
             max_deliver=-1,  # we dead-letter ourselves, with the reason
             deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
         )
+        if self.start_seq is not None and not self.deliver_new:
+            cfg.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            cfg.opt_start_seq = self.start_seq
         if len(self.subjects) == 1:
             cfg.filter_subject = self.subjects[0]
         else:
             cfg.filter_subjects = list(self.subjects)
         cfg.name = self.name
         try:
-            # Creates the consumer, or updates it when its subjects changed in a new release.
+            existing = await self.log.js.consumer_info(self.stream, self.name)
+        except nats.js.errors.NotFoundError:
+            existing = None
+        if existing is None:
             await self.log.js.add_consumer(self.stream, config=cfg)
-        except nats.js.errors.BadRequestError as e:
-            log.info("consumer %s exists with a fixed setting (%s); binding as is", self.name, e)
+        else:
+            # Resume where it stopped. Only the subjects may change (a new release); the
+            # deliver policy of an existing consumer is fixed by the server.
+            old = existing.config
+            wanted = sorted(self.subjects)
+            have = sorted(old.filter_subjects or ([old.filter_subject] if old.filter_subject
+                                                  else []))
+            if wanted != have:
+                old.filter_subject = cfg.filter_subject
+                old.filter_subjects = cfg.filter_subjects
+                await self.log.js.add_consumer(self.stream, config=old)
         self.sub = await self.log.js.pull_subscribe_bind(
             durable=self.name, stream=self.stream, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
@@ -432,13 +451,13 @@ class Consumer:
         while not self._stopping:
             try:
                 msgs = await self.sub.fetch(self.batch, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:  # nats' TimeoutError is one too: nothing to fetch
                 self.idle.set()
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                     nats.js.errors.APIError, nats.errors.Error, OSError) as e:
                 # The server is restarting: the client reconnects by itself; try again.
-                log.warning("consumer %s: fetch failed (%s); retrying", self.name, e)
+                log.warning("consumer %s: fetch failed (%r); retrying", self.name, e)
                 self.idle.set()
                 await asyncio.sleep(0.25)
                 continue

@@ -1,0 +1,360 @@
+"""The real-time runtime: every handler as a durable JetStream consumer.
+
+This is how paper and live trading run (and how the handlers run as separate services):
+each handler's state is rebuilt from the log up to where its consumer stopped, then the
+consumer resumes from there; outputs are published before the ack. Around the handlers:
+the broker effect (one message at a time), alert delivery (naks to retry while SMTP is
+down, so the queue lives in the log), the broker's order-update stream, live market data,
+the market-hours scheduler, reconciliation at start and the config watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+import nats.js.errors
+from rich.console import Console
+from rich.panel import Panel
+
+from adapters.alerts.delivery import AlertDelivery
+from adapters.app import AlertEffect, BrokerEffect, build_handlers
+from adapters.broker.port import BrokerPort
+from adapters.broker.sim import SimulatedBroker
+from adapters.config_watcher import SettingsHolder
+from adapters.event_log import MD_PREFIX, Consumer, EventLog, Retry
+from adapters.execution import ExecutionService
+from adapters.simulation import XnysCalendar
+from config.settings import Settings
+from domain.calendar import NEW_YORK as XNYS_TZ
+from domain.events import (
+    AlertRaised,
+    BarReceived,
+    ClockTicked,
+    Event,
+    NewsReceived,
+    ReconciliationDiscrepancyFound,
+    SessionStartRequested,
+)
+from domain.values import Bar, Headline
+from handlers.base import Handler
+from handlers.executor import Executor
+from projections.positions import PositionsProjection
+
+log = logging.getLogger("catalyst.services")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _split(subjects: Sequence[str]) -> tuple[list[str], list[str]]:
+    record = [s for s in subjects if not s.startswith(MD_PREFIX) and s != "catalyst.>"]
+    md = [s for s in subjects if s.startswith(MD_PREFIX)]
+    return record, md
+
+
+@dataclass
+class Services:
+    """Start with `await services.start()`, stop with `await services.stop()`."""
+
+    holder: SettingsHolder
+    log: EventLog
+    broker: BrokerPort
+    handlers: list[Handler]
+    clock: Clock = utc_now
+    market_data: Any = None  # MarketDataPort for live bars/news; None: bars come via NATS
+    schedule: bool = True
+    reconcile: bool = True
+    consumers: list[Consumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    service: ExecutionService | None = None
+
+    async def start(self) -> None:
+        settings = self.holder.current
+        sim = self.broker if isinstance(self.broker, SimulatedBroker) else None
+        executor = next(h for h in self.handlers if isinstance(h, Executor))
+        self.service = ExecutionService(self.broker, clock=self.clock)
+        broker_effect = BrokerEffect(executor, self.service, sim)
+        lock = asyncio.Lock()
+
+        async def on_broker(ev: Event) -> list[Event]:
+            async with lock:  # one broker action at a time, in log order
+                return await broker_effect.on_event(ev, self.holder.current)
+
+        delivery = AlertDelivery(settings, clock=self.clock)
+        alert_effect = AlertEffect(delivery)
+
+        async def on_alert(ev: Event) -> list[Event]:
+            out = await alert_effect.on_event(ev, self.holder.current)
+            delay = delivery.retry_delay(out) if isinstance(ev, AlertRaised) else None
+            if delay is not None:
+                # Record the failure, then leave the alert unacked: the log redelivers it.
+                await self.log.publish_many(out)
+                raise Retry(f"alert {ev.alert_id} delivery failed; retry", delay)
+            return out
+
+        # Rebuild each handler from the log up to where its consumer stopped, then resume.
+        for h in self.handlers:
+            record, md = _split(h.subjects)
+            if record:
+                await self._attach(h.name, record, h, self._handler_cb(h))
+            if md:
+                await self._attach_md(f"{h.name}_md", md, h, self._handler_cb(h))
+        await self._attach("broker_effects", _split(BrokerEffect.subjects)[0], None, on_broker,
+                           max_ack_pending=1, observe=self.service.observe)
+        if sim is not None:
+            await self._attach_md("sim_broker_md", ["catalyst.md.bar.>"], None, on_broker)
+        await self._attach("alert_delivery", ["catalyst.alert.>"], None, on_alert,
+                           observe=delivery.evolve)
+
+        if sim is None:
+            self.tasks.append(asyncio.create_task(self._pump_trade_updates(), name="updates"))
+        self.tasks.append(asyncio.create_task(self._emergency_watch(), name="emergency"))
+        self.tasks.append(asyncio.create_task(
+            self.holder.watch(self.log.publish, self.clock), name="config-watch"))
+        if self.reconcile:
+            await self.log.publish_many(await self.reconciliation())
+        if self.market_data is not None:
+            self.tasks.append(asyncio.create_task(self._pump_market_data(), name="md"))
+        if self.schedule:
+            self.tasks.append(asyncio.create_task(self._scheduler(), name="scheduler"))
+
+    def _handler_cb(self, h: Handler) -> Callable[[Event], Awaitable[list[Event]]]:
+        async def cb(ev: Event) -> list[Event]:
+            return h.handle(ev, self.holder.current)
+
+        return cb
+
+    async def _ack_floor(self, stream: str, name: str) -> int | None:
+        try:
+            info = await self.log.js.consumer_info(stream, name)
+        except nats.js.errors.NotFoundError:
+            return None
+        return info.ack_floor.stream_seq if info.ack_floor else 0
+
+    async def _attach(self, name: str, subjects: list[str], handler: Handler | None,
+                      cb: Callable[[Event], Awaitable[list[Event]]], max_ack_pending: int = 256,
+                      observe: Callable[[Event], Any] | None = None) -> None:
+        stream = self.log.names.record
+        floor = await self._ack_floor(stream, name)
+        end = floor if floor is not None else await self.log.last_seq(stream)
+        if end:
+            async for stored in self.log.read(subjects, start_seq=1, stream=stream):
+                if stored.seq > end:
+                    break
+                if handler is not None:
+                    handler.rebuild([stored.event])
+                if observe is not None:
+                    observe(stored.event)
+        # A consumer new to an existing log starts after what was just rebuilt, so history
+        # is applied, never re-decided.
+        self.consumers.append(await self.log.consume(
+            name, subjects, cb, stream=stream, max_ack_pending=max_ack_pending,
+            start_seq=None if floor is not None else end + 1))
+
+    async def _attach_md(self, name: str, subjects: list[str], handler: Handler | None,
+                         cb: Callable[[Event], Awaitable[list[Event]]]) -> None:
+        """Market data: rebuild from the recent past, then take bars from now on (a bar
+        missed while down is stale; deciding on it later would be worse than not at all)."""
+        stream = self.log.names.market_data
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.log.js.delete_consumer(stream, name)
+        if handler is not None:
+            since = self.clock() - timedelta(days=3)
+            async for stored in self.log.read(subjects, start_time=since, stream=stream):
+                handler.rebuild([stored.event])
+        self.consumers.append(await self.log.consume(
+            name, subjects, cb, stream=stream, max_ack_pending=4096, deliver_new=True))
+
+    # --- around the handlers ---------------------------------------------------------------
+
+    async def reconciliation(self) -> list[Event]:
+        """Broker vs projections at start: the broker is the truth for what exists."""
+        positions = PositionsProjection()
+        async for stored in self.log.read(["catalyst.order.>"]):
+            positions.rebuild([stored.event])
+        recorded = {v.symbol: v for v in positions.snapshot()}
+        try:
+            at_broker = {p.symbol: p for p in await self.broker.list_positions()}
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            log.error("reconciliation: broker unreachable: %s", e)
+            return []
+        now = self.clock()
+        out: list[Event] = []
+        for symbol in sorted(set(recorded) | set(at_broker)):
+            rec = recorded[symbol].qty if symbol in recorded else Decimal(0)
+            brk = at_broker[symbol].qty if symbol in at_broker else Decimal(0)
+            if rec == brk:
+                continue
+            rec_qty, brk_qty = format(rec, "f"), format(brk, "f")
+            out.append(ReconciliationDiscrepancyFound(
+                event_id=uuid5(NAMESPACE_URL, f"reconcile:{now.date()}:{symbol}:{brk_qty}"),
+                type="ReconciliationDiscrepancyFound", occurred_at=now,
+                correlation_id="reconciliation", kind="position", symbol=symbol,
+                broker=brk_qty, recorded=rec_qty,
+                resolution="broker quantity taken as the truth; review the log for why",
+            ))
+        return out
+
+    async def _pump_trade_updates(self) -> None:
+        assert self.service is not None
+        async for update in self.broker.trade_updates():
+            events = self.service.translate(update, "broker")
+            if events:
+                await self.log.publish_many(events)
+
+    async def _emergency_watch(self) -> None:
+        """An emergency stop not yet confirmed flat is driven again every second."""
+        assert self.service is not None
+        while True:
+            await asyncio.sleep(1.0)
+            if self.service.emergency_pending:
+                events = await self.service.check_pending()
+                if events:
+                    await self.log.publish_many(events)
+
+    async def _pump_market_data(self) -> None:
+        symbols = list(self.holder.current.trading.market_data.symbols)
+        now = self.clock()
+        daily = await self.market_data.get_bars(symbols, "1Day", now - timedelta(days=60), now)
+        await self.log.publish_many([bar_event(b, b.timestamp + timedelta(days=1), "md")
+                                     for b in daily if b.timestamp.date() < now.date()])
+        news_task = asyncio.create_task(self._poll_news(symbols))
+        try:
+            async for b in self.market_data.stream_bars(symbols):
+                await self.log.publish(bar_event(b, b.timestamp + timedelta(minutes=1), "md"))
+        finally:
+            news_task.cancel()
+
+    async def _poll_news(self, symbols: list[str]) -> None:
+        since = self.clock() - timedelta(hours=12)
+        while True:
+            now = self.clock()
+            try:
+                for h in await self.market_data.get_news(symbols, since, now):
+                    await self.log.publish_many(news_events(h, "md"))
+                since = now
+            except Exception as e:  # noqa: BLE001 - news is best effort; retry next minute
+                log.warning("news poll failed: %s", e)
+            await asyncio.sleep(60)
+
+    async def _scheduler(self) -> None:
+        """09:30 New York: SessionStartRequested; then a ClockTicked every minute."""
+        cal = XnysCalendar()
+        while True:
+            now = self.clock()
+            day = now.astimezone(XNYS_TZ).date()
+            session = cal.session(day)
+            if session is None or now >= session.close:
+                await asyncio.sleep(min(300.0, _seconds_to_next_day(now)))
+                continue
+            if now < session.open:
+                log.warning("waiting for the open at %s", session.open.astimezone(XNYS_TZ))
+                await asyncio.sleep(min(60.0, (session.open - now).total_seconds()))
+                continue
+            await self.log.publish(SessionStartRequested(
+                event_id=uuid5(NAMESPACE_URL, f"scheduler:start:{day}"),
+                type="SessionStartRequested", occurred_at=max(now, session.open),
+                correlation_id=f"session-{day}", requested_by="scheduler", session_date=day))
+            minute = session.open + timedelta(minutes=1)
+            while minute <= session.close:
+                wait = (minute - self.clock()).total_seconds()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self.log.publish(ClockTicked(
+                    event_id=uuid5(NAMESPACE_URL, f"scheduler:tick:{minute.isoformat()}"),
+                    type="ClockTicked", occurred_at=minute, correlation_id=f"session-{day}",
+                    session_date=day))
+                minute += timedelta(minutes=1)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for c in self.consumers:
+            await c.stop()
+        with contextlib.suppress(Exception):
+            await self.broker.close()
+
+
+def _seconds_to_next_day(now: datetime) -> float:
+    local = now.astimezone(XNYS_TZ)
+    nxt = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), XNYS_TZ)
+    return max(1.0, (nxt - local).total_seconds())
+
+
+def bar_event(b: Bar, at: datetime, correlation: str) -> BarReceived:
+    return BarReceived(
+        event_id=uuid5(NAMESPACE_URL, f"md:bar:{b.symbol}:{b.timeframe}:{b.timestamp}"),
+        type="BarReceived", occurred_at=at, correlation_id=correlation, symbol=b.symbol, bar=b)
+
+
+def news_events(h: Headline, correlation: str) -> list[NewsReceived]:
+    return [NewsReceived(
+        event_id=uuid5(NAMESPACE_URL, f"md:news:{h.id}:{s}"), type="NewsReceived",
+        occurred_at=h.created_at, correlation_id=correlation, symbol=s, headline=h)
+        for s in h.symbols]
+
+
+def build_broker(settings: Settings) -> BrokerPort:
+    b = settings.trading.broker
+    if b.effective_kind == "alpaca":
+        from adapters.broker.alpaca import AlpacaBroker
+
+        return AlpacaBroker(b)
+    return SimulatedBroker.from_settings(b.sim)
+
+
+async def run_services(settings: Settings, config_dir: Path | None, console: Console,
+                       stop: asyncio.Event | None = None) -> None:
+    """`catalyst run` with Alpaca keys: paper (or guarded live) trading in real time."""
+    from adapters.connection import open_event_log
+
+    broker = build_broker(settings)
+    mode = settings.trading.broker.mode
+    if mode == "live":
+        console.print(Panel.fit(
+            "[bold white on red] LIVE TRADING [/] orders go to Alpaca LIVE with REAL MONEY.\n"
+            f"Limits: daily loss ${settings.limits.max_daily_loss_usd}, "
+            f"{settings.limits.max_positions} positions, "
+            f"${settings.limits.max_position_size_usd} per position.",
+            border_style="red"))
+    else:
+        console.print(f"[bold]Catalyst[/] {broker.name} trading; Ctrl-C to stop")
+    market_data = None
+    if settings.trading.market_data.source != "bundled" and settings.trading.broker.has_keys:
+        from adapters.market_data.alpaca import AlpacaMarketData
+
+        market_data = AlpacaMarketData.from_settings(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_event_log(settings, announce=True) as event_log:
+        holder = SettingsHolder(settings, config_dir)
+        services = Services(holder, event_log, broker, build_handlers(settings, broker.name),
+                            market_data=market_data)
+        await services.start()
+        try:
+            await stop.wait()
+        finally:
+            await services.stop()
+            if market_data is not None:
+                with contextlib.suppress(Exception):
+                    await market_data.close()
+
