@@ -46,8 +46,8 @@ from domain.events import (
     SignalGenerated,
 )
 from domain.pnl import Position, apply_fill
-from projections.daily_pnl import DailyPnLProjection
 from domain.values import Bar, Side, ensure_utc
+from projections.daily_pnl import DailyPnLProjection
 
 SIGNAL_COLUMNS = ("timestamp", "symbol", "side", "stop_loss", "take_profit")
 

@@ -451,7 +451,7 @@ class Consumer:
         while not self._stopping:
             try:
                 msgs = await self.sub.fetch(self.batch, timeout=0.5)
-            except asyncio.TimeoutError:  # nats' TimeoutError is one too: nothing to fetch
+            except TimeoutError:  # nats' TimeoutError is one too: nothing to fetch
                 self.idle.set()
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,

@@ -93,9 +93,8 @@ async def test_loss_limit_stops_everything_and_halts_until_resumed(
             minute += 1
             price -= Decimal("0.5")
             for sym in ("AAPL", "MSFT"):
-                await log.publish(bar_event(sym, minute, str(price + Decimal("0.5")),
-                                            str(price + Decimal("0.6")), str(price - Decimal("0.1")),
-                                            str(price)))
+                o, h, low = price + Decimal("0.5"), price + Decimal("0.6"), price - Decimal("0.1")
+                await log.publish(bar_event(sym, minute, str(o), str(h), str(low), str(price)))
         evs = await wait_for(log, lambda e: count(e, "EmergencyStopTriggered") == 1)
         # The close orders fill at the open of the next bars; the stop is confirmed flat.
         for _ in range(5):
