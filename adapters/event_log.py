@@ -203,6 +203,10 @@ class EventLog:
             deny_delete=True,
             deny_purge=True,
             discard=DiscardPolicy.OLD,
+            # The eventsourcing recorders (adapters.es_jetstream) read with direct get and
+            # write an aggregate's events as one atomic batch.
+            allow_direct=True,
+            allow_atomic=True,
         )
         market = StreamConfig(
             name=self.names.market_data,
