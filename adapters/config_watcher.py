@@ -31,6 +31,8 @@ class SettingsHolder:
         self.current = settings
         self.config_dir = Path(config_dir) if config_dir else DEFAULT_DIR
         self.env = env
+        # Stamped at load, so an edit made before the watcher starts is still noticed.
+        self._last = self._stamp()
 
     def _stamp(self) -> tuple[float, ...]:
         stamps = []
@@ -60,13 +62,12 @@ class SettingsHolder:
 
     async def watch(self, publish: Callable[[Event], Awaitable[object]],
                     clock: Callable[[], datetime], interval: float = 0.5) -> None:
-        last = self._stamp()
         while True:
             await asyncio.sleep(interval)
             stamp = self._stamp()
-            if stamp == last:
+            if stamp == self._last:
                 continue
-            last = stamp
+            self._last = stamp
             event = self.reload(clock())
             if event is not None:
                 await publish(event)
