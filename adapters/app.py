@@ -202,6 +202,17 @@ def build_sim_pipeline(settings: Settings, holder: SettingsHolder, recorder: Rec
     return pipeline, sim
 
 
+def default_session(settings: Settings) -> date | None:
+    """The session a dataset suggests for the demo (dataset.json), if it names one."""
+    import json
+
+    meta = Path(settings.trading.market_data.dataset_dir or BUNDLED_DIR) / "dataset.json"
+    if not meta.exists():
+        return None
+    value = json.loads(meta.read_text()).get("default_session")
+    return date.fromisoformat(value) if value else None
+
+
 def bundled_tape(settings: Settings) -> MarketTape:
     from adapters.market_data.dataset import dataset_file, load_bars_csv, load_news_jsonl
 
@@ -243,8 +254,11 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
             raise ConfigError(f"--date {day}: the dataset has "
                               + ", ".join(d.isoformat() for d in tape.dates))
         run_days = [wanted]
+    elif days:
+        run_days = tape.dates[-days:]
     else:
-        run_days = tape.dates[-(days or 1):]
+        suggested = default_session(settings)
+        run_days = [suggested if suggested in tape.dates else tape.dates[-1]]
     now = datetime.now(UTC)
     run_id = new_run_id("sim", now)
     store = run_store(run_id)

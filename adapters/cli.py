@@ -206,8 +206,9 @@ def run(
     config_dir: ConfigDir = None,
     speed: Annotated[float | None, typer.Option(help="Replay speed, N x real time (default: "
                                                 "as fast as the handlers keep up).")] = None,
-    day: Annotated[str | None, typer.Option("--date", help="Session date of the bundled data "
-                                            "to run (YYYY-MM-DD; default: the last).")] = None,
+    day: Annotated[str | None, typer.Option(
+        "--date", help="Session date of the bundled data to run (YYYY-MM-DD; default: the "
+        "dataset's demo day, the selloff).")] = None,
     live: Annotated[bool, typer.Option("--live", help="Allow LIVE trading with real money "
                                        "(also needs broker.mode: live).")] = False,
     log_format: LogFormat = None,

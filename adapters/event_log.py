@@ -452,9 +452,15 @@ class Consumer:
         self.log.consumers.pop(self.name, None)
 
     async def _run(self) -> None:
+        # Never ask for more than the server may have unacked at once: a pull request for
+        # more stays open after the allowed messages arrived, and nats-py's fetch waits for
+        # the rest until it expires -- 0.5 s added to every message of a max_ack_pending=1
+        # consumer (the broker's, which the emergency stop goes through). With batch 1 the
+        # fetch returns as soon as its message is in.
+        batch = max(1, min(self.batch, self.max_ack_pending))
         while not self._stopping:
             try:
-                msgs = await self.sub.fetch(self.batch, timeout=0.5)
+                msgs = await self.sub.fetch(batch, timeout=0.5)
             except TimeoutError:  # nats' TimeoutError is one too: nothing to fetch
                 self.idle.set()
                 continue

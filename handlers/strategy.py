@@ -93,7 +93,9 @@ class Strategy(Handler):
         super().__init__()
         self.session_id: str | None = None
         self.entries_stopped = False
-        self.signalled: set[str] = set()  # this session
+        # Signalled this session and not yet closed again: a symbol may be traded again
+        # once its previous round trip is over, never twice at once.
+        self.signalled: set[str] = set()
         self.held: set[str] = set()  # across sessions, from fills
 
     def evolve(self, event: Event) -> None:
@@ -112,8 +114,10 @@ class Strategy(Handler):
             elif isinstance(event, OrderFilled):
                 # A completed sell (bracket leg or exit) flattens our long-only position.
                 self.held.discard(event.symbol)
+                self.signalled.discard(event.symbol)
         elif isinstance(event, PositionClosed):
             self.held.discard(event.symbol)
+            self.signalled.discard(event.symbol)
 
     def decide(self, event: Event, settings: Settings) -> list[Event]:
         if not isinstance(event, ScanCompleted):

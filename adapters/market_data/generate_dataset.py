@@ -41,12 +41,14 @@ HISTORY_SESSIONS = 40
 SOURCE = "Synthetic Wire"
 SYNTHETIC_NOTE = " (Synthetic headline generated for the Catalyst demo dataset.)"
 
-# The selloff: a macro headline at 14:00 New York, every symbol gaps down on the next bar.
-SHOCK_AT = time(14, 0)
-# The 14:01 print is at least this far below the lowest price of the morning, for every
+# The selloff: a macro headline at 14:01 New York, every symbol gaps down on the next bar.
+# 14:01 because the 14:00 scan's entries fill at the 14:01 open: the demo's book is then
+# caught by the gap, which is what shows the emergency stop.
+SHOCK_AT = time(14, 1)
+# The 14:02 print is at least this far below the lowest price of the morning, for every
 # symbol, so any long book of four or more $10,000 positions loses > $2,000 even if each
 # position had a protective stop (a stop cannot fill inside a gap).
-SHOCK_MIN_DROP = 0.065
+SHOCK_MIN_DROP = 0.08
 
 
 @dataclass(frozen=True)
@@ -499,10 +501,10 @@ published. It exists so Catalyst can run (demo, backtests, tests) without an Alp
 - {s[0].date.isoformat()}, catalysts: MRNA (FDA approval, gap up), PLTR (Army contract, gap
   up), BA (FAA pause, gap down), NVDA (product news at 11:15 New York, intraday surge).
 - {s[1].date.isoformat()}, **the selloff**: COIN gaps up on bitcoin news and the market
-  drifts through the morning; a macro headline lands at 14:00 New York and every symbol
-  gaps down on the 14:01 bar, at least {SHOCK_MIN_DROP:.1%} below its lowest price of the
+  drifts through the morning; a macro headline lands at 14:01 New York and every symbol
+  gaps down on the 14:02 bar, at least {SHOCK_MIN_DROP:.1%} below its lowest price of the
   day so far (about 7-11%, deeper for high-beta names), then slides until 15:30. A long-only
-  book of four or more $10,000 positions held at 14:00 loses more than $2,000 on that print,
+  book of three or more $10,000 positions held at 14:01 loses more than $2,000 on that print,
   stops or not (a stop cannot fill inside a gap): the daily-loss limit and the emergency
   stop fire.
 - {s[2].date.isoformat()}, a thin half-day rebound (13:00 close): AMZN gaps up on Black

@@ -113,20 +113,21 @@ def test_catalyst_days_have_news_gap_and_volume(data: BundledMarketData) -> None
 def test_the_selloff_costs_a_long_book_more_than_the_daily_loss_limit(
     data: BundledMarketData,
 ) -> None:
-    """On 2025-11-26 every symbol's 14:01 print is far below its lowest price of the day so
-    far: a long bought at any time before 14:00, even with a stop, loses at least that much.
-    Four $10,000 positions, the cheapest four to hold, lose more than $2,000."""
+    """On 2025-11-26 every symbol's 14:02 print is far below its lowest price of the day so
+    far: a long bought at any time before (the 14:00 scan fills at the 14:01 open), even with
+    a stop, loses at least that much. Three $10,000 positions (one scan's top 3) lose more
+    than $2,000."""
     losses = []
     for symbol, bars in by_symbol(data.minute_bars(SELLOFF)).items():
-        before = [b for b in bars if ny_time(b) <= time(14, 0)]
-        shock = next(b for b in bars if ny_time(b) == time(14, 1))
+        before = [b for b in bars if ny_time(b) <= time(14, 1)]
+        shock = next(b for b in bars if ny_time(b) == time(14, 2))
         best_entry = min(b.low for b in before)
         drop = 1 - shock.open / best_entry
         assert drop >= Decimal(str(SHOCK_MIN_DROP)), symbol
         losses.append(POSITION * drop)
-    assert sum(sorted(losses)[:4]) > Decimal("2000")
+    assert sum(sorted(losses)[:3]) > Decimal("2000")
     shock_news = data.news(["AAPL"], calendar.open_time(SELLOFF), calendar.close_time(SELLOFF))
-    assert any(h.created_at == datetime(2025, 11, 26, 19, 0, tzinfo=UTC) for h in shock_news)
+    assert any(h.created_at == datetime(2025, 11, 26, 19, 1, tzinfo=UTC) for h in shock_news)
 
 
 def test_every_headline_is_marked_synthetic(data: BundledMarketData) -> None:
@@ -156,7 +157,7 @@ def test_another_seed_gives_other_prices_on_the_same_sessions(data: BundledMarke
 # --- BundledMarketData at a point in time -----------------------------------------------------
 
 
-SHOCK_TIME = datetime(2025, 11, 26, 19, 0, 30, tzinfo=UTC)  # 14:00:30 New York
+SHOCK_TIME = datetime(2025, 11, 26, 19, 1, 30, tzinfo=UTC)  # 14:01:30 New York
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,7 @@ async def test_it_returns_only_completed_minute_bars(at_shock: BundledMarketData
     bars = await at_shock.get_bars(["AAPL", "MSFT"], SHOCK_TIME - timedelta(minutes=3),
                                    SHOCK_TIME + timedelta(days=2))
     assert [b.timestamp.astimezone(calendar.NEW_YORK).strftime("%H:%M") for b in bars] == [
-        "13:58", "13:58", "13:59", "13:59"
+        "13:59", "13:59", "14:00", "14:00"
     ]
     assert [b.symbol for b in bars[:2]] == ["AAPL", "MSFT"]
 
@@ -183,7 +184,7 @@ async def test_todays_daily_bar_is_partial_and_news_is_not_from_the_future(
     ]
     full_day_volume = sum(b.volume for b in at_shock.minute_bars(SELLOFF, ["AAPL"]))
     assert days[-1].volume < full_day_volume
-    assert days[-1].close == at_shock.minute_bars(SELLOFF, ["AAPL"])[269].close  # 13:59
+    assert days[-1].close == at_shock.minute_bars(SELLOFF, ["AAPL"])[270].close  # 14:00
 
     news = await at_shock.get_news(["AAPL"], calendar.ny_midnight(SELLOFF),
                                    SHOCK_TIME + timedelta(days=5))
@@ -197,7 +198,7 @@ async def test_quotes_and_snapshots_come_from_the_last_completed_bar(
     snap = (await at_shock.get_snapshots(["AAPL"]))["AAPL"]
     assert set(quotes) == {"AAPL"}
     assert snap.minute_bar is not None
-    assert ny_time(snap.minute_bar) == time(13, 59)
+    assert ny_time(snap.minute_bar) == time(14, 0)
     assert quotes["AAPL"].bid < snap.minute_bar.close < quotes["AAPL"].ask
     assert snap.latest_price == snap.minute_bar.close
     assert snap.previous_daily_bar is not None
@@ -208,7 +209,7 @@ async def test_the_stream_replays_bars_after_the_clock_in_order(
     at_shock: BundledMarketData, data: BundledMarketData
 ) -> None:
     got = [b async for b in at_shock.stream_bars(["PFE"])]
-    assert ny_time(got[0]) == time(14, 0) and got[0].timestamp.date() == SELLOFF
+    assert ny_time(got[0]) == time(14, 1) and got[0].timestamp.date() == SELLOFF
     assert [b.timestamp for b in got] == sorted(b.timestamp for b in got)
     everything = [b async for b in data.stream_bars(["PFE", "XOM"])]
     assert len(everything) == 2 * (390 + 390 + 210)

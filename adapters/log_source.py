@@ -1,0 +1,432 @@
+"""One ordered view of the event log across both streams, from NATS or from a JSONL export.
+
+Order. A simulation or backtest stamps every event with its dispatch position
+(`Catalyst-Order`), so the two streams merge back into exactly the order the handlers saw.
+Without that header (live runs, events published by hand) the merge goes by `occurred_at`,
+market data first on a tie (a bar is known before anything reacts to it), each stream in its
+own sequence order.
+
+Reading NATS. Each stream is read through an ephemeral pull consumer (ack none, in memory,
+removed afterwards) up to the message count it had when the read began. Pull requests are
+issued only while fewer than two batches are waiting, so memory stays bounded however long
+the log is and however slow the reader; a push ordered consumer cannot promise that in
+nats-py (it answers flow control on receipt, not on processing, and drops messages silently
+once its pending limits are reached). Consumer sequence numbers are checked for gaps.
+
+Export format (one JSON object per line, UTF-8):
+
+    {"catalyst_export": 1, "window": {...}, "counts": {...}, ...}           header, first line
+    {"stream": "record", "seq": 12, "order": 40, "subject": "...", "event": {...}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from adapters.event_log import (
+    MSG_ID_HEADER,
+    ORDER_HEADER,
+    TYPE_HEADER,
+    EventLog,
+    decode_msg,
+)
+from domain.errors import CatalystError, EventDecodeError
+from domain.events import REGISTRY, Event, decode_event
+
+ROLE_RECORD = "record"
+ROLE_MD = "market_data"
+EXPORT_VERSION = 1
+BATCH = 2048
+
+
+class LogReadError(CatalystError):
+    """The log could not be read completely (a gap, a stall, a malformed export line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    stream: str  # ROLE_RECORD / ROLE_MD
+    seq: int  # stream sequence (or line number in a file without one)
+    subject: str
+    event: Event
+    order: int | None = None  # dispatch position, when a pipeline recorded it
+
+
+def md_goes_first(md: LogEntry, rec: LogEntry) -> bool:
+    if md.order is not None and rec.order is not None:
+        return md.order < rec.order
+    return md.event.occurred_at <= rec.event.occurred_at
+
+
+class LogSource(Protocol):
+    total: int  # how many entries the read will yield at most (for progress)
+    description: str
+
+    def batches(self) -> AsyncIterator[list[LogEntry]]: ...
+
+
+# --- subjects --------------------------------------------------------------------------------
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether some subject matches both NATS patterns."""
+    ta, tb = a.split("."), b.split(".")
+    for i in range(max(len(ta), len(tb))):
+        if i >= len(ta) or i >= len(tb):
+            return False
+        x, y = ta[i], tb[i]
+        if x == ">" or y == ">":
+            return True
+        if x != y and x != "*" and y != "*":
+            return False
+    return True
+
+
+# --- NATS ------------------------------------------------------------------------------------
+
+
+class _PullFeed:
+    """One stream, in sequence order, through an ephemeral pull consumer."""
+
+    def __init__(self, log: EventLog, stream: str, role: str, subject: str | None) -> None:
+        self.log = log
+        self.stream = stream
+        self.role = role
+        self.subject = subject
+        self.total = 0
+        self.received = 0
+        self.consumed = 0
+        self.requested = 0
+        self.buf: list[tuple[Msg, int]] = []
+        self.ready = asyncio.Event()
+        self.error: str | None = None
+        self._last_dseq = 0
+        self._consumer: str | None = None
+        self._sub: Any = None
+
+    async def open(self) -> int:
+        js = self.log.js
+        cfg = ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+            inactive_threshold=60.0, mem_storage=True, num_replicas=1,
+            max_waiting=16,
+        )
+        if self.subject:
+            cfg.filter_subject = self.subject
+        info = await js.add_consumer(self.stream, config=cfg)
+        self._consumer = info.name
+        self.total = info.num_pending or 0
+        if self.total == 0:
+            await self.close()
+            return 0
+        nc = self.log.nc
+        self._inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(self._inbox, cb=self._on_msg,
+                                       pending_msgs_limit=8 * BATCH + 64,
+                                       pending_bytes_limit=512 * 1024 * 1024)
+        prefix = getattr(js, "_prefix", "$JS.API")
+        self._next = f"{prefix}.CONSUMER.MSG.NEXT.{self.stream}.{self._consumer}"
+        await self._request()
+        await self._request()
+        return self.total
+
+    async def _request(self) -> None:
+        want = min(BATCH, self.total - self.requested)
+        if want <= 0:
+            return
+        self.requested += want
+        body = json.dumps({"batch": want, "expires": 5_000_000_000}).encode()
+        await self.log.nc.publish(self._next, body, reply=self._inbox)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        hdr = msg.headers
+        if hdr and not msg.data and "Status" in hdr:
+            code = hdr.get("Status")
+            if code in ("408", "404"):  # a pull expired with nothing left to give: ask again
+                self.requested -= int(hdr.get("Nats-Pending-Messages", "0") or 0)
+                self.requested = max(self.requested, self.received)
+                await self._request()
+            elif code != "100":  # 100 = heartbeat / flow control
+                self.error = f"{self.stream}: pull failed: {code} {hdr.get('Description', '')}"
+                self.ready.set()
+            return
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>[...]
+        tokens = msg.reply.split(".")
+        if len(tokens) >= 12:  # v2 ack subject: domain and account hash first
+            tokens = tokens[:2] + tokens[4:]
+        dseq = int(tokens[6])
+        if dseq != self._last_dseq + 1:
+            self.error = (f"{self.stream}: gap in delivery (consumer sequence {dseq} after "
+                          f"{self._last_dseq}); nothing was skipped silently, read again")
+        self._last_dseq = dseq
+        self.buf.append((msg, int(tokens[5])))
+        self.received += 1
+        self.ready.set()
+
+    async def take(self, timeout: float = 30.0) -> list[tuple[Msg, int]]:
+        """The next messages (empty once the stream is read to its end)."""
+        if self.consumed >= self.total:
+            return []
+        while not self.buf:
+            if self.error:
+                raise LogReadError(self.error)
+            self.ready.clear()
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except TimeoutError:
+                raise LogReadError(f"{self.stream}: no message for {timeout:.0f}s after "
+                                   f"{self.consumed} of {self.total}") from None
+        if self.error:
+            raise LogReadError(self.error)
+        msgs, self.buf = self.buf, []
+        self.consumed += len(msgs)
+        # Keep about two batches in flight: bounded memory, network and decoding overlap.
+        while self.requested - self.consumed < 2 * BATCH and self.requested < self.total:
+            await self._request()
+        if self.consumed >= self.total:
+            await self.close()
+        return msgs
+
+    def entries(self, msgs: list[tuple[Msg, int]]) -> list[LogEntry]:
+        out: list[LogEntry] = []
+        role = self.role
+        for m, sseq in msgs:
+            hdr = m.headers
+            cls = REGISTRY.get(hdr.get(TYPE_HEADER, "")) if hdr else None
+            try:
+                ev = cls.model_validate_json(m.data) if cls else decode_msg(m.data, hdr)
+            except (ValueError, EventDecodeError):
+                try:
+                    ev = decode_msg(m.data, hdr)
+                except EventDecodeError:
+                    continue  # dead letters are the consumers' business; replay skips them
+            order = hdr.get(ORDER_HEADER) if hdr else None
+            out.append(LogEntry(role, sseq, m.subject, ev, int(order) if order else None))
+        return out
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - connection may be closing
+                pass
+            self._sub = None
+        if self._consumer is not None:
+            try:
+                await self.log.js.delete_consumer(self.stream, self._consumer)
+            except Exception:  # noqa: BLE001 - ephemeral: the server removes it anyway
+                pass
+            self._consumer = None
+
+
+class NatsSource:
+    """Both streams of a JetStream log, merged (see the module docstring)."""
+
+    def __init__(self, log: EventLog, subject: str | None = None,
+                 streams: tuple[str, ...] = (ROLE_MD, ROLE_RECORD)) -> None:
+        self.log = log
+        self.subject = subject
+        self.streams = streams
+        self.total = 0
+        self.description = f"nats {log.nc.connected_url.netloc if log.nc.connected_url else ''}"
+        self._feeds: dict[str, _PullFeed] = {}
+
+    async def open(self) -> NatsSource:
+        names = {ROLE_RECORD: self.log.names.record, ROLE_MD: self.log.names.market_data}
+        for role in self.streams:
+            stream = names[role]
+            info = await self.log.js.stream_info(stream)
+            if self.subject and not any(subjects_overlap(self.subject, s)
+                                        for s in info.config.subjects or ()):
+                continue
+            if info.state.messages == 0:
+                continue
+            feed = _PullFeed(self.log, stream, role, self.subject)
+            self.total += await feed.open()
+            if feed.total:
+                self._feeds[role] = feed
+        return self
+
+    async def close(self) -> None:
+        for f in self._feeds.values():
+            await f.close()
+
+    async def batches(self) -> AsyncIterator[list[LogEntry]]:
+        md, rec = self._feeds.get(ROLE_MD), self._feeds.get(ROLE_RECORD)
+        try:
+            if md is None or rec is None:
+                only = md or rec
+                if only is None:
+                    return
+                while msgs := await only.take():
+                    yield only.entries(msgs)
+                return
+            qa: deque[LogEntry] = deque()
+            qb: deque[LogEntry] = deque()
+            a_done = b_done = False
+            while True:
+                if not qa and not a_done:
+                    msgs = await md.take()
+                    a_done = not msgs
+                    qa.extend(md.entries(msgs))
+                if not qb and not b_done:
+                    msgs = await rec.take()
+                    b_done = not msgs
+                    qb.extend(rec.entries(msgs))
+                if not qa and not qb:
+                    if a_done and b_done:
+                        return
+                    continue
+                if not qb and b_done:
+                    out = list(qa)
+                    qa.clear()
+                elif not qa and a_done:
+                    out = list(qb)
+                    qb.clear()
+                else:
+                    out = []
+                    append, pa, pb = out.append, qa.popleft, qb.popleft
+                    while qa and qb:
+                        append(pa() if md_goes_first(qa[0], qb[0]) else pb())
+                yield out
+        finally:
+            await self.close()
+
+
+async def first_event(log: EventLog, subject: str, last: bool = False) -> Event | None:
+    """The first (or last) event recorded on a subject of the record stream, or None."""
+    js = log.js
+    try:
+        if last:
+            raw = await js.get_last_msg(log.names.record, subject)
+        else:
+            raw = await js.get_msg(log.names.record, seq=1, subject=subject, next=True)
+    except Exception:  # noqa: BLE001 - not found (the error class differs between servers)
+        return None
+    try:
+        return decode_msg(raw.data or b"", raw.headers)
+    except EventDecodeError:
+        return None
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def export_header(window: dict[str, Any] | None, counts: dict[str, int],
+                  **extra: Any) -> str:
+    head = {"catalyst_export": EXPORT_VERSION, "window": window, "counts": counts, **extra}
+    return json.dumps(head, sort_keys=True)
+
+
+def export_line(e: LogEntry) -> str:
+    # The event's own JSON, verbatim: what was recorded is what the file holds.
+    ev = e.event.to_json().decode()
+    return (f'{{"stream":"{e.stream}","seq":{e.seq},"order":'
+            f'{"null" if e.order is None else e.order},"subject":{json.dumps(e.subject)},'
+            f'"event":{ev}}}')
+
+
+@dataclass
+class FileSource:
+    path: Path
+    header: dict[str, Any] = field(default_factory=dict)
+    total: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.description = str(self.path)
+        try:
+            with self.path.open("rb") as f:
+                first = f.readline()
+                lines = 1 + sum(1 for _ in f)
+        except OSError as e:
+            raise LogReadError(f"{self.path}: cannot read: {e.strerror}") from None
+        try:
+            obj = json.loads(first) if first.strip() else {}
+        except ValueError:
+            obj = {}
+        if isinstance(obj, dict) and "catalyst_export" in obj:
+            self.header = obj
+            lines -= 1
+        self.total = lines
+
+    def _parse(self, line: str, n: int) -> LogEntry | None:
+        line = line.strip()
+        if not line:
+            return None
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise LogReadError(f"{self.path}:{n}: not JSON: {e}") from None
+        if not isinstance(obj, dict) or "catalyst_export" in obj:
+            return None
+        if "event" not in obj:  # a bare event per line (e.g. `replay --json` output)
+            obj = {"event": obj}
+        try:
+            ev = decode_event(obj["event"])
+        except EventDecodeError as e:
+            raise LogReadError(f"{self.path}:{n}: {e}") from None
+        subject = obj.get("subject") or ev.subject
+        stream = obj.get("stream") or (ROLE_MD if subject.startswith("catalyst.md.")
+                                       else ROLE_RECORD)
+        order = obj.get("order")
+        return LogEntry(stream, int(obj.get("seq") or n), subject, ev,
+                        int(order) if order is not None else None)
+
+    async def batches(self) -> AsyncIterator[list[LogEntry]]:
+        batch: list[LogEntry] = []
+        with self.path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                entry = self._parse(line, n)
+                if entry is not None:
+                    batch.append(entry)
+                if len(batch) >= BATCH:
+                    yield batch
+                    batch = []
+                    await asyncio.sleep(0)
+        if batch:
+            yield batch
+
+    def scan_types(self, types: Iterable[str]) -> dict[str, Event]:
+        """First event of each of these types in the file (a cheap text scan first)."""
+        wanted = set(types)
+        found: dict[str, Event] = {}
+        with self.path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if '"type"' not in line or not any(t in line for t in wanted - set(found)):
+                    continue
+                entry = self._parse(line, n)
+                if entry is not None and entry.event.type in wanted - set(found):
+                    found[entry.event.type] = entry.event
+                if len(found) == len(wanted):
+                    break
+        return found
+
+
+async def import_entries(log: EventLog, source: LogSource, chunk: int = 1000) -> int:
+    """Publish an export into a log: same event ids (Nats-Msg-Id), same dispatch positions,
+    each event into the stream its subject belongs to, in file order."""
+    done = 0
+    async for batch in source.batches():
+        for i in range(0, len(batch), chunk):
+            part = batch[i:i + chunk]
+            futures = []
+            for e in part:
+                headers = {MSG_ID_HEADER: str(e.event.event_id), TYPE_HEADER: e.event.type}
+                if e.order is not None:
+                    headers[ORDER_HEADER] = str(e.order)
+                futures.append(await log.js.publish_async(e.subject, e.event.to_json(),
+                                                          headers=headers))
+            await asyncio.gather(*futures)
+            done += len(part)
+    return done

@@ -1,0 +1,732 @@
+"""`catalyst replay`: the log in order, one readable line per event; `--verify`: the proof
+that the log explains every decision.
+
+Verification re-runs fresh pure handlers (adapters.app.build_handlers) over the recorded
+log, in the recorded order:
+
+* An event some pure handler emits (`SignalGenerated`, `OrderApproved`, `DailyPnLChanged`,
+  `AlertRaised`...; anything carrying a causation id whose type a handler of the set emits)
+  is *derived*: the fresh handlers must produce it, with the same id and the same content,
+  before it appears in the log.
+* Everything else is an *input* and is fed as recorded: market data, clock ticks, start
+  requests, broker outcomes (`OrderSubmitted`, `OrderFilled`, `OrderCanceled`,
+  `EmergencyStopCompleted`...), alert delivery results, `TradingResumed`, config events,
+  signals read from a backtest's SIGNALS.csv (no strategy handler in that set).
+
+Every recorded event goes to the handlers it routes to (derived ones too: the handler that
+emitted it skips it by id, the others evolve on it, exactly as in the pipeline). Outputs wait
+in an "expected" map by event id until their recorded copy arrives. Divergences:
+
+    differs        recorded content != what the handlers decide now
+    unexpected     recorded as derived, but no handler decides it
+    missing        a handler decides it, but it is not in the log
+    before_cause   recorded before the event that caused it
+    out_of_order   a dispatch position lower than the one before it
+    gap            dispatch positions missing (an event removed from the log)
+
+Settings: the config recorded by `RunStarted` (falls back to the config in force now, said
+so in the output), then every `ConfigChanged` applied as it comes. Handler set and broker
+name: from `RunStarted`, else inferred (`SessionStarted.broker`; the scanner ran if the log
+has a `ScanCompleted`, or no `ScanRequested` at all).
+
+Windows (`--date`, `--from/--to`, `--session`) are spans of the log in its order: from the
+first event dated inside the window to the first event dated after it. Verifying a window
+replays everything before it into the handlers' state first (evolve only, no decisions).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from adapters.log_source import LogEntry, LogSource
+from domain.calendar import NEW_YORK
+from domain.errors import CatalystError
+from domain.events import ConfigChanged, Event, RunStarted
+from handlers.base import Handler
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+# What each pure handler emits (by handler name). Learned at run time as well: an output of
+# a type missing here is added the first time a handler emits it.
+HANDLER_OUTPUTS: dict[str, frozenset[str]] = {
+    "session": frozenset({"SessionStarted", "SessionStartRejected", "ScanRequested",
+                          "EntriesStopped", "FlattenRequested", "SessionEnded"}),
+    "scanner": frozenset({"ScanCompleted"}),
+    "strategy": frozenset({"SignalGenerated"}),
+    "risk_guard": frozenset({"OrderApproved", "OrderDenied", "DailyLossWarningIssued",
+                             "EmergencyStopTriggered"}),
+    "executor": frozenset({"PositionCloseRequested"}),
+    "positions": frozenset(),
+    "daily_pnl": frozenset({"DailyPnLChanged"}),
+    "alerter": frozenset({"AlertRaised", "AlertSuppressed"}),
+}
+# Stamped by wall clocks or operators, not by the data: they never move a window's phase.
+OUT_OF_BAND = frozenset({"RunStarted", "ConfigChanged", "ConfigRejected",
+                         "HandlerCrashLooping"})
+
+BEFORE, IN, AFTER = 0, 1, 2
+
+
+class ReplayError(CatalystError):
+    pass
+
+
+# --- windows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # exclusive
+    label: str = "the whole log"
+
+    @classmethod
+    def for_date(cls, d: date) -> Window:
+        start = datetime.combine(d, time(0), NEW_YORK)
+        end = datetime.combine(d + timedelta(days=1), time(0), NEW_YORK)
+        return cls(start, end, d.isoformat())
+
+    @property
+    def date(self) -> date | None:
+        if self.start and self.end and self.end - self.start == timedelta(days=1):
+            return self.start.astimezone(NEW_YORK).date()
+        return None
+
+    def as_dict(self) -> dict[str, Any] | None:
+        if self.start is None and self.end is None:
+            return None
+        return {"start": self.start.isoformat() if self.start else None,
+                "end": self.end.isoformat() if self.end else None, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Window:
+        if not d:
+            return cls()
+        return cls(datetime.fromisoformat(d["start"]) if d.get("start") else None,
+                   datetime.fromisoformat(d["end"]) if d.get("end") else None,
+                   d.get("label") or "")
+
+
+def parse_time(text: str, end: bool = False) -> datetime:
+    """ISO date or date-time; naive means New York. A bare date as an end means its end."""
+    try:
+        if len(text) == 10:
+            d = date.fromisoformat(text)
+            return datetime.combine(d + timedelta(days=1) if end else d, time(0), NEW_YORK)
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReplayError(f"{text!r} is not an ISO date or date-time "
+                          "(e.g. 2025-11-28 or 2025-11-28T10:00)") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=NEW_YORK)
+
+
+def make_window(day: str | None = None, start: str | None = None,
+                end: str | None = None) -> Window:
+    if day and (start or end):
+        raise ReplayError("use --date or --from/--to, not both")
+    if day:
+        try:
+            return Window.for_date(date.fromisoformat(day))
+        except ValueError:
+            raise ReplayError(f"--date {day!r} is not YYYY-MM-DD") from None
+    if start or end:
+        s = parse_time(start) if start else None
+        e = parse_time(end, end=True) if end else None
+        if s and e and e <= s:
+            raise ReplayError("--to must be after --from")
+        return Window(s, e, f"{start or '...'} to {end or '...'}")
+    return Window()
+
+
+class Phases:
+    """BEFORE / IN / AFTER a window, following the log's order (sticky)."""
+
+    __slots__ = ("start", "end", "state")
+
+    def __init__(self, window: Window) -> None:
+        self.start, self.end = window.start, window.end
+        self.state = IN if self.start is None else BEFORE
+        if self.start is None and self.end is None:
+            self.state = IN
+
+    def of(self, ev: Event) -> int:
+        state = self.state
+        if state == AFTER or ev.type in OUT_OF_BAND:
+            return state
+        t = ev.occurred_at
+        if state == BEFORE:
+            if t < self.start:  # type: ignore[operator]
+                return BEFORE
+            state = self.state = IN
+        if self.end is not None and t >= self.end:
+            state = self.state = AFTER
+        return state
+
+
+# --- settings and handler set ----------------------------------------------------------------
+
+
+def settings_from_config(config: dict[str, Any]) -> Settings | None:
+    from config.settings import Settings
+
+    try:
+        return Settings.model_validate(config)
+    except ValidationError:
+        return None
+
+
+def _parse_value(new: str, current: Any) -> Any:
+    if new == "None":
+        return None
+    if isinstance(current, str):  # Decimal, Path, enum and text values are all strings
+        return new
+    try:
+        return ast.literal_eval(new)
+    except (ValueError, SyntaxError):
+        return new
+
+
+def apply_changes(settings: Settings, changes: dict[str, list[str]]) -> Settings:
+    """The settings after a recorded ConfigChanged (dotted key -> [old, new])."""
+    from config.loader import redacted
+    from config.settings import Settings
+
+    data = redacted(settings)
+    for key, pair in changes.items():
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and len(pair) == 2:
+            node[parts[-1]] = _parse_value(pair[1], node.get(parts[-1]))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError:
+        return settings
+
+
+@dataclass
+class Plan:
+    """What a verification runs: settings, broker name, handler set, and how it knows."""
+
+    settings: Settings
+    broker: str
+    scanner: bool
+    notes: list[str] = field(default_factory=list)
+
+    def handlers(self) -> list[Handler]:
+        from adapters.app import build_handlers
+
+        return build_handlers(self.settings, self.broker, scanner=self.scanner)
+
+
+def make_plan(current: Settings, run_started: Event | None, session_started: Event | None,
+              has_scan_completed: bool, has_scan_requested: bool) -> Plan:
+    notes: list[str] = []
+    if isinstance(run_started, RunStarted):
+        settings = settings_from_config(run_started.config) if run_started.config else None
+        if settings is None:
+            settings = current
+            notes.append("the config recorded by RunStarted does not load with this version; "
+                         "verifying with the current config")
+        else:
+            notes.append(f"config and handlers recorded by RunStarted ({run_started.run_id})")
+        return Plan(settings, run_started.broker, "scanner" in run_started.handlers, notes)
+    broker = getattr(session_started, "broker", None) or current.trading.broker.effective_kind
+    scanner = has_scan_completed or not has_scan_requested
+    notes.append("no RunStarted in the log: verifying with the current config; broker "
+                 f"{broker!r} from SessionStarted, scanner {'on' if scanner else 'off'} "
+                 "(inferred)")
+    return Plan(current, broker, scanner, notes)
+
+
+async def plan_for_nats(log: Any, current: Settings) -> Plan:
+    from adapters.log_source import first_event
+
+    return make_plan(
+        current,
+        await first_event(log, "catalyst.ops.run_started"),
+        await first_event(log, "catalyst.session.started"),
+        await first_event(log, "catalyst.scan.completed", last=True) is not None,
+        await first_event(log, "catalyst.session.scan_requested", last=True) is not None,
+    )
+
+
+def plan_for_file(source: Any, current: Settings) -> Plan:
+    found = source.scan_types(["RunStarted", "SessionStarted", "ScanCompleted",
+                               "ScanRequested"])
+    return make_plan(current, found.get("RunStarted"), found.get("SessionStarted"),
+                     "ScanCompleted" in found, "ScanRequested" in found)
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+@dataclass
+class Divergence:
+    kind: str
+    event_type: str
+    event_id: UUID
+    detail: str
+    handler: str | None = None
+    expected: Event | None = None
+    recorded: LogEntry | None = None
+    chain: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        where = ""
+        if self.recorded is not None:
+            r = self.recorded
+            where = f" ({r.stream} seq {r.seq}" + (f", position {r.order}" if r.order else "")
+            where += ")"
+        out = [f"{self.kind}: {self.event_type} {self.event_id}{where}: {self.detail}"]
+        if self.handler:
+            out.append(f"  handler:  {self.handler}")
+        if self.expected is not None:
+            out.append(f"  expected: {_fields(self.expected)}")
+        if self.recorded is not None:
+            out.append(f"  replayed: {_fields(self.recorded.event)}")
+        if self.expected is not None and self.recorded is not None:
+            for k, a, b in field_diffs(self.expected, self.recorded.event):
+                out.append(f"  - {k}: expected {a!r}, recorded {b!r}")
+        if self.chain:
+            out.append("  causation: " + " <- ".join(self.chain))
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "type": self.event_type, "event_id": str(self.event_id),
+            "detail": self.detail, "handler": self.handler,
+            "expected": self.expected.model_dump(mode="json") if self.expected else None,
+            "recorded": self.recorded.event.model_dump(mode="json") if self.recorded else None,
+            "position": ({"stream": self.recorded.stream, "seq": self.recorded.seq,
+                          "order": self.recorded.order} if self.recorded else None),
+            "chain": list(self.chain),
+        }
+
+
+def _fields(ev: Event) -> str:
+    from adapters.render import event_fields
+
+    return event_fields(ev)
+
+
+def field_diffs(a: Event, b: Event) -> list[tuple[str, Any, Any]]:
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    return [(k, da.get(k), db.get(k)) for k in sorted(set(da) | set(db))
+            if da.get(k) != db.get(k)]
+
+
+@dataclass
+class VerifyResult:
+    events: int = 0  # verified (inside the window)
+    context: int = 0  # replayed into state before the window
+    derived: int = 0  # derived events checked
+    divergences: int = 0
+    reported: list[Divergence] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.divergences == 0
+
+    def summary(self) -> str:
+        return (f"{self.events} events, {self.divergences} divergence"
+                f"{'' if self.divergences == 1 else 's'}")
+
+
+class Verifier:
+    def __init__(self, plan: Plan, window: Window | None = None, recent_limit: int = 100_000,
+                 max_reported: int = 200) -> None:
+        self.settings = plan.settings
+        self.handlers = plan.handlers()
+        self.derived_types: set[str] = set()
+        for h in self.handlers:
+            self.derived_types |= HANDLER_OUTPUTS.get(h.name, frozenset())
+        self.phases = Phases(window or Window())
+        self.result = VerifyResult(notes=list(plan.notes))
+        self.max_reported = max_reported
+        self.done = False
+        self._routes: dict[tuple[str, str], list[Handler]] = {}
+        self._expected: dict[UUID, tuple[Event, str]] = {}
+        self._early: dict[UUID, LogEntry] = {}  # recorded derived events nobody decided yet
+        self._orphans: dict[UUID, list[LogEntry]] = {}  # cause id -> events recorded before it
+        self._reported_early: set[UUID] = set()
+        # Recent events: id -> (type, occurred_at, causation id, phase); bounded memory.
+        self._recent: dict[UUID, tuple[str, datetime, UUID | None, int]] = {}
+        self._recent_ids: deque[UUID] = deque()
+        self._recent_limit = recent_limit
+        self._last_order: int | None = None
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _route(self, ev: Event) -> list[Handler]:
+        from adapters.pipeline import routes
+
+        subject = ev.subject
+        key = (ev.type, subject.rsplit(".", 1)[0] if subject.startswith("catalyst.md.")
+               else subject)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._routes[key] = [h for h in self.handlers
+                                         if routes(h.subjects, subject) and h.wants(ev)]
+        return found
+
+    def _remember(self, ev: Event, phase: int) -> None:
+        eid = ev.event_id
+        if eid in self._recent:
+            return
+        self._recent[eid] = (ev.type, ev.occurred_at, ev.causation_id, phase)
+        ids = self._recent_ids
+        ids.append(eid)
+        if len(ids) > self._recent_limit:
+            self._recent.pop(ids.popleft(), None)
+
+    def chain(self, cause: UUID | None, first: Event | None = None, depth: int = 8
+              ) -> tuple[str, ...]:
+        out = []
+        if first is not None:
+            out.append(_link(first.type, first.occurred_at, first.event_id))
+        while cause is not None and len(out) < depth:
+            info = self._recent.get(cause)
+            if info is None:
+                out.append(f"{cause} (not in the replayed part of the log)")
+                break
+            out.append(_link(info[0], info[1], cause))
+            cause = info[2]
+        return tuple(out)
+
+    def _report(self, d: Divergence) -> None:
+        self.result.divergences += 1
+        if len(self.result.reported) < self.max_reported:
+            self.result.reported.append(d)
+
+    def _check_order(self, entry: LogEntry) -> None:
+        order = entry.order
+        if order is None:
+            return
+        last = self._last_order
+        self._last_order = order
+        if last is None or order == last + 1:
+            return
+        ev = entry.event
+        if order <= last:
+            self._report(Divergence("out_of_order", ev.type, ev.event_id,
+                                    f"dispatch position {order} recorded after {last}",
+                                    recorded=entry))
+        else:
+            missing = order - last - 1
+            self._report(Divergence(
+                "gap", ev.type, ev.event_id,
+                f"{missing} event{'s' if missing > 1 else ''} missing from the log before "
+                f"this one (dispatch positions {last + 1}..{order - 1})", recorded=entry))
+
+    def _use_config(self, ev: Event) -> None:
+        if isinstance(ev, RunStarted) and ev.config:
+            s = settings_from_config(ev.config)
+            if s is not None:
+                self.settings = s
+        elif isinstance(ev, ConfigChanged):
+            self.settings = apply_changes(self.settings, ev.changes)
+
+    # --- the check ---------------------------------------------------------------------------
+
+    def feed_many(self, batch: Iterable[LogEntry]) -> None:
+        for e in batch:
+            if self.done:
+                return
+            self.feed(e)
+
+    def feed(self, entry: LogEntry) -> None:
+        ev = entry.event
+        t = ev.type
+        phase = self.phases.of(ev)
+        if phase == AFTER:
+            self._drain(entry)
+            return
+        if t in OUT_OF_BAND:
+            self._use_config(ev)
+        self._check_order(entry)
+        settings = self.settings
+        if phase == BEFORE:
+            self.result.context += 1
+            self._remember(ev, BEFORE)
+            for h in self._route(ev):
+                h.apply(ev)
+            return
+        self.result.events += 1
+        eid, cid = ev.event_id, ev.causation_id
+        recent = self._recent
+        if cid is not None and cid not in recent:
+            self._orphans.setdefault(cid, []).append(entry)
+        self._remember(ev, IN)
+        waiting = self._orphans.pop(eid, None)
+        if waiting:
+            for w in waiting:
+                self._reported_early.add(w.event.event_id)
+                self._report(Divergence(
+                    "before_cause", w.event.type, w.event.event_id,
+                    f"recorded before its cause {t} {eid}", recorded=w,
+                    chain=self.chain(cid, ev)))
+        if cid is not None and t in self.derived_types:
+            cause = recent.get(cid)
+            if cause is not None and cause[3] == BEFORE:
+                pass  # decided before the window: taken as recorded
+            else:
+                self.result.derived += 1
+                exp = self._expected.pop(eid, None)
+                if exp is None:
+                    self._early[eid] = entry
+                else:
+                    self._compare(exp[0], exp[1], entry)
+        for h in self._route(ev):
+            outs = h.handle(ev, settings)
+            if outs:
+                self._decided(h, outs)
+
+    def _decided(self, h: Handler, outs: list[Event]) -> None:
+        for o in outs:
+            oid = o.event_id
+            if o.type not in self.derived_types:
+                self.derived_types.add(o.type)
+            rec = self._early.pop(oid, None)
+            if rec is not None:
+                self._compare(o, h.name, rec)
+                if oid not in self._reported_early:
+                    self._report(Divergence(
+                        "before_cause", o.type, oid,
+                        "recorded before the handler decided it", handler=h.name,
+                        recorded=rec, chain=self.chain(o.causation_id, o)))
+            else:
+                self._expected[oid] = (o, h.name)
+
+    def _compare(self, expected: Event, handler: str, entry: LogEntry) -> None:
+        rec = entry.event
+        if expected.to_json() != rec.to_json():
+            diffs = field_diffs(expected, rec)
+            what = ", ".join(k for k, _, _ in diffs[:6]) or "serialisation"
+            self._report(Divergence("differs", rec.type, rec.event_id,
+                                    f"recorded content differs ({what})", handler=handler,
+                                    expected=expected, recorded=entry,
+                                    chain=self.chain(rec.causation_id, rec)))
+
+    def _drain(self, entry: LogEntry) -> None:
+        """After the window: only the recorded copies of decisions still awaited."""
+        if not self._expected:
+            self.done = True
+            return
+        exp = self._expected.pop(entry.event.event_id, None)
+        if exp is not None:
+            self.result.derived += 1
+            self._compare(exp[0], exp[1], entry)
+
+    def finish(self) -> VerifyResult:
+        for eid, entry in self._early.items():
+            if eid in self._reported_early:
+                continue
+            ev = entry.event
+            cause_known = ev.causation_id in self._recent
+            self._report(Divergence(
+                "unexpected", ev.type, eid,
+                "recorded as decided by a handler, but no handler decides it"
+                + ("" if cause_known else f"; its cause {ev.causation_id} is not in the log"),
+                recorded=entry, chain=self.chain(ev.causation_id, ev)))
+        for eid, (exp, handler) in self._expected.items():
+            self._report(Divergence(
+                "missing", exp.type, eid, "decided by the handlers but not in the log",
+                handler=handler, expected=exp, chain=self.chain(exp.causation_id, exp)))
+        self._early.clear()
+        self._expected.clear()
+        return self.result
+
+
+def _link(type_: str, at: datetime, eid: UUID) -> str:
+    return f"{type_} {at.astimezone(NEW_YORK).strftime('%H:%M:%S')} [{str(eid)[:8]}]"
+
+
+async def verify(source: LogSource, plan: Plan, window: Window | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> VerifyResult:
+    v = Verifier(plan, window)
+    async for batch in source.batches():
+        v.feed_many(batch)
+        if on_batch:
+            on_batch(len(batch))
+        if v.done:
+            break
+    return v.finish()
+
+
+def print_result(r: VerifyResult, out: TextIO = sys.stdout) -> None:
+    for n in r.notes:
+        out.write(f"note: {n}\n")
+    for i, d in enumerate(r.reported, 1):
+        lines = d.lines()
+        out.write(f"DIVERGENCE {i}: {lines[0]}\n")
+        for line in lines[1:]:
+            out.write(line + "\n")
+    if r.divergences > len(r.reported):
+        out.write(f"... and {r.divergences - len(r.reported)} more\n")
+    out.write(r.summary() + (f" ({r.derived} decisions checked, {r.context} earlier events "
+                             "replayed into state)" if r.context else
+                             f" ({r.derived} decisions checked)") + "\n")
+
+
+# --- reading and printing --------------------------------------------------------------------
+
+
+class Progress:
+    """A rich progress bar on stderr for long reads (nothing when stderr is not a terminal)."""
+
+    def __init__(self, total: int, label: str, min_total: int = 20_000,
+                 enabled: bool | None = None) -> None:
+        self.total = total
+        show = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: Any = None
+        if show and total >= min_total:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(TextColumn(f"[bold]{label}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task(label, total=total)
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+
+async def window_entries(source: LogSource, window: Window, subject: str | None = None,
+                         on_batch: Callable[[int], None] | None = None,
+                         context: bool = False) -> Any:
+    """Entries inside the window (and, with `context`, everything before it), in order."""
+    from adapters.pipeline import subject_matches
+
+    phases = Phases(window)
+    async for batch in source.batches():
+        if on_batch:
+            on_batch(len(batch))
+        out: list[tuple[int, LogEntry]] = []
+        stop = False
+        for e in batch:
+            p = phases.of(e.event)
+            if p == AFTER:
+                stop = True
+                break
+            if p == BEFORE and not context:
+                continue
+            if subject and not subject_matches(subject, e.subject):
+                continue
+            out.append((p, e))
+        if out:
+            yield out
+        if stop:
+            return
+
+
+async def print_entries(source: LogSource, window: Window, subject: str | None,
+                        as_json: bool, out: TextIO = sys.stdout,
+                        markup: bool | None = None) -> int:
+    from adapters.render import event_line
+
+    console = None
+    if markup is None:
+        markup = out.isatty()
+    if markup:
+        from rich.console import Console
+
+        console = Console(file=out, highlight=False, soft_wrap=True)
+    n = 0
+    with Progress(source.total, "replay") as bar:
+        async for batch in window_entries(source, window, subject, bar.advance):
+            for _, e in batch:
+                n += 1
+                ev = e.event
+                if as_json:
+                    out.write(ev.to_json().decode() + "\n")
+                elif console is not None:
+                    console.print(event_line(ev, e.order or n))
+                else:
+                    out.write(event_line(ev, e.order or n, markup=False) + "\n")
+    out.flush()
+    return n
+
+
+async def find_session_date(source: LogSource, session_id: str) -> date:
+    """The session date of a session id (from its SessionStarted)."""
+    async for batch in source.batches():
+        for e in batch:
+            ev = e.event
+            if ev.type == "SessionStarted" and getattr(ev, "session_id", None) == session_id:
+                return ev.session_date  # type: ignore[attr-defined, no-any-return]
+    raise ReplayError(f"no session {session_id!r} in the log (see SessionStarted events: "
+                      "catalyst replay --subject catalyst.session.started)")
+
+
+async def export(source: LogSource, path: Any, window: Window, context: bool = True,
+                 extra: dict[str, Any] | None = None) -> dict[str, int]:
+    """Write the window (with the log before it, so it verifies alone) as a JSONL export."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from adapters.log_source import export_header, export_line
+
+    path = Path(path)
+    counts = {"events": 0, "context": 0, "record": 0, "market_data": 0}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    body = tmp + ".body"
+    try:
+        with open(body, "w", encoding="utf-8") as f:
+            with Progress(source.total, "export") as bar:
+                async for batch in window_entries(source, window, on_batch=bar.advance,
+                                                  context=context):
+                    for phase, e in batch:
+                        f.write(export_line(e) + "\n")
+                        counts["context" if phase == BEFORE else "events"] += 1
+                        counts[e.stream] += 1
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(export_header(window.as_dict(), counts, **(extra or {})) + "\n")
+            with open(body, encoding="utf-8") as b:
+                while chunk := b.read(1 << 20):
+                    f.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        for p in (tmp, body):
+            with _suppress():
+                os.unlink(p)
+        raise
+    with _suppress():
+        os.unlink(body)
+    return counts
+
+
+def _suppress() -> Any:
+    import contextlib
+
+    return contextlib.suppress(FileNotFoundError)
