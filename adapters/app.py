@@ -292,7 +292,7 @@ def _minutes(day: date) -> int:
 
 
 def print_summary(s: RunSummary, console: Console) -> None:
-    table = Table(title=f"Catalyst run {s.run_id} ({s.broker} broker)", show_lines=False)
+    table = Table(title=f"Run {s.run_id}", caption=f"{s.broker} broker", show_lines=False)
     table.add_column("", style="bold")
     table.add_column("value", justify="right")
     for d in s.days:

@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstrings reflow into paragraphs in --help
 )
 events_app = typer.Typer(help="The event model: JSON Schemas, live tail.", no_args_is_help=True)
 config_app = typer.Typer(help="Validate and print the configuration.", no_args_is_help=True)
