@@ -54,7 +54,9 @@ class EmbeddedNats:
         store_dir: str | Path | None = None,
         port: int | None = None,
         log_file: str | Path | None = None,
+        extra_config: str = "",
     ) -> None:
+        """`extra_config`: more nats-server configuration (e.g. an authorization block)."""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="catalyst-nats-")
@@ -63,6 +65,7 @@ class EmbeddedNats:
         self.port = port or free_port()
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_config = extra_config
 
     @property
     def url(self) -> str:
@@ -76,6 +79,7 @@ class EmbeddedNats:
         conf.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
             f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+            + self.extra_config
         )
         args = [nats_server_binary(), "-c", str(conf), "-l", str(self.log_file)]
         self.proc = subprocess.Popen(
