@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from adapters.logs import register_secrets, setup_logging
 from config.loader import ConfigError, load_settings, redacted
@@ -50,7 +51,8 @@ LogFormat = Annotated[
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # One line, verbatim, however narrow the terminal: scripts grep it (file, line, column).
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -309,7 +311,7 @@ def main() -> None:
     try:
         app()
     except CatalystError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -184,10 +184,14 @@ class SessionHandler(Handler):
         cfg = settings.session
         stop_at = market.close - timedelta(minutes=cfg.stop_new_entries_minutes_before_close)
         flatten_at = market.close - timedelta(minutes=cfg.flatten_minutes_before_close)
+        if cfg.auto_close_at_market_close and flatten_at < stop_at:
+            # An entry opened after the flatten would stay open over the close.
+            stop_at = flatten_at
         if now >= stop_at and not st.entries_stopped:
+            before = int((market.close - stop_at).total_seconds() // 60)
             out.append(EntriesStopped.caused_by(
                 ev, len(out), self.name, session_id=sid,
-                reason=f"{cfg.stop_new_entries_minutes_before_close} min before the close"))
+                reason=f"{before} min before the close"))
         elif not st.entries_stopped and now < market.close:
             minutes = int((now - market.open).total_seconds() // 60)
             freq = settings.workflow.scan_frequency_minutes
