@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,8 @@ class BrokerEffect:
     name = "broker"
     subjects = ("catalyst.order.approved", "catalyst.order.submitted",
                 "catalyst.position.close_requested", "catalyst.session.flatten_requested",
-                "catalyst.risk.emergency_stop_triggered", "catalyst.md.bar.>")
+                "catalyst.risk.emergency_stop_triggered", "catalyst.session.ended",
+                "catalyst.md.bar.>")
 
     def __init__(self, executor: Executor, service: ExecutionService,
                  sim: SimulatedBroker | None = None) -> None:
@@ -83,6 +84,7 @@ class BrokerEffect:
         self.service = service
         self.sim = sim
         self._updates: list[TradeUpdate] = []
+        self._last_bar: dict[str, datetime] = {}  # symbol -> start of its latest 1Min bar
         if sim is not None:
             sim.engine.listener = self._updates.append
 
@@ -100,10 +102,13 @@ class BrokerEffect:
             if self.sim is None or event.bar.timeframe != "1Min":
                 return []
             self.sim.engine.on_bar(event.bar)
+            self._last_bar[event.symbol] = event.bar.timestamp
             out += self._drain(event.correlation_id)
             if self.service.emergency_pending:
                 out += await self.service.check_pending()
             return out
+        if isinstance(event, SessionEnded):
+            return self._market_closed(event, settings) if self.sim is not None else []
         if self.sim is not None:
             self.sim.set_clock(event.occurred_at)
         for cmd in self.executor.commands_for(event, settings):
@@ -111,6 +116,25 @@ class BrokerEffect:
         if self.sim is not None:
             out += self._drain(event.correlation_id)
         return out
+
+
+    def _market_closed(self, event: SessionEnded, settings: Settings) -> list[Event]:
+        """The simulated market closes as Alpaca's does: day orders expire. A flatten that
+        found no bar left to fill in (requested in the last minute) is done at the last
+        price, as a market-on-close would be, for symbols that traded since the flatten was
+        due; one with no bars since (halted, say) stays held."""
+        assert self.sim is not None
+        engine = self.sim.engine
+        engine.set_clock(event.occurred_at)
+        engine.cancel_all(event.occurred_at)
+        cfg = settings.session
+        if cfg.auto_close_at_market_close:
+            due = event.occurred_at - timedelta(minutes=cfg.flatten_minutes_before_close)
+            for p in engine.positions():
+                last = self._last_bar.get(p.symbol)
+                if last is not None and last >= due - timedelta(minutes=1):
+                    engine.close_position(p.symbol, event.occurred_at, immediate_price=True)
+        return self._drain(event.correlation_id)
 
 
 class AlertEffect:

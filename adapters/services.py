@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import nats.js.errors
 from rich.console import Console
@@ -42,6 +42,10 @@ from domain.events import (
     ClockTicked,
     Event,
     NewsReceived,
+    OrderCanceled,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderSubmitted,
     ReconciliationDiscrepancyFound,
     SessionStartRequested,
 )
@@ -53,6 +57,8 @@ from projections.positions import PositionsProjection
 log = logging.getLogger("catalyst.services")
 
 Clock = Callable[[], datetime]
+# What the broker's update stream records (translate.py); their ids derive from broker facts.
+_BROKER_UPDATES = (OrderFilled, OrderPartiallyFilled, OrderCanceled)
 
 
 def utc_now() -> datetime:
@@ -85,7 +91,12 @@ class Services:
         settings = self.holder.current
         sim = self.broker if isinstance(self.broker, SimulatedBroker) else None
         executor = next(h for h in self.handlers if isinstance(h, Executor))
-        self.service = ExecutionService(self.broker, clock=self.clock)
+        # The simulated broker fills the emergency close orders only on the next bar, and
+        # that bar waits for the broker lock; verify polls (sleeps, lock held) would only
+        # stall every broker action for ~3.5 s. Without them the stop stays pending and the
+        # next bar's check_pending completes it (as the backtest pipeline does).
+        polls: dict[str, Any] = {"verify_polls": 0} if sim is not None else {}
+        self.service = ExecutionService(self.broker, clock=self.clock, **polls)
         broker_effect = BrokerEffect(executor, self.service, sim)
         lock = asyncio.Lock()
 
@@ -120,7 +131,9 @@ class Services:
                            observe=delivery.evolve)
 
         if sim is None:
-            self.tasks.append(asyncio.create_task(self._pump_trade_updates(), name="updates"))
+            since, recorded = await self._recorded_broker_updates()
+            self.tasks.append(asyncio.create_task(self._pump_trade_updates(since, recorded),
+                                                  name="updates"))
         self.tasks.append(asyncio.create_task(self._emergency_watch(), name="emergency"))
         self.tasks.append(asyncio.create_task(
             self.holder.watch(self.log.publish, self.clock), name="config-watch"))
@@ -150,7 +163,7 @@ class Services:
         stream = self.log.names.record
         floor = await self._ack_floor(stream, name)
         end = floor if floor is not None else await self.log.last_seq(stream)
-        if end:
+        if end and await self._any_stored(stream, subjects):
             async for stored in self.log.read(subjects, start_seq=1, stream=stream):
                 if stored.seq > end:
                     break
@@ -163,6 +176,16 @@ class Services:
         self.consumers.append(await self.log.consume(
             name, subjects, cb, stream=stream, max_ack_pending=max_ack_pending,
             start_seq=None if floor is not None else end + 1))
+
+    async def _any_stored(self, stream: str, subjects: Sequence[str]) -> bool:
+        """Whether the stream holds any message on `subjects`. Asked before a rebuild read
+        because `EventLog.read` of subjects with no message waits out its 5 s fetch timeout,
+        and a start reads once per handler (the broker effect attaches last)."""
+        for subject in subjects:
+            info = await self.log.js.stream_info(stream, subjects_filter=subject)
+            if info.state.subjects:
+                return True
+        return False
 
     async def _attach_md(self, name: str, subjects: list[str], handler: Handler | None,
                          cb: Callable[[Event], Awaitable[list[Event]]]) -> None:
@@ -183,8 +206,9 @@ class Services:
     async def reconciliation(self) -> list[Event]:
         """Broker vs projections at start: the broker is the truth for what exists."""
         positions = PositionsProjection()
-        async for stored in self.log.read(["catalyst.order.>"]):
-            positions.rebuild([stored.event])
+        if await self._any_stored(self.log.names.record, ["catalyst.order.>"]):
+            async for stored in self.log.read(["catalyst.order.>"]):
+                positions.rebuild([stored.event])
         recorded = {v.symbol: v for v in positions.snapshot()}
         try:
             at_broker = {p.symbol: p for p in await self.broker.list_positions()}
@@ -208,10 +232,30 @@ class Services:
             ))
         return out
 
-    async def _pump_trade_updates(self) -> None:
+    async def _recorded_broker_updates(self) -> tuple[datetime | None, set[UUID]]:
+        """The broker time of the last order event in the log, and the ids of the broker
+        updates already recorded. The update stream backfills from that time, so what
+        happened while this process was down is recorded after a restart; updates already
+        in the log are skipped (JetStream drops a repeated id only within its window)."""
+        since: datetime | None = None
+        recorded: set[UUID] = set()
+        if await self._any_stored(self.log.names.record, ["catalyst.order.>"]):
+            async for stored in self.log.read(["catalyst.order.>"]):
+                ev = stored.event
+                if isinstance(ev, _BROKER_UPDATES):
+                    recorded.add(ev.event_id)
+                if isinstance(ev, (OrderSubmitted, *_BROKER_UPDATES)):  # broker-clock times
+                    since = ev.occurred_at if since is None else max(since, ev.occurred_at)
+        return since, recorded
+
+    async def _pump_trade_updates(self, since: datetime | None, recorded: set[UUID]) -> None:
         assert self.service is not None
-        async for update in self.broker.trade_updates():
-            events = self.service.translate(update, "broker")
+        # Only brokers with a stream of their own get here (not the simulated one); the
+        # Alpaca adapter's `trade_updates(since)` first lists what changed since then.
+        updates = self.broker.trade_updates(since=since)  # type: ignore[call-arg]
+        async for update in updates:
+            events = [e for e in self.service.translate(update, "broker")
+                      if e.event_id not in recorded]
             if events:
                 await self.log.publish_many(events)
 

@@ -13,7 +13,7 @@ started session (`SessionStarted`), and none after `EntriesStopped` until the ne
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, ClassVar
 
 from domain.events import (
@@ -27,7 +27,7 @@ from domain.events import (
     SessionStarted,
     SignalGenerated,
 )
-from domain.values import Side, derive_id, to_price
+from domain.values import CENT, Side, derive_id, to_price
 from handlers.base import Handler
 
 if TYPE_CHECKING:
@@ -37,11 +37,15 @@ if TYPE_CHECKING:
 def bracket_prices(
     entry: Decimal, atr: Decimal, stop_atr: float, target_atr: float
 ) -> tuple[Decimal, Decimal, Decimal]:
-    """(entry, stop, target) rounded to cents; the multiples are config floats, taken at
-    their decimal spelling (2.0 -> Decimal("2.0")) so no binary float touches a price."""
+    """(entry, stop, target) in cents; the multiples are config floats, taken at their
+    decimal spelling (2.0 -> Decimal("2.0")) so no binary float touches a price.
+
+    Stop and target round up, in the trade's favour (less risk, more reward): rounding
+    the other way would put a 3:2 bracket just under a 1.5 reward/risk minimum and the
+    risk guard would refuse it for a fraction of a cent."""
     e = to_price(entry)
-    stop = to_price(e - Decimal(str(stop_atr)) * atr)
-    target = to_price(e + Decimal(str(target_atr)) * atr)
+    stop = (e - Decimal(str(stop_atr)) * atr).quantize(CENT, rounding=ROUND_CEILING)
+    target = (e + Decimal(str(target_atr)) * atr).quantize(CENT, rounding=ROUND_CEILING)
     return e, stop, target
 
 

@@ -424,15 +424,14 @@ def test_flatten_minutes_before_close_sets_when_the_book_is_flattened(
     assert bt.fills("EEE")[-1] == ("20:31", "EEE", "sell", D(66), D("150.00"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: a flatten 1 minute before the close is decided at the last tick, and its "
-    "market order waits for a bar strictly after that instant, which never comes; the "
-    "position is held over the close (and the sim's day order never expires)"))
-def test_a_one_minute_flatten_still_flattens_before_the_close(
+def test_a_one_minute_flatten_still_flattens_by_the_close(
         backtest: Callable[..., Backtest]) -> None:
     bt = backtest("fills", trading={"trading_session": {"flatten_minutes_before_close": 1}})
 
+    # Decided at the last tick; no bar starts after it, so the close happens at the close,
+    # at the last price, like a market-on-close (day orders expire then, as at Alpaca).
     assert "EEE" not in bt.positions()
+    assert bt.fills("EEE")[-1][0] == "21:00" and bt.fills("EEE")[-1][2] == "sell"
 
 
 def test_max_hold_time_minutes_closes_positions_held_that_long(

@@ -15,18 +15,23 @@ from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest
 
 from adapters.broker.alpaca import AlpacaBroker
-from adapters.broker.emergency import emergency_close
 from adapters.broker.port import (
     BrokerRejection,
     BrokerUnavailable,
     OrderRequest,
     TradeUpdate,
 )
+from adapters.execution import ExecutionService
+from domain.events import EmergencyStopCompleted, EmergencyStopFailed, EmergencyStopTriggered
 from domain.values import Side
+from handlers.executor import EmergencyClose
+from tests.builders import T0, make
 from tests.fakes.alpaca_fixtures import broker_settings
 from tests.fakes.alpaca_server import FakeAlpaca
 
 pytestmark = pytest.mark.integration
+
+SESSION = T0.date()
 
 
 class Feed:
@@ -310,7 +315,19 @@ async def test_trade_updates_since_backfills_what_filled_before_it_started(
     assert (seen[-1].qty, seen[-1].price) == (Decimal(10), Decimal("42"))
 
 
-# --- emergency close ------------------------------------------------------------------------
+# --- emergency close: ExecutionService (the production path) on AlpacaBroker ----------------
+
+
+def emergency_command(label: str = "stop") -> EmergencyClose:
+    trigger = make(EmergencyStopTriggered, f"emergency:{label}", T0, session_date=SESSION,
+                   pnl=Decimal("-2000"), limit=Decimal("-2000"), reason="daily loss limit")
+    return EmergencyClose(trigger, SESSION, cancel_orders=True, close_positions=True)
+
+
+def execution(broker: AlpacaBroker, **kwargs: object) -> ExecutionService:
+    options: dict[str, object] = {"backoff_initial": 0.01, "backoff_max": 0.05}
+    options.update(kwargs)
+    return ExecutionService(broker, **options)  # type: ignore[arg-type]
 
 
 async def test_emergency_close_leaves_no_orders_and_no_positions(
@@ -336,27 +353,65 @@ async def test_emergency_close_leaves_no_orders_and_no_positions(
     assert held.value.status == 403
 
     fake_alpaca.auto_fill_market = True  # the market takes the close orders
-    result = await emergency_close(alpaca_broker, settle_seconds=2, poll_seconds=0.02)
+    events = await execution(alpaca_broker).execute(emergency_command())
 
-    assert result.flat, result
-    assert result.orders_canceled == 3  # two legs and the resting limit
-    assert result.positions_closed == 3
-    assert result.failures == ()
+    assert [e.type for e in events] == ["EmergencyStopCompleted"]
+    done = events[0]
+    assert isinstance(done, EmergencyStopCompleted)
+    assert done.orders_canceled == 3  # two legs and the resting limit
+    assert [(p.symbol, p.qty, p.price) for p in done.positions_closed] == [
+        ("AAPL", Decimal(10), Decimal(100)),
+        ("MSFT", Decimal(10), Decimal(300)),
+        ("NVDA", Decimal(-10), Decimal(80)),
+    ]
+    assert done.failures == ()
     assert fake_alpaca.positions == {}
     assert fake_alpaca.open_orders() == []
 
 
-async def test_emergency_close_reports_what_it_could_not_close(
+async def test_emergency_close_is_not_reported_done_until_the_closes_fill(
     fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
 ) -> None:
     order = await alpaca_broker.submit_order(buy("stuck-1"))
     await fake_alpaca.fill(order.id, "100")
-    # Close orders are accepted but never fill (say the market is closed).
-    result = await emergency_close(alpaca_broker, attempts=2, settle_seconds=0.1,
-                                   poll_seconds=0.02)
-    assert not result.flat
-    assert result.remaining_positions == ("AAPL",)
-    assert result.attempts == 2
+    service = execution(alpaca_broker, verify_polls=2)
+    # Close orders are accepted but do not fill (say the market is closed).
+    assert await service.execute(emergency_command()) == []
+    assert service.emergency_pending
+    assert await service.check_pending() == []  # driven again: still not flat ...
+    closes = [o for o in fake_alpaca.orders.values() if o.client_order_id != "stuck-1"]
+    assert [(o.symbol, o.side, o.qty, o.status) for o in closes] == [
+        ("AAPL", "sell", Decimal(10), "new")  # ... and no second close order stacked
+    ]
+
+    await fake_alpaca.fill(closes[0].id, "99.5")
+    events = await service.check_pending()
+    assert [e.type for e in events] == ["EmergencyStopCompleted"]
+    assert isinstance(events[0], EmergencyStopCompleted)
+    assert [(p.symbol, p.qty, p.price, p.realized_pnl) for p in events[0].positions_closed] == [
+        ("AAPL", Decimal(10), Decimal("99.5"), Decimal(-5))
+    ]
+    assert not service.emergency_pending
+
+
+async def test_emergency_close_reports_each_failed_attempt_and_goes_on(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    order = await alpaca_broker.submit_order(buy("outage-1"))
+    await fake_alpaca.fill(order.id, "100")
+    fake_alpaca.auto_fill_market = True
+    # The cancel-all fails on every HTTP retry of the first attempt (max_retries=3: 4 tries).
+    fake_alpaca.fail_next(4, 503, method="DELETE", path="/v2/orders")
+    events = await execution(alpaca_broker).execute(emergency_command())
+
+    assert [e.type for e in events] == ["EmergencyStopFailed", "EmergencyStopCompleted"]
+    failed, done = events
+    assert isinstance(failed, EmergencyStopFailed) and failed.attempt == 1
+    assert "BrokerUnavailable" in failed.error and "HTTP 503" in failed.error
+    assert isinstance(done, EmergencyStopCompleted)
+    assert [p.symbol for p in done.positions_closed] == ["AAPL"]
+    assert len(done.failures) == 1
+    assert fake_alpaca.positions == {}
 
 
 # --- the fake speaks Alpaca: alpaca-py's own models parse every answer ------------------------

@@ -67,9 +67,11 @@ def test_top_three_get_bracket_signals() -> None:
 
 
 def test_prices_are_rounded_to_cents() -> None:
-    # ATR 0.3333: stop 100 - 0.6666 = 99.3334 -> 99.33; target 100 + 0.9999 -> 101.00
+    # ATR 0.3333: stop 100 - 0.6666 = 99.3334 -> 99.34 (up: less risk); target
+    # 100 + 0.9999 = 100.9999 -> 101.00 (up: more reward). Reward/risk 1.00 / 0.66 = 1.52,
+    # never under the configured 3:2 because of rounding.
     assert bracket_prices(D("100"), D("0.3333"), 2.0, 3.0) == (
-        D("100.00"), D("99.33"), D("101.00"),
+        D("100.00"), D("99.34"), D("101.00"),
     )
     assert bracket_prices(D("12.345"), D("0.1"), 2.0, 3.0) == (D("12.34"), D("12.14"),
                                                                D("12.64"))
