@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import nats.js.errors
 from rich.console import Console
@@ -41,6 +41,7 @@ from domain.events import (
     BarReceived,
     ClockTicked,
     Event,
+    HandlerCrashLooping,
     NewsReceived,
     OrderCanceled,
     OrderFilled,
@@ -131,18 +132,62 @@ class Services:
                            observe=delivery.evolve)
 
         if sim is None:
-            since, recorded = await self._recorded_broker_updates()
-            self.tasks.append(asyncio.create_task(self._pump_trade_updates(since, recorded),
-                                                  name="updates"))
-        self.tasks.append(asyncio.create_task(self._emergency_watch(), name="emergency"))
-        self.tasks.append(asyncio.create_task(
-            self.holder.watch(self.log.publish, self.clock), name="config-watch"))
+            self._spawn("broker_updates", self._pump_trade_updates_from_log)
+        self._spawn("emergency_watch", self._emergency_watch)
+        self._spawn("config_watch", lambda: self.holder.watch(self.log.publish, self.clock))
+        self._spawn("consumer_watch", self._watch_consumers)
         if self.reconcile:
             await self.log.publish_many(await self.reconciliation())
         if self.market_data is not None:
-            self.tasks.append(asyncio.create_task(self._pump_market_data(), name="md"))
+            self._spawn("market_data", self._pump_market_data)
         if self.schedule:
-            self.tasks.append(asyncio.create_task(self._scheduler(), name="scheduler"))
+            self._spawn("scheduler", self._scheduler)
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[Any]]) -> None:
+        self.tasks.append(asyncio.create_task(self._supervise(name, factory), name=name))
+
+    async def _supervise(self, name: str, factory: Callable[[], Awaitable[Any]]) -> None:
+        """Restart a background loop that fails, with backoff; a person hears about it
+        (HandlerCrashLooping, a CRITICAL alert) when it keeps failing."""
+        failures = 0
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - supervised: logged, alerted, restarted
+                if asyncio.get_running_loop().time() - started > 300:
+                    failures = 0  # it ran for a while: a new streak
+                failures += 1
+                log.error("%s failed (%d in a row), restarting: %r", name, failures, e)
+                if failures == 3:
+                    await self._crash_looping(name, failures, repr(e))
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** failures))
+
+    async def _crash_looping(self, name: str, failures: int, error: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.log.publish(HandlerCrashLooping(
+                event_id=uuid4(), type="HandlerCrashLooping", occurred_at=self.clock(),
+                correlation_id="ops", handler=name, failures=failures, error=error[:500]))
+
+    async def _watch_consumers(self) -> None:
+        """A handler whose messages keep failing (naked again and again) is crash-looping."""
+        flagged: set[str] = set()
+        while True:
+            await asyncio.sleep(2.0)
+            for c in self.consumers:
+                n = c.stats.consecutive_failures
+                if n >= 5 and c.name not in flagged:
+                    flagged.add(c.name)
+                    await self._crash_looping(c.name, n, c.stats.last_error)
+                elif n == 0:
+                    flagged.discard(c.name)
+
+    async def _pump_trade_updates_from_log(self) -> None:
+        since, recorded = await self._recorded_broker_updates()
+        await self._pump_trade_updates(since, recorded)
 
     def _handler_cb(self, h: Handler) -> Callable[[Event], Awaitable[list[Event]]]:
         async def cb(ev: Event) -> list[Event]:
