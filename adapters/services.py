@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -190,8 +191,19 @@ class Services:
         await self._pump_trade_updates(since, recorded)
 
     def _handler_cb(self, h: Handler) -> Callable[[Event], Awaitable[list[Event]]]:
+        # A message is redelivered when publishing its outputs failed; the handler has
+        # already applied it (and would return nothing), so hand back the same outputs.
+        # Their ids derive from the cause, so the server drops any that did land.
+        recent: OrderedDict[UUID, list[Event]] = OrderedDict()
+
         async def cb(ev: Event) -> list[Event]:
-            return h.handle(ev, self.holder.current)
+            if ev.event_id in recent:
+                return recent[ev.event_id]
+            out = h.handle(ev, self.holder.current)
+            recent[ev.event_id] = out
+            if len(recent) > 10_000:
+                recent.popitem(last=False)
+            return out
 
         return cb
 
