@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters.log_source import LogEntry, LogSource
+from adapters.log_source import LogEntry, LogSource, bulk_gc
 from adapters.replay import BEFORE, Window, apply_changes, settings_from_config, window_entries
 from domain.calendar import NEW_YORK
 from domain.events import (
@@ -254,7 +254,7 @@ class AuditBuilder:
             "order_type": ev.order_type, "approved_at": _t(ev.occurred_at),
             "stop_loss": _s(ev.stop_loss), "take_profit": _s(ev.take_profit),
             "submitted_at": None, "broker_order_id": None, "status": "approved",
-            "fills": [], "events": [],
+            "origin": "approved by the risk guard", "fills": [], "events": [],
         }
 
     def _on_OrderDenied(self, ev: OrderDenied) -> None:
@@ -264,25 +264,30 @@ class AuditBuilder:
             "qty": None, "order_id": None, "figures": dict(ev.figures),
         })
 
-    def _order(self, order_id: str, symbol: str) -> dict[str, Any]:
-        o = self.orders.get(order_id)
-        if o is None:  # approved before the window, or placed outside the pipeline
-            o = self.orders[order_id] = {
-                "order_id": order_id, "client_order_id": None, "symbol": symbol,
-                "side": None, "qty": None, "order_type": None, "approved_at": None,
-                "stop_loss": None, "take_profit": None, "submitted_at": None,
-                "broker_order_id": None, "status": "unknown", "fills": [], "events": [],
+    def _order(self, ev: Any) -> dict[str, Any]:
+        o = self.orders.get(ev.order_id)
+        if o is None:  # a close order of the executor, or approved before the window
+            side = getattr(ev, "side", None)
+            o = self.orders[ev.order_id] = {
+                "order_id": ev.order_id, "client_order_id": ev.client_order_id,
+                "symbol": ev.symbol, "side": side.value if side else None,
+                "qty": _s(getattr(ev, "filled_qty", None) or getattr(ev, "qty", None)),
+                "order_type": None, "approved_at": None, "stop_loss": None,
+                "take_profit": None, "submitted_at": None,
+                "broker_order_id": getattr(ev, "broker_order_id", None), "status": "unknown",
+                "origin": "not approved in this window (a close order, or older)",
+                "fills": [], "events": [],
             }
         return o
 
     def _on_OrderSubmitted(self, ev: OrderSubmitted) -> None:
-        o = self._order(ev.order_id, ev.symbol)
+        o = self._order(ev)
         o.update(submitted_at=_t(ev.occurred_at), broker_order_id=ev.broker_order_id,
                  status="submitted", side=o["side"] or ev.side.value,
                  qty=o["qty"] or _s(ev.qty), order_type=o["order_type"] or ev.order_type)
 
     def _fill(self, ev: OrderFilled | OrderPartiallyFilled, partial: bool) -> None:
-        o = self._order(ev.order_id, ev.symbol)
+        o = self._order(ev)
         o["fills"].append({"time": _t(ev.occurred_at), "side": ev.side.value,
                            "qty": _s(ev.qty), "price": _s(ev.price), "fee": _s(ev.fee),
                            "leg": ev.leg or "entry", "partial": partial,
@@ -299,14 +304,14 @@ class AuditBuilder:
         self._fill(ev, False)
 
     def _on_OrderCanceled(self, ev: OrderCanceled) -> None:
-        o = self._order(ev.order_id, ev.symbol)
+        o = self._order(ev)
         o["events"].append({"time": _t(ev.occurred_at), "what": "canceled"
                             + (f" ({ev.leg} leg)" if ev.leg else ""), "reason": ev.reason})
         if ev.leg is None:
             o["status"] = "canceled"
 
     def _on_OrderRejected(self, ev: OrderRejected) -> None:
-        o = self._order(ev.order_id, ev.symbol)
+        o = self._order(ev)
         o["events"].append({"time": _t(ev.occurred_at), "what": "rejected by the broker",
                             "reason": f"{ev.code}: {ev.message}"})
         o["status"] = "rejected"
@@ -458,7 +463,7 @@ async def build_report(source: LogSource, window: Window) -> dict[str, Any]:
     from adapters.replay import Progress
 
     b = AuditBuilder(window)
-    with Progress(source.total, "audit") as bar:
+    with Progress(source.total, "audit") as bar, bulk_gc():
         async for batch in window_entries(source, window, on_batch=bar.advance, context=True):
             for phase, e in batch:
                 b.add(phase, e)

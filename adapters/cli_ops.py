@@ -1,9 +1,282 @@
-"""Operations commands (alerts, data, replay, status, audit), registered on the main app."""
+"""Operations commands (replay, audit, status), registered on the main app.
+
+The work is in adapters.replay / adapters.audit / adapters.status; this module only turns
+options into calls, picks the log (a run's store, the live store, a configured server, or
+an export file) and maps outcomes to exit codes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+ConfigDir = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Directory with risk_parameters.yaml and "
+                 "trading_config.yaml (default: the shipped defaults)."),
+]
+Run = Annotated[str | None, typer.Option("--run", help="Read a simulation or backtest run's "
+                                         "log: its id, or 'latest'.")]
+File = Annotated[Path | None, typer.Option("--file", help="Read an export (catalyst audit "
+                                           "export) instead of NATS.")]
+Day = Annotated[str | None, typer.Option("--date", help="New York session date, YYYY-MM-DD.")]
+
+
+def _cli() -> Any:
+    from adapters import cli
+
+    return cli
+
+
+@contextlib.asynccontextmanager
+async def _nats_log(settings: Any, run: str | None) -> AsyncIterator[Any]:
+    from adapters.connection import default_store, open_event_log
+
+    store = default_store(settings, run)
+    if not settings.trading.nats.url and not (store / "jetstream").exists():
+        where = f"run {run!r}" if run else str(store)
+        raise _cli().fail(f"no event log at {where} ({store}); run `catalyst run` first, "
+                          "or pass --run ID / --file EXPORT.jsonl")
+    async with open_event_log(settings, store, create_streams=False) as log:
+        yield log
+
+
+def _window(day: str | None, start: str | None, end: str | None) -> Any:
+    from adapters.replay import ReplayError, make_window
+
+    try:
+        return make_window(day, start, end)
+    except ReplayError as e:
+        raise _cli().fail(str(e)) from None
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    audit_app = typer.Typer(help="Audit a trading day: report, export, import.",
+                            no_args_is_help=True)
+    app.add_typer(audit_app, name="audit")
+
+    @app.command("replay")
+    def replay(
+        day: Day = None,
+        start: Annotated[str | None, typer.Option("--from", help="From this time (ISO; "
+                                                  "New York when no offset).")] = None,
+        end: Annotated[str | None, typer.Option("--to", help="Up to this time (a bare date: "
+                                                "its end).")] = None,
+        session: Annotated[str | None, typer.Option("--session", help="One session, by "
+                                                    "its id (SessionStarted.session_id).")]
+        = None,
+        subject: Annotated[str | None, typer.Option("--subject", "-s", help="NATS subject "
+                                                    "filter, e.g. 'catalyst.order.>'.")]
+        = None,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+        = False,
+        verify: Annotated[bool, typer.Option("--verify", help="Re-run the pure handlers over "
+                                             "the recorded inputs and compare every decision; "
+                                             "exit 1 on any divergence.")] = False,
+        run: Run = None,
+        file: File = None,
+        config_dir: ConfigDir = None,
+    ) -> None:
+        """Read the event log in order (both streams merged) and print one line per event;
+        --verify proves the log explains every decision."""
+        cli = _cli()
+        settings = cli.settings_or_exit(config_dir)
+        window = _window(day, start, end)
+        if verify and subject:
+            raise cli.fail("--verify needs every input: it cannot take --subject")
+        from adapters import replay as rp
+        from adapters.log_source import FileSource, LogReadError, NatsSource
+
+        async def resolve_session(make_source: Any) -> Any:
+            if not session:
+                return window
+            d = await rp.find_session_date(await make_source(), session)
+            return rp.Window.for_date(d)
+
+        async def go(source: Any, plan: Any, w: Any) -> int:
+            if verify:
+                with rp.Progress(source.total, "verify") as bar:
+                    result = await rp.verify(source, plan, w, on_batch=bar.advance)
+                if as_json:
+                    print(json.dumps({"events": result.events, "context": result.context,
+                                      "decisions_checked": result.derived,
+                                      "divergences": result.divergences,
+                                      "notes": result.notes,
+                                      "reported": [d.as_dict() for d in result.reported]},
+                                     indent=2))
+                else:
+                    rp.print_result(result)
+                return 1 if result.divergences else 0
+            await rp.print_entries(source, w, subject, as_json)
+            return 0
+
+        async def main() -> int:
+            try:
+                if file is not None:
+                    src = FileSource(file)
+
+                    async def file_source() -> Any:
+                        return FileSource(file)
+
+                    w = await resolve_session(file_source)
+                    if w.start is None and w.end is None and src.header.get("window"):
+                        w = rp.Window.from_dict(src.header["window"])
+                    plan = rp.plan_for_file(src, settings) if verify else None
+                    return await go(src, plan, w)
+                async with _nats_log(settings, run) as log:
+
+                    async def session_source() -> Any:
+                        return await NatsSource(log, subject="catalyst.session.started",
+                                                streams=("record",)).open()
+
+                    w = await resolve_session(session_source)
+                    plan = await rp.plan_for_nats(log, settings) if verify else None
+                    source = await NatsSource(log, subject=subject).open()
+                    return await go(source, plan, w)
+            except (LogReadError, rp.ReplayError) as e:
+                raise cli.fail(str(e)) from None
+
+        code = cli.run_async(main())
+        if code:
+            raise typer.Exit(code)
+
+    @audit_app.command("report")
+    def audit_report(
+        day: Day = None,
+        fmt: Annotated[str, typer.Option("--format", "-f", help="html, json or csv.")]
+        = "html",
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: "
+                                                 "stdout).")] = None,
+        run: Run = None,
+        file: File = None,
+        config_dir: ConfigDir = None,
+    ) -> None:
+        """One trading day: timeline, signals and scores, risk decisions, orders and fills,
+        P&L curve, alerts, config in force and changes, emergency stops."""
+        cli = _cli()
+        if fmt not in ("html", "json", "csv"):
+            raise cli.fail(f"--format {fmt!r}: use html, json or csv")
+        settings = cli.settings_or_exit(config_dir)
+        window = _window(day, None, None)
+        from adapters.audit import build_report, render
+        from adapters.log_source import FileSource, LogReadError, NatsSource
+        from adapters.replay import Window
+
+        async def main() -> dict[str, Any]:
+            try:
+                if file is not None:
+                    src = FileSource(file)
+                    w = window
+                    if w.start is None and src.header.get("window"):
+                        w = Window.from_dict(src.header["window"])
+                    return await build_report(src, w)
+                if window.start is None:
+                    raise cli.fail("--date is required (the New York session date)")
+                async with _nats_log(settings, run) as log:
+                    return await build_report(await NatsSource(log).open(), window)
+            except LogReadError as e:
+                raise cli.fail(str(e)) from None
+
+        report = cli.run_async(main())
+        text = render(report, fmt)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            out.write_text(text, encoding="utf-8")
+            s = report["summary"]
+            cli.err.print(f"wrote {out} ({fmt}): {s['events']} events, {s['signals']} signals, "
+                          f"{s['orders']} orders, {s['fills']} fills, "
+                          f"{s['emergency_stops']} emergency stops")
+
+    @audit_app.command("export")
+    def audit_export(
+        out: Annotated[Path, typer.Option("--out", "-o", help="The JSONL file to write.")],
+        day: Day = None,
+        context: Annotated[bool, typer.Option("--context/--no-context", help="Include the "
+                                              "log before the day (needed to verify the "
+                                              "day on its own).")] = True,
+        run: Run = None,
+        config_dir: ConfigDir = None,
+    ) -> None:
+        """Write a day's log (both streams, in order) as a portable JSONL file that
+        `catalyst replay --file` and `replay --verify --file` read without NATS."""
+        cli = _cli()
+        settings = cli.settings_or_exit(config_dir)
+        window = _window(day, None, None)
+        if window.start is None:
+            raise cli.fail("--date is required (the New York session date)")
+        from adapters.log_source import LogReadError, NatsSource
+        from adapters.replay import export
+
+        async def main() -> dict[str, int]:
+            try:
+                async with _nats_log(settings, run) as log:
+                    return await export(await NatsSource(log).open(), out, window, context,
+                                        {"run": run})
+            except LogReadError as e:
+                raise cli.fail(str(e)) from None
+
+        counts = cli.run_async(main())
+        cli.err.print(f"wrote {out}: {counts['events']} events of {window.label}"
+                      + (f" + {counts['context']} earlier events (context)"
+                         if counts["context"] else ""))
+
+    @audit_app.command("import")
+    def audit_import(
+        file: Annotated[Path, typer.Argument(help="An export written by `audit export`.")],
+        run: Annotated[str | None, typer.Option("--run", help="Store it as this run "
+                                                "(var/runs/<run>/nats; default: "
+                                                "import-<file name>).")] = None,
+        config_dir: ConfigDir = None,
+    ) -> None:
+        """Publish an export into a fresh log (same ids, same order), e.g. on another
+        machine: `catalyst replay --run <run>` and `audit report --run <run>` then read it."""
+        cli = _cli()
+        settings = cli.settings_or_exit(config_dir)
+        from adapters.connection import open_event_log, run_store
+        from adapters.log_source import FileSource, LogReadError, import_entries
+
+        name = run or f"import-{file.stem}"
+        store = run_store(name)
+
+        async def main() -> int:
+            try:
+                src = FileSource(file)
+                async with open_event_log(settings, store) as log:
+                    if await log.last_seq() or await log.last_seq(log.names.market_data):
+                        raise cli.fail(f"{store} already holds a log; import into a new run")
+                    return await import_entries(log, src)
+            except LogReadError as e:
+                raise cli.fail(str(e)) from None
+
+        n = cli.run_async(main())
+        where = (settings.trading.nats.url or str(store))
+        cli.err.print(f"imported {n} events into {where}; read it with --run {name}")
+
+    @app.command("status")
+    def status(
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+        = False,
+        run: Run = None,
+        config_dir: ConfigDir = None,
+    ) -> None:
+        """Session and trading state (active / halted since when, why), positions, today's
+        P&L, consumer lag, NATS and broker. Exit 1 when NATS is not reachable."""
+        cli = _cli()
+        settings = cli.settings_or_exit(config_dir)
+        from adapters.connection import default_store
+        from adapters.status import gather, print_status
+
+        st = cli.run_async(gather(settings, default_store(settings, run)))
+        if as_json:
+            print(json.dumps(st, indent=2, default=str))
+        else:
+            print_status(st, cli.console)
+        if not st["nats"].get("connected"):
+            raise typer.Exit(1)

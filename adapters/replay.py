@@ -47,7 +47,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from adapters.log_source import LogEntry, LogSource
+from adapters.log_source import LogEntry, LogSource, bulk_gc
 from domain.calendar import NEW_YORK
 from domain.errors import CatalystError
 from domain.events import ConfigChanged, Event, RunStarted
@@ -269,6 +269,23 @@ def plan_for_file(source: Any, current: Settings) -> Plan:
                      "ScanCompleted" in found, "ScanRequested" in found)
 
 
+def run_started(run_id: str, kind: str, settings: Settings, handlers: Iterable[Handler],
+                broker: str, at: datetime) -> RunStarted:
+    """The fact a runtime records first: its handler set, broker and config (redacted).
+
+    `at` should be the run's own clock (a simulation's first simulated instant), so the
+    event sits with the data it precedes; its id derives from the run id."""
+    from uuid import NAMESPACE_URL, uuid5
+
+    from config.loader import redacted
+
+    return RunStarted(
+        event_id=uuid5(NAMESPACE_URL, f"catalyst:{run_id}:run_started"), type="RunStarted",
+        occurred_at=at, correlation_id=run_id, run_id=run_id, kind=kind, broker=broker,
+        handlers=tuple(h.name for h in handlers), config=redacted(settings),
+    )
+
+
 # --- verification ----------------------------------------------------------------------------
 
 
@@ -346,7 +363,7 @@ class VerifyResult:
 
 
 class Verifier:
-    def __init__(self, plan: Plan, window: Window | None = None, recent_limit: int = 100_000,
+    def __init__(self, plan: Plan, window: Window | None = None, recent_limit: int = 50_000,
                  max_reported: int = 200) -> None:
         self.settings = plan.settings
         self.handlers = plan.handlers()
@@ -366,7 +383,8 @@ class Verifier:
         self._recent: dict[UUID, tuple[str, datetime, UUID | None, int]] = {}
         self._recent_ids: deque[UUID] = deque()
         self._recent_limit = recent_limit
-        self._last_order: int | None = None
+        self._max_order: int | None = None
+        self._holes: list[list[Any]] = []  # [first, last, entry after the hole]
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -412,24 +430,35 @@ class Verifier:
             self.result.reported.append(d)
 
     def _check_order(self, entry: LogEntry) -> None:
+        """Dispatch positions must come 1, 2, 3...: a late one is out of order, a hole that
+        never fills is a gap (reported at the end)."""
         order = entry.order
         if order is None:
             return
-        last = self._last_order
-        self._last_order = order
-        if last is None or order == last + 1:
+        top = self._max_order
+        if top is None or order == top + 1:
+            self._max_order = order
+            return
+        if order > top:
+            self._holes.append([top + 1, order - 1, entry])
+            self._max_order = order
             return
         ev = entry.event
-        if order <= last:
-            self._report(Divergence("out_of_order", ev.type, ev.event_id,
-                                    f"dispatch position {order} recorded after {last}",
-                                    recorded=entry))
-        else:
-            missing = order - last - 1
-            self._report(Divergence(
-                "gap", ev.type, ev.event_id,
-                f"{missing} event{'s' if missing > 1 else ''} missing from the log before "
-                f"this one (dispatch positions {last + 1}..{order - 1})", recorded=entry))
+        self._report(Divergence("out_of_order", ev.type, ev.event_id,
+                                f"dispatch position {order} recorded after {top}",
+                                recorded=entry))
+        for h in self._holes:
+            if h[0] <= order <= h[1]:
+                if h[0] == h[1]:
+                    self._holes.remove(h)
+                elif order == h[0]:
+                    h[0] += 1
+                elif order == h[1]:
+                    h[1] -= 1
+                else:
+                    self._holes.append([order + 1, h[1], h[2]])
+                    h[1] = order - 1
+                return
 
     def _use_config(self, ev: Event) -> None:
         if isinstance(ev, RunStarted) and ev.config:
@@ -545,6 +574,15 @@ class Verifier:
             self._report(Divergence(
                 "missing", exp.type, eid, "decided by the handlers but not in the log",
                 handler=handler, expected=exp, chain=self.chain(exp.causation_id, exp)))
+        for first, last, entry in sorted(self._holes, key=lambda h: h[0]):
+            n = last - first + 1
+            ev = entry.event
+            self._report(Divergence(
+                "gap", ev.type, ev.event_id,
+                f"{n} event{'s' if n > 1 else ''} missing from the log before this one "
+                f"(dispatch position{'s' if n > 1 else ''} {first}"
+                + (f"..{last})" if n > 1 else ")"), recorded=entry))
+        self._holes.clear()
         self._early.clear()
         self._expected.clear()
         return self.result
@@ -557,12 +595,13 @@ def _link(type_: str, at: datetime, eid: UUID) -> str:
 async def verify(source: LogSource, plan: Plan, window: Window | None = None,
                  on_batch: Callable[[int], None] | None = None) -> VerifyResult:
     v = Verifier(plan, window)
-    async for batch in source.batches():
-        v.feed_many(batch)
-        if on_batch:
-            on_batch(len(batch))
-        if v.done:
-            break
+    with bulk_gc():
+        async for batch in source.batches():
+            v.feed_many(batch)
+            if on_batch:
+                on_batch(len(batch))
+            if v.done:
+                break
     return v.finish()
 
 
@@ -662,7 +701,7 @@ async def print_entries(source: LogSource, window: Window, subject: str | None,
 
         console = Console(file=out, highlight=False, soft_wrap=True)
     n = 0
-    with Progress(source.total, "replay") as bar:
+    with Progress(source.total, "replay") as bar, bulk_gc():
         async for batch in window_entries(source, window, subject, bar.advance):
             for _, e in batch:
                 n += 1
@@ -703,7 +742,7 @@ async def export(source: LogSource, path: Any, window: Window, context: bool = T
     body = tmp + ".body"
     try:
         with open(body, "w", encoding="utf-8") as f:
-            with Progress(source.total, "export") as bar:
+            with Progress(source.total, "export") as bar, bulk_gc():
                 async for batch in window_entries(source, window, on_batch=bar.advance,
                                                   context=context):
                     for phase, e in batch:

@@ -37,6 +37,11 @@ def _t(ts: datetime | None) -> str | None:
     return ts.astimezone(NEW_YORK).isoformat(timespec="seconds") if ts else None
 
 
+class _NoCalendar:
+    def session(self, day: Any) -> None:
+        return None
+
+
 @dataclass
 class StatusFold:
     broker_name: str = "sim"
@@ -52,12 +57,13 @@ class StatusFold:
     pnl: dict[Any, DailyPnLChanged] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from adapters.simulation import XnysCalendar
         from handlers.risk_guard import RiskGuard
         from handlers.session import SessionHandler
         from projections.positions import PositionsProjection
 
-        self.session = SessionHandler(XnysCalendar(), self.broker_name)
+        # Evolve only: the calendar is consulted when deciding a start, never here, so the
+        # exchange calendar (slow to import) stays out of a status call.
+        self.session = SessionHandler(_NoCalendar(), self.broker_name)
         self.guard = RiskGuard()
         self.positions = PositionsProjection()
         self._handlers = (self.session, self.guard, self.positions)

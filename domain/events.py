@@ -456,6 +456,18 @@ class HandlerCrashLooping(Event):
     error: str
 
 
+@event("catalyst.ops.run_started")
+class RunStarted(Event):
+    """A runtime began: the handler set and broker it wired and the config in force
+    (secrets redacted), so `replay --verify` and `audit report` use what the run used."""
+
+    run_id: str
+    kind: str  # sim / backtest / paper / live
+    broker: str
+    handlers: tuple[str, ...]
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
 # --- decoding ------------------------------------------------------------------------------
 
 
