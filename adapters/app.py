@@ -260,7 +260,8 @@ def new_run_id(kind: str, now: datetime) -> str:
 
 async def run_simulated(settings: Settings, config_dir: Path | None, day: str | None = None,
                         speed: float | None = None, console: Console | None = None,
-                        days: int | None = None) -> RunSummary:
+                        days: int | None = None, metrics_port: int | None = None
+                        ) -> RunSummary:
     """One full session on the bundled data: embedded NATS, simulated broker, local mail."""
     from adapters.connection import mark_latest_run, open_event_log, run_store
     from config.loader import ConfigError
@@ -293,6 +294,14 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
         mark_latest_run(run_id)
         recorder = Recorder(log)
         pipeline, _ = build_sim_pipeline(settings, holder, recorder, [summary.observe])
+        if metrics_port:
+            from adapters.metrics import Metrics, start_metrics_server
+
+            metrics = Metrics()
+            metrics.instrument(pipeline)
+            start_metrics_server(metrics_port, metrics)
+        await pipeline.submit(run_started_event(run_id, "sim", settings, pipeline, "sim",
+                                                run_days[0]))
         total = sum(_minutes(d) for d in run_days)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                       TextColumn("{task.fields[clock]}"), TimeElapsedColumn(),
@@ -308,6 +317,17 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
         await recorder.flush()
         summary.events = pipeline.dispatched
     return summary
+
+
+def run_started_event(run_id: str, kind: str, settings: Settings, pipeline: Pipeline,
+                      broker: str, first_day: date) -> Event:
+    """RunStarted, stamped just before the first simulated open, so it leads the log."""
+    from adapters.replay import run_started
+
+    session = XnysCalendar().session(first_day)
+    at = (session.open if session else datetime.combine(first_day, datetime.min.time(), UTC))
+    return run_started(run_id, kind, settings, pipeline.handlers, broker,
+                       at - timedelta(minutes=2))
 
 
 def _minutes(day: date) -> int:
@@ -347,8 +367,8 @@ def _money(v: Decimal) -> str:
 
 
 async def run_live(settings: Settings, config_dir: Path | None,
-                   console: Console | None = None) -> None:
+                   console: Console | None = None, metrics_port: int | None = None) -> None:
     from adapters.services import run_services
 
-    await run_services(settings, config_dir, console or Console())
+    await run_services(settings, config_dir, console or Console(), metrics_port=metrics_port)
 

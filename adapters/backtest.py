@@ -30,7 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from adapters import calendar as xnys
-from adapters.app import build_sim_pipeline, new_run_id
+from adapters.app import build_sim_pipeline, new_run_id, run_started_event
 from adapters.config_watcher import SettingsHolder
 from adapters.market_data.dataset import DatasetError, load_bars_csv
 from adapters.pipeline import Recorder
@@ -249,6 +249,8 @@ async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path |
     async def go(recorder: Recorder) -> None:
         pipeline, _ = build_sim_pipeline(settings, holder, recorder, [result.observe],
                                          scanner=rows is None, alerts=False)
+        await pipeline.submit(run_started_event(run_id, "backtest", settings, pipeline, "sim",
+                                                tape.dates[0]))
         clock = SimulatedClock(pipeline, tape, run_id)
         if rows is not None:
             clock.extra_events = signal_events(rows, bars, run_id)

@@ -214,6 +214,9 @@ def run(
         "dataset's demo day, the selloff).")] = None,
     live: Annotated[bool, typer.Option("--live", help="Allow LIVE trading with real money "
                                        "(also needs broker.mode: live).")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics "
+        "(off by default).")] = None,
     log_format: LogFormat = None,
 ) -> None:
     """Run the main job. With no Alpaca keys: one full simulated session on the bundled
@@ -224,7 +227,7 @@ def run(
 
     if settings.trading.broker.effective_kind == "sim":
         summary = run_async(runtime.run_simulated(settings, config_dir, day=day, speed=speed,
-                                                  console=console))
+                                                  console=console, metrics_port=metrics_port))
         runtime.print_summary(summary, console)
         return
     if settings.trading.broker.mode == "live" and not live:
@@ -233,7 +236,8 @@ def run(
     if live and settings.trading.broker.mode != "live":
         raise fail("--live given but broker.mode is paper; set broker.mode: live (or "
                    "TRADING_MODE=live) as well")
-    run_async(runtime.run_live(settings, config_dir, console=console))
+    run_async(runtime.run_live(settings, config_dir, console=console,
+                               metrics_port=metrics_port))
 
 
 @app.command("backtest")

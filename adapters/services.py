@@ -421,7 +421,8 @@ def build_broker(settings: Settings) -> BrokerPort:
 
 
 async def run_services(settings: Settings, config_dir: Path | None, console: Console,
-                       stop: asyncio.Event | None = None) -> None:
+                       stop: asyncio.Event | None = None,
+                       metrics_port: int | None = None) -> None:
     """`catalyst run` with Alpaca keys: paper (or guarded live) trading in real time."""
     from adapters.connection import open_event_log
 
@@ -448,12 +449,28 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
             loop.add_signal_handler(sig, stop.set)
     async with open_event_log(settings, announce=True) as event_log:
         holder = SettingsHolder(settings, config_dir)
-        services = Services(holder, event_log, broker, build_handlers(settings, broker.name),
-                            market_data=market_data)
+        handlers = build_handlers(settings, broker.name)
+        run_id = f"{mode}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+        from adapters.replay import run_started
+
+        await event_log.publish(run_started(run_id, mode, settings, handlers, broker.name,
+                                            datetime.now(UTC)))
+        lag_task = None
+        if metrics_port:
+            from adapters.metrics import Metrics, start_metrics_server
+
+            metrics = Metrics()
+            for h in handlers:  # count and time every handler call, as in-process runs do
+                h.handle = metrics._timed(h.name, h.handle)  # type: ignore[method-assign]
+            start_metrics_server(metrics_port, metrics)
+            lag_task = asyncio.create_task(metrics.poll_consumer_lag(event_log))
+        services = Services(holder, event_log, broker, handlers, market_data=market_data)
         await services.start()
         try:
             await stop.wait()
         finally:
+            if lag_task is not None:
+                lag_task.cancel()
             await services.stop()
             if market_data is not None:
                 with contextlib.suppress(Exception):
