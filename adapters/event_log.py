@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import ssl
@@ -32,11 +33,12 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    PubAck,
     StorageType,
     StreamConfig,
 )
 
-from domain.errors import ConcurrencyError, EventDecodeError
+from domain.errors import CatalystError, ConcurrencyError, EventDecodeError
 from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
 
 log = logging.getLogger("catalyst.event_log")
@@ -48,6 +50,15 @@ ORDER_HEADER = "Catalyst-Order"
 MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 MD_PREFIX = "catalyst.md."
+BATCH_ID = "Nats-Batch-Id"
+BATCH_SEQ = "Nats-Batch-Sequence"
+BATCH_COMMIT = "Nats-Batch-Commit"
+# Atomic batches: below ATOMIC_MIN events the extra headers are not worth it; ATOMIC_MAX is
+# the server's default limit on messages per batch.
+ATOMIC_MIN = 8
+ATOMIC_MAX = 1000
+# A publish not acked in this time is sent again (same Nats-Msg-Id, so never stored twice).
+ACK_TIMEOUT = 10.0
 DLQ_PREFIX = "catalyst.dlq."
 
 # Errors that mean "the server or the connection is not there right now": retry the same
@@ -136,6 +147,74 @@ def decode_msg(data: bytes, headers: dict[str, str] | None) -> Event:
         return decode_event(data)
 
 
+# Server errors that mean "this server or stream cannot take atomic batches at all".
+_ATOMIC_UNSUPPORTED = {10174, 10175, 10176, 10177, 10178, 10179}
+
+
+class PendingPublish:
+    """Events on the wire, acks outstanding: `wait()` returns their sequences in order."""
+
+    def __init__(self, log: EventLog,
+                 encoded: Sequence[tuple[str, bytes, dict[str, str]]]) -> None:
+        self.log = log
+        self.encoded = encoded
+        self.singles: list[tuple[int, asyncio.Future[Any]]] = []
+        self.batches: list[tuple[list[int], asyncio.Future[Any]]] = []
+        self.seqs: list[int | None] = [None] * len(encoded)
+        self.failed: BaseException | None = None
+
+    def add_single(self, i: int, fut: asyncio.Future[Any]) -> None:
+        self.singles.append((i, fut))
+
+    def add_batch(self, idx: list[int], fut: asyncio.Future[Any]) -> None:
+        self.batches.append((idx, fut))
+
+    async def settle(self) -> None:
+        """Wait for what is in flight; republish refused batches one by one."""
+        batches, self.batches = self.batches, []
+        singles, self.singles = self.singles, []
+        redo: list[int] = []
+        for idx, fut in batches:
+            try:
+                ack = await asyncio.wait_for(fut, ACK_TIMEOUT)
+            except (*TRANSIENT, nats.js.errors.APIError) as e:
+                if isinstance(e, nats.js.errors.APIError) and e.err_code in _ATOMIC_UNSUPPORTED:
+                    self.log.atomic = False
+                    log.info("atomic batch publish unavailable (%s); publishing one by one", e)
+                redo.extend(idx)
+                continue
+            if ack.batch_size != len(idx):
+                # A server that does not know atomic batches stored them one by one (maybe
+                # interleaved with others): ask again per message; duplicates report the
+                # sequence they were stored at.
+                self.log.atomic = False
+                redo.extend(idx)
+                continue
+            # An atomic batch is stored contiguously, its ack names the last sequence.
+            first = ack.seq - len(idx) + 1
+            for k, i in enumerate(idx):
+                self.seqs[i] = first + k
+        for i, fut in singles:
+            try:
+                self.seqs[i] = (await asyncio.wait_for(fut, ACK_TIMEOUT)).seq
+            except (*TRANSIENT, nats.js.errors.APIError):
+                redo.append(i)
+        for i in sorted(redo):
+            s, d, h = self.encoded[i]
+            self.seqs[i] = (await self.log._publish_with_retry(s, d, h)).seq
+
+    async def wait(self) -> list[int]:
+        await self.settle()
+        if self.failed is not None:
+            # Sending stopped part way: everything not acked goes again, one at a time, in
+            # order (duplicates of what did land are dropped by msg id).
+            for i, seq in enumerate(self.seqs):
+                if seq is None:
+                    s, d, h = self.encoded[i]
+                    self.seqs[i] = (await self.log._publish_with_retry(s, d, h)).seq
+        return [s for s in self.seqs if s is not None]
+
+
 @dataclass
 class ConsumerStats:
     processed: int = 0
@@ -143,6 +222,7 @@ class ConsumerStats:
     retried: int = 0
     last_stream_seq: int = 0
     consecutive_failures: int = 0
+    last_error: str = ""
 
 
 class EventLog:
@@ -154,6 +234,14 @@ class EventLog:
         self.duplicate_window = duplicate_window
         self.md_max_age_days = md_max_age_days
         self.consumers: dict[str, Consumer] = {}
+        # Atomic batch publish (nats-server 2.12+); switched off for this connection the
+        # first time the server says it cannot, so an old server costs one refused batch.
+        self.atomic = True
+        self._ack_sub: Any = None
+        self._ack_prefix = ""
+        self._ack_token = nc._nuid.next().decode()  # batch ids are unique per connection
+        self._ack_n = 0
+        self._acks: dict[str, asyncio.Future[Any]] = {}
 
     # --- connection ------------------------------------------------------------------------
 
@@ -187,7 +275,7 @@ class EventLog:
             kwargs["user_credentials"] = opts.creds_file
         if opts.tls is not None:
             kwargs["tls"] = opts.tls
-        nc = await nats.connect(**kwargs)
+        nc = await _connect(kwargs, opts.url)
         self = cls(nc, names or StreamNames(), duplicate_window, md_max_age_days)
         if create_streams:
             await self.ensure_streams()
@@ -215,6 +303,7 @@ class EventLog:
             duplicate_window=self.duplicate_window,
             max_age=self.md_max_age_days * 86400.0,
             discard=DiscardPolicy.OLD,
+            allow_atomic=True,
         )
         for cfg in (record, market):
             try:
@@ -274,17 +363,98 @@ class EventLog:
             return []
         if len(events) == 1 and orders is None:
             return [await self.publish(events[0])]
+        return await (await self.send_many(events, orders)).wait()
+
+    async def send_many(self, events: Sequence[Event],
+                        orders: Sequence[int] | None = None) -> PendingPublish:
+        """Put `events` on the wire now; `.wait()` on the result for their sequences.
+
+        Lets a caller (the pipeline's recorder) compute the next events while the server
+        stores these. Runs of ATOMIC_MIN or more events for one stream go as JetStream atomic
+        batches: every message keeps its Nats-Msg-Id and the server stores the batch with one
+        fsync instead of one per message (sync_interval: always), which is what bounds a
+        recorded backtest. A batch the server refuses (a duplicate id after a crash, a server
+        or stream without atomic publish) or does not ack in time is published again message
+        by message in `wait`, where duplicates are dropped by id as before.
+        """
         encoded = [encode(e) for e in events]
         if orders is not None:
             for (_, _, headers), n in zip(encoded, orders, strict=True):
                 headers[ORDER_HEADER] = str(n)
+        pending = PendingPublish(self, encoded)
+        groups: dict[str, list[int]] = {}
+        for i, (subject, _, _) in enumerate(encoded):
+            groups.setdefault(stream_for(subject, self.names), []).append(i)
         try:
-            futures = [await self.js.publish_async(s, d, headers=h) for s, d, h in encoded]
-            acks = await asyncio.gather(*futures)
-            return [a.seq for a in acks]
-        except (*TRANSIENT, nats.js.errors.APIError):
-            # Fall back to one at a time with retries; duplicates are dropped by msg id.
-            return [(await self._publish_with_retry(s, d, h)).seq for s, d, h in encoded]
+            for idx in groups.values():
+                if self.atomic and len(idx) >= ATOMIC_MIN:
+                    for start in range(0, len(idx), ATOMIC_MAX):
+                        chunk = idx[start:start + ATOMIC_MAX]
+                        if start:
+                            # One batch per stream in flight: a refused batch is republished
+                            # one by one, which must not land after a later batch.
+                            await pending.settle()
+                        pending.add_batch(chunk, await self._send_atomic(
+                            [encoded[i] for i in chunk]))
+                else:
+                    for i in idx:
+                        s, d, h = encoded[i]
+                        reply, fut = await self._ack_future()
+                        await self.nc.publish(s, d, reply=reply, headers=h)
+                        pending.add_single(i, fut)
+        except (*TRANSIENT, nats.errors.Error) as e:
+            pending.failed = e  # wait() publishes what was not acked one at a time
+        return pending
+
+    async def _send_atomic(self, msgs: Sequence[tuple[str, bytes, dict[str, str]]]
+                           ) -> asyncio.Future[Any]:
+        reply, fut = await self._ack_future()
+        batch_id = reply.rsplit(".", 1)[1]
+        last = len(msgs) - 1
+        for n, (subject, data, headers) in enumerate(msgs):
+            h = dict(headers)
+            h[BATCH_ID] = batch_id
+            h[BATCH_SEQ] = str(n + 1)
+            if n == last:
+                h[BATCH_COMMIT] = "1"
+            # Only the commit asks for a reply: the server answers for the whole batch.
+            await self.nc.publish(subject, data, reply=reply if n == last else "", headers=h)
+        return fut
+
+    async def _ack_future(self) -> tuple[str, asyncio.Future[Any]]:
+        """A reply subject and the future its publish ack resolves.
+
+        Our own inbox rather than js.publish_async: nats-py raises a JetStream error reply
+        inside the subscription callback there, so the future of a refused publish never
+        completes."""
+        if self._ack_sub is None:
+            self._ack_prefix = self.nc.new_inbox()
+            self._ack_sub = await self.nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_ack)
+        self._ack_n += 1
+        token = f"{self._ack_token}{self._ack_n}"
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._acks[token] = fut
+        return f"{self._ack_prefix}.{token}", fut
+
+    async def _on_ack(self, msg: Msg) -> None:
+        fut = self._acks.pop(msg.subject.rsplit(".", 1)[1], None)
+        if fut is None or fut.done():
+            return
+        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+            fut.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            resp = json.loads(msg.data)
+        except ValueError:
+            fut.set_exception(nats.js.errors.APIError(description="unreadable publish ack"))
+            return
+        err = resp.get("error")
+        if err:
+            fut.set_exception(nats.js.errors.APIError(
+                code=err.get("code"), description=err.get("description"),
+                err_code=err.get("err_code")))
+        else:
+            fut.set_result(PubAck.from_response(resp))
 
     async def publish_raw(self, subject: str, data: bytes,
                           headers: dict[str, str] | None = None) -> int:
@@ -492,6 +662,7 @@ class Consumer:
             return
         except Exception as e:  # noqa: BLE001 - a handler bug must not stop the consumer
             self.stats.consecutive_failures += 1
+            self.stats.last_error = repr(e)
             if meta.num_delivered >= self.max_deliver:
                 await self._dead_letter(msg, f"handler failed {meta.num_delivered} times: {e!r}")
                 return
@@ -525,6 +696,35 @@ class Consumer:
 
     async def info(self) -> Any:
         return await self.log.js.consumer_info(self.stream, self.name)
+
+
+class NatsConnectError(CatalystError):
+    pass
+
+
+async def _connect(kwargs: dict[str, Any], url: str, timeout: float = 15.0) -> NATS:
+    """Connect, but fail fast and clearly on refused credentials instead of retrying them
+    forever (reconnects after a successful connect still retry forever)."""
+    refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+    async def on_error(e: Exception) -> None:
+        if "authorization" in str(e).lower() and not refused.done():
+            refused.set_result(e)
+        await _log_error(e)
+
+    kwargs = {**kwargs, "error_cb": on_error}
+    task = asyncio.create_task(nats.connect(**kwargs))
+    done, _ = await asyncio.wait({task, refused}, timeout=timeout,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    if refused in done:
+        raise NatsConnectError(f"NATS server {url} refused the credentials (authorization "
+                               "violation): check nats.user/password, token or creds_file")
+    raise NatsConnectError(f"cannot reach the NATS server at {url} within {timeout:.0f}s")
 
 
 async def _quiet(aw: Awaitable[Any]) -> None:

@@ -9,6 +9,7 @@ durable JetStream consumers instead (adapters.services).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +20,7 @@ from handlers.base import Handler
 
 if TYPE_CHECKING:
     from adapters.config_watcher import SettingsHolder
-    from adapters.event_log import EventLog
+    from adapters.event_log import EventLog, PendingPublish
     from config.settings import Settings
 
 log = logging.getLogger("catalyst.pipeline")
@@ -50,32 +51,56 @@ def routes(subjects: Iterable[str], subject: str) -> bool:
 
 
 class Recorder:
-    """Buffers events and writes them to the log in order, many in flight at once."""
+    """Buffers events and writes them to the log in order, many in flight at once.
 
-    def __init__(self, event_log: EventLog | None, chunk: int = 2000) -> None:
+    A full chunk is put on the wire and left to the server while the handlers go on with
+    the next one (its acks are awaited before the next chunk is sent, so the log keeps the
+    dispatch order and at most two chunks are held in memory). `flush` returns once every
+    event added so far is stored.
+    """
+
+    def __init__(self, event_log: EventLog | None, chunk: int = 1000) -> None:
         self.log = event_log
+        # 1000: one JetStream atomic batch per stream per chunk (the server's batch limit).
         self.chunk = chunk
         self.buffer: list[Event] = []
         self.recorded = 0
         self.order = 0  # dispatch position, recorded with each event
+        self._inflight: tuple[PendingPublish, int] | None = None
 
     def add(self, event: Event) -> None:
         self.order += 1
         if self.log is not None:
             self.buffer.append(event)
 
+    async def _settle(self) -> None:
+        if self._inflight is not None:
+            pending, n = self._inflight
+            self._inflight = None
+            await pending.wait()
+            self.recorded += n
+
+    async def _send(self) -> None:
+        assert self.log is not None
+        await self._settle()
+        batch, self.buffer = self.buffer[: self.chunk], self.buffer[self.chunk:]
+        first = self.order - len(self.buffer) - len(batch) + 1
+        self._inflight = (await self.log.send_many(batch, range(first, first + len(batch))),
+                          len(batch))
+        # One turn of the loop lets the client's flusher hand the chunk to the socket now,
+        # so the server stores it while the handlers compute the next one.
+        await asyncio.sleep(0)
+
     async def flush(self) -> None:
         if self.log is None:
             return
         while self.buffer:
-            batch, self.buffer = self.buffer[: self.chunk], self.buffer[self.chunk:]
-            first = self.order - len(self.buffer) - len(batch) + 1
-            await self.log.publish_many(batch, range(first, first + len(batch)))
-            self.recorded += len(batch)
+            await self._send()
+        await self._settle()
 
     async def maybe_flush(self) -> None:
         if len(self.buffer) >= self.chunk:
-            await self.flush()
+            await self._send()
 
 
 class Pipeline:
@@ -93,15 +118,24 @@ class Pipeline:
         self.recorder = recorder or Recorder(None)
         self.observers = list(observers)
         # (type, subject shape) -> who receives it; bars of every symbol share one entry.
-        self._routes: dict[tuple[str, str], tuple[list[Handler], list[Effect]]] = {}
+        self._routes: dict[object, tuple[list[Handler], list[Effect]]] = {}
+        self._by_type: dict[type[Event], bool] = {}  # True: routed by type alone
         self.dispatched = 0
 
     def _route(self, event: Event) -> tuple[list[Handler], list[Effect]]:
-        subject = event.subject
-        key = (event.type, subject.rsplit(".", 1)[0] if subject.startswith("catalyst.md.")
-               else subject)
+        # Routing depends on the type and the subject; market data subjects differ only in
+        # their last token (the symbol), which no handler filters on, so the type is the key.
+        # Other subjects are fixed per type unless the template names a symbol.
+        cls = type(event)
+        key: object = cls
+        if cls not in self._by_type:
+            tpl = cls.subject_template
+            self._by_type[cls] = tpl.startswith("catalyst.md.") or "{" not in tpl
+        if not self._by_type[cls]:
+            key = (cls, event.subject)
         found = self._routes.get(key)
         if found is None:
+            subject = event.subject
             hs = [h for h in self.handlers if routes(h.subjects, subject) and h.wants(event)]
             es = [e for e in self.effects if routes(e.subjects, subject)]
             found = self._routes[key] = (hs, es)

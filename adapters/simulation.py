@@ -15,7 +15,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from uuid import NAMESPACE_URL, UUID, uuid5
+from hashlib import sha1
+from uuid import NAMESPACE_URL, UUID
 
 from adapters import calendar as xnys
 from adapters.pipeline import Pipeline
@@ -79,8 +80,14 @@ class MarketTape:
                        for b in bs})
 
 
+_NS = NAMESPACE_URL.bytes
+
+
 def data_event_id(kind: str, key: str, run: str) -> UUID:
-    return uuid5(NAMESPACE_URL, f"catalyst:{run}:{kind}:{key}")
+    """uuid5(NAMESPACE_URL, "catalyst:<run>:<kind>:<key>"), spelled out: one per bar, and
+    uuid.uuid5's own checks cost a third of building the bar's event."""
+    digest = sha1(_NS + f"catalyst:{run}:{kind}:{key}".encode(), usedforsecurity=False).digest()
+    return UUID(bytes=digest[:16], version=5)
 
 
 @dataclass
