@@ -31,8 +31,9 @@ from rich.table import Table
 
 from adapters import calendar as xnys
 from adapters.app import build_sim_pipeline, new_run_id, run_started_event
+from adapters.bar_spool import SpooledBars, spool_bars
 from adapters.config_watcher import SettingsHolder
-from adapters.market_data.dataset import DatasetError, load_bars_csv
+from adapters.market_data.dataset import DatasetError
 from adapters.pipeline import Recorder
 from adapters.simulation import MarketTape, SimulatedClock
 from config.settings import Settings
@@ -121,21 +122,6 @@ def load_signals_csv(path: Path, symbols: set[str]) -> list[SignalRow]:
     return sorted(rows, key=lambda r: (r.timestamp, r.line))
 
 
-def daily_from_minutes(bars: list[Bar]) -> list[Bar]:
-    """Daily bars aggregated from the file's 1-minute bars (for the universe filter)."""
-    groups: dict[tuple[str, date], list[Bar]] = defaultdict(list)
-    for b in bars:
-        groups[(b.symbol, xnys.session_date(b.timestamp))].append(b)
-    out = []
-    for (symbol, day), bs in groups.items():
-        session = xnys.session_for(day)
-        assert session is not None
-        out.append(Bar(symbol=symbol, timestamp=session.open, open=bs[0].open,
-                       high=max(b.high for b in bs), low=min(b.low for b in bs),
-                       close=bs[-1].close, volume=sum(b.volume for b in bs), timeframe="1Day"))
-    return out
-
-
 @dataclass
 class DayTotals:
     realized: Decimal = Decimal(0)
@@ -199,50 +185,79 @@ def _cents4(v: Decimal | None) -> Decimal:
     return (v or Decimal(0)).quantize(Decimal("0.0001"))
 
 
-def signal_events(rows: list[SignalRow], bars: list[Bar], run_id: str
-                  ) -> dict[datetime, list[Event]]:
-    """SignalGenerated per row, keyed by the minute they fall in; entry = last close known."""
-    by_symbol: dict[str, list[Bar]] = defaultdict(list)
-    for b in bars:
-        by_symbol[b.symbol].append(b)
-    out: dict[datetime, list[Event]] = defaultdict(list)
-    for r in rows:
-        series = by_symbol[r.symbol]
-        # Last bar that closed at or before the signal; else the first bar's open.
-        known = [b for b in series if b.timestamp + timedelta(minutes=1) <= r.timestamp]
-        entry = known[-1].close if known else series[0].open
-        eid = uuid5(NAMESPACE_URL, f"catalyst:{run_id}:signal:{r.line}")
-        minute = r.timestamp.replace(second=0, microsecond=0)
-        out[minute].append(SignalGenerated(
-            event_id=eid, type="SignalGenerated", occurred_at=r.timestamp,
-            correlation_id=run_id, signal_id=f"csv-line-{r.line}", symbol=r.symbol,
-            side=r.side, entry=entry, stop_loss=r.stop_loss, take_profit=r.take_profit,
-            use_bracket=True, reason=f"SIGNALS.csv line {r.line}",
-        ))
-    return out
+def signal_event(r: SignalRow, entry: Decimal, run_id: str) -> SignalGenerated:
+    return SignalGenerated(
+        event_id=uuid5(NAMESPACE_URL, f"catalyst:{run_id}:signal:{r.line}"),
+        type="SignalGenerated", occurred_at=r.timestamp, correlation_id=run_id,
+        signal_id=f"csv-line-{r.line}", symbol=r.symbol, side=r.side, entry=entry,
+        stop_loss=r.stop_loss, take_profit=r.take_profit, use_bracket=True,
+        reason=f"SIGNALS.csv line {r.line}",
+    )
+
+
+def entry_price(r: SignalRow, day_bars: dict[datetime, list[Bar]], spool: SpooledBars
+                ) -> Decimal:
+    """The last close known at the signal: the latest bar of its symbol that closed at or
+    before it (that day, else an earlier day); before any bar at all, the first open."""
+    known = [b for minute, bars in day_bars.items()
+             if minute + timedelta(minutes=1) <= r.timestamp
+             for b in bars if b.symbol == r.symbol]
+    if known:
+        return known[-1].close
+    earlier = spool.last_close_before(r.symbol, xnys.session_date(r.timestamp))
+    if earlier is not None:
+        return earlier
+    first = spool.first_open(r.symbol)
+    assert first is not None  # the symbol was checked against the bars
+    return first
 
 
 async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path | None,
                        report_path: Path, console: Console | None = None,
                        record: bool = True, progress: bool = True) -> BacktestResult:
-    import time
-
-    from adapters.connection import mark_latest_run, open_event_log, run_store
+    from adapters.connection import run_store
 
     console = console or Console(stderr=True)
-    bars = list(load_bars_csv(bars_path, sessions_only=True))
-    if not bars:
-        raise BacktestInputError(bars_path, 2, "timestamp", "no bars in the file")
-    symbols = {b.symbol for b in bars}
-    rows = load_signals_csv(signals_path, symbols) if signals_path else None
     report_path = Path(report_path)
     if report_path.parent and not report_path.parent.exists():
         raise BacktestInputError(report_path, 0, "-", "the report's directory does not exist")
-
     run_id = new_run_id("backtest", datetime.now(UTC))
     store = run_store(run_id)
-    result = BacktestResult(run_id, store, report_path, bars=len(bars))
-    tape = MarketTape.from_data(bars, daily_from_minutes(bars))
+    with tempfile.TemporaryDirectory(prefix="catalyst-bars-") as tmp:
+        # Validate everything before anything runs; then read the bars back a day at a time.
+        spool = spool_bars(Path(bars_path), Path(tmp))
+        if not spool.count:
+            raise BacktestInputError(bars_path, 2, "timestamp", "no bars in the file")
+        rows = load_signals_csv(signals_path, spool.symbols) if signals_path else None
+        return await _run(settings, spool, rows, run_id, store, report_path, console,
+                          record, progress)
+
+
+async def _run(settings: Settings, spool: SpooledBars, rows: list[SignalRow] | None,
+               run_id: str, store: Path, report_path: Path, console: Console, record: bool,
+               progress: bool) -> BacktestResult:
+    import time
+
+    from adapters.connection import mark_latest_run, open_event_log
+
+    result = BacktestResult(run_id, store, report_path, bars=spool.count)
+    by_day: dict[date, list[SignalRow]] = defaultdict(list)
+    for r in rows or ():
+        by_day[xnys.session_date(r.timestamp)].append(r)
+    clock_ref: list[SimulatedClock] = []
+
+    def load_day(day: date) -> dict[datetime, list[Bar]]:
+        minutes = spool.load(day)
+        if rows is not None:
+            extra = clock_ref[0].extra_events
+            extra.clear()  # only the day being run is held
+            for r in by_day.get(day, ()):
+                minute = r.timestamp.replace(second=0, microsecond=0)
+                extra.setdefault(minute, []).append(
+                    signal_event(r, entry_price(r, minutes, spool), run_id))
+        return minutes
+
+    tape = MarketTape(daily_bars=spool.daily_bars(), days=spool.dates, loader=load_day)
     holder = SettingsHolder(settings)
     started = time.perf_counter()
 
@@ -252,8 +267,7 @@ async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path |
         await pipeline.submit(run_started_event(run_id, "backtest", settings, pipeline, "sim",
                                                 tape.dates[0]))
         clock = SimulatedClock(pipeline, tape, run_id)
-        if rows is not None:
-            clock.extra_events = signal_events(rows, bars, run_id)
+        clock_ref.append(clock)
         pnl = next(h for h in pipeline.handlers if isinstance(h, DailyPnLProjection))
 
         async def one_day(d: date) -> None:
@@ -283,7 +297,9 @@ async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path |
         result.events = pipeline.dispatched
 
     if record:
-        async with open_event_log(settings, store) as log:
+        # A backtest's log can be made again from its inputs: the server syncs it to disk
+        # periodically and on exit rather than on every write (several times faster).
+        async with open_event_log(settings, store, sync_always=False) as log:
             mark_latest_run(run_id)
             await go(Recorder(log))
     else:

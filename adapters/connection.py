@@ -65,7 +65,8 @@ def default_store(settings: Settings, run: str | None = None) -> Path:
 @contextlib.asynccontextmanager
 async def open_event_log(settings: Settings, store: Path | None = None,
                          create_streams: bool = True,
-                         announce: bool = False) -> AsyncIterator[EventLog]:
+                         announce: bool = False,
+                         sync_always: bool = True) -> AsyncIterator[EventLog]:
     """Connect to the configured server, a running embedded one, or start one."""
     nats_cfg = settings.trading.nats
     names = StreamNames(nats_cfg.record_stream, nats_cfg.market_data_stream)
@@ -91,7 +92,7 @@ async def open_event_log(settings: Settings, store: Path | None = None,
             finally:
                 await log.close()
             return
-    server = EmbeddedNats(store_dir=store)
+    server = EmbeddedNats(store_dir=store, sync_always=sync_always)
     server.start()
     if announce:
         url_file.write_text(server.url + "\n")

@@ -55,8 +55,11 @@ class EmbeddedNats:
         port: int | None = None,
         log_file: str | Path | None = None,
         extra_config: str = "",
+        sync_always: bool = True,
     ) -> None:
-        """`extra_config`: more nats-server configuration (e.g. an authorization block)."""
+        """`extra_config`: more nats-server configuration (e.g. an authorization block).
+        `sync_always`: fsync every write (the system of record); False leaves it to the
+        server's periodic sync, for logs that can be regenerated (backtests)."""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="catalyst-nats-")
@@ -66,6 +69,7 @@ class EmbeddedNats:
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_config = extra_config
+        self.sync_always = sync_always
 
     @property
     def url(self) -> str:
@@ -78,8 +82,9 @@ class EmbeddedNats:
         conf = self.store_dir / "nats-server.conf"
         conf.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
-            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
-            + self.extra_config
+            f'jetstream {{\n  store_dir: "{self.store_dir}"\n'
+            + ("  sync_interval: always\n" if self.sync_always else "")
+            + "}\n" + self.extra_config
         )
         args = [nats_server_binary(), "-c", str(conf), "-l", str(self.log_file)]
         self.proc = subprocess.Popen(

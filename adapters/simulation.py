@@ -51,6 +51,9 @@ class MarketTape:
     """Recorded market data, grouped for the clock: minute bars by session date and minute."""
 
     minute_bars: dict[date, dict[datetime, list[Bar]]] = field(default_factory=dict)
+    # For inputs too big to hold: the session dates, and a loader for one day's bars.
+    days: list[date] = field(default_factory=list)
+    loader: Callable[[date], dict[datetime, list[Bar]]] | None = None
     daily_bars: list[Bar] = field(default_factory=list)
     news: list[Headline] = field(default_factory=list)
 
@@ -72,7 +75,12 @@ class MarketTape:
 
     @property
     def dates(self) -> list[date]:
-        return list(self.minute_bars)
+        return list(self.minute_bars) if self.minute_bars else list(self.days)
+
+    def minutes_for(self, day: date) -> dict[datetime, list[Bar]]:
+        if day in self.minute_bars:
+            return self.minute_bars[day]
+        return self.loader(day) if self.loader is not None else {}
 
     @property
     def symbols(self) -> list[str]:
@@ -156,7 +164,7 @@ class SimulatedClock:
                     type="SessionStartRequested", occurred_at=market.open,
                     correlation_id=self.run_id, requested_by="scheduler", session_date=day,
                 ))
-            minutes = self.tape.minute_bars.get(day, {})
+            minutes = self.tape.minutes_for(day)
             total = int((market.close - market.open) / MINUTE)
             t = market.open
             for i in range(total):

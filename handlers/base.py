@@ -18,7 +18,7 @@ from domain.events import Event
 if TYPE_CHECKING:
     from config.settings import Settings
 
-_SEEN_LIMIT = 50_000
+_SEEN_LIMIT = 10_000
 
 
 class Handler:
