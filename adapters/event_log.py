@@ -482,47 +482,58 @@ class EventLog:
         stream: str | None = None,
         decode_errors: str = "skip",
     ) -> AsyncIterator[StoredEvent]:
-        """Read one stream in order with an ordered consumer, up to its end at call time."""
+        """Read one stream in order, up to its end at call time.
+
+        Through an ephemeral pull consumer (no acks, in memory): it says up front how many
+        messages match, so a read of nothing returns at once, and it only holds what was
+        fetched (a push consumer in nats-py drops messages silently past its limits)."""
         stream = stream or self.names.record
         info = await self.js.stream_info(stream)
         end = info.state.last_seq
         if end == 0 or (start_seq is not None and start_seq > end):
             return
+        wanted = list(subjects)
         config = ConsumerConfig(
-            filter_subjects=list(subjects) if list(subjects) != ["catalyst.>"] else None,
+            ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.ALL,
+            mem_storage=True,
+            inactive_threshold=60.0,  # cleaned up by the server if we die mid-read
         )
+        if wanted != ["catalyst.>"]:
+            config.filter_subjects = wanted
         if start_seq is not None:
             config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = start_seq
         elif start_time is not None:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
             config.opt_start_time = start_time
-        sub = await self.js.subscribe(
-            subjects[0] if len(subjects) == 1 else "", stream=stream, ordered_consumer=True,
-            config=config, pending_msgs_limit=512 * 1024, pending_bytes_limit=256 * 1024 * 1024,
-        )
+        sub = await self.js.pull_subscribe("", stream=stream, config=config)
         try:
-            while True:
+            remaining = (await sub.consumer_info()).num_pending
+            while remaining > 0:
                 try:
-                    msg = await sub.next_msg(timeout=5.0)
+                    msgs = await sub.fetch(min(remaining, 1000), timeout=5.0)
                 except nats.errors.TimeoutError:
-                    return  # nothing more matches before `end`
-                meta = msg.metadata
-                try:
-                    ev = decode_msg(msg.data, msg.headers)
-                except EventDecodeError:
-                    if decode_errors == "raise":
-                        raise
-                    ev = None
-                if ev is not None:
-                    order = msg.headers.get(ORDER_HEADER) if msg.headers else None
-                    yield StoredEvent(meta.sequence.stream, stream, msg.subject, ev,
-                                      int(order) if order else None)
-                if meta.sequence.stream >= end or meta.num_pending == 0:
                     return
+                for msg in msgs:
+                    remaining -= 1
+                    seq = msg.metadata.sequence.stream
+                    if seq > end:
+                        return
+                    try:
+                        ev = decode_msg(msg.data, msg.headers)
+                    except EventDecodeError:
+                        if decode_errors == "raise":
+                            raise
+                        continue
+                    order = msg.headers.get(ORDER_HEADER) if msg.headers else None
+                    yield StoredEvent(seq, stream, msg.subject, ev,
+                                      int(order) if order else None)
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(stream, config.name)
 
     # --- consuming -------------------------------------------------------------------------
 

@@ -220,7 +220,7 @@ class Services:
         stream = self.log.names.record
         floor = await self._ack_floor(stream, name)
         end = floor if floor is not None else await self.log.last_seq(stream)
-        if end and await self._any_stored(stream, subjects):
+        if end:
             async for stored in self.log.read(subjects, start_seq=1, stream=stream):
                 if stored.seq > end:
                     break
@@ -233,16 +233,6 @@ class Services:
         self.consumers.append(await self.log.consume(
             name, subjects, cb, stream=stream, max_ack_pending=max_ack_pending,
             start_seq=None if floor is not None else end + 1))
-
-    async def _any_stored(self, stream: str, subjects: Sequence[str]) -> bool:
-        """Whether the stream holds any message on `subjects`. Asked before a rebuild read
-        because `EventLog.read` of subjects with no message waits out its 5 s fetch timeout,
-        and a start reads once per handler (the broker effect attaches last)."""
-        for subject in subjects:
-            info = await self.log.js.stream_info(stream, subjects_filter=subject)
-            if info.state.subjects:
-                return True
-        return False
 
     async def _attach_md(self, name: str, subjects: list[str], handler: Handler | None,
                          cb: Callable[[Event], Awaitable[list[Event]]]) -> None:
@@ -263,9 +253,8 @@ class Services:
     async def reconciliation(self) -> list[Event]:
         """Broker vs projections at start: the broker is the truth for what exists."""
         positions = PositionsProjection()
-        if await self._any_stored(self.log.names.record, ["catalyst.order.>"]):
-            async for stored in self.log.read(["catalyst.order.>"]):
-                positions.rebuild([stored.event])
+        async for stored in self.log.read(["catalyst.order.>"]):
+            positions.rebuild([stored.event])
         recorded = {v.symbol: v for v in positions.snapshot()}
         try:
             at_broker = {p.symbol: p for p in await self.broker.list_positions()}
@@ -296,13 +285,12 @@ class Services:
         in the log are skipped (JetStream drops a repeated id only within its window)."""
         since: datetime | None = None
         recorded: set[UUID] = set()
-        if await self._any_stored(self.log.names.record, ["catalyst.order.>"]):
-            async for stored in self.log.read(["catalyst.order.>"]):
-                ev = stored.event
-                if isinstance(ev, _BROKER_UPDATES):
-                    recorded.add(ev.event_id)
-                if isinstance(ev, (OrderSubmitted, *_BROKER_UPDATES)):  # broker-clock times
-                    since = ev.occurred_at if since is None else max(since, ev.occurred_at)
+        async for stored in self.log.read(["catalyst.order.>"]):
+            ev = stored.event
+            if isinstance(ev, _BROKER_UPDATES):
+                recorded.add(ev.event_id)
+            if isinstance(ev, (OrderSubmitted, *_BROKER_UPDATES)):  # broker-clock times
+                since = ev.occurred_at if since is None else max(since, ev.occurred_at)
         return since, recorded
 
     async def _pump_trade_updates(self, since: datetime | None, recorded: set[UUID]) -> None:
