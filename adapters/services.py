@@ -47,6 +47,7 @@ from domain.events import (
     OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
+    OrderRejected,
     OrderSubmitted,
     ReconciliationDiscrepancyFound,
     SessionStartRequested,
@@ -251,31 +252,55 @@ class Services:
     # --- around the handlers ---------------------------------------------------------------
 
     async def reconciliation(self) -> list[Event]:
-        """Broker vs projections at start: the broker is the truth for what exists."""
+        """Broker vs the log at start. The broker is the truth for what exists (positions,
+        open orders); the log is the truth for why. Each difference is recorded."""
         positions = PositionsProjection()
+        submitted: dict[str, str] = {}  # client_order_id -> symbol, entries we sent
+        done: set[str] = set()  # entries the log says are no longer open
         async for stored in self.log.read(["catalyst.order.>"]):
-            positions.rebuild([stored.event])
+            ev = stored.event
+            positions.rebuild([ev])
+            if isinstance(ev, OrderSubmitted):
+                submitted[ev.client_order_id] = ev.symbol
+            elif isinstance(ev, OrderRejected) or (
+                isinstance(ev, OrderFilled | OrderCanceled) and ev.leg is None
+            ):
+                done.add(ev.client_order_id)
         recorded = {v.symbol: v for v in positions.snapshot()}
         try:
             at_broker = {p.symbol: p for p in await self.broker.list_positions()}
+            open_orders = await self.broker.list_open_orders()
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             log.error("reconciliation: broker unreachable: %s", e)
             return []
         now = self.clock()
         out: list[Event] = []
+
+        def found(kind: str, symbol: str, broker: str, recorded: str, resolution: str) -> None:
+            out.append(ReconciliationDiscrepancyFound(
+                event_id=uuid5(NAMESPACE_URL, f"reconcile:{now.date()}:{kind}:{symbol}:"
+                                              f"{broker}:{recorded}"),
+                type="ReconciliationDiscrepancyFound", occurred_at=now,
+                correlation_id="reconciliation", kind=kind, symbol=symbol, broker=broker,
+                recorded=recorded, resolution=resolution))
+
         for symbol in sorted(set(recorded) | set(at_broker)):
             rec = recorded[symbol].qty if symbol in recorded else Decimal(0)
             brk = at_broker[symbol].qty if symbol in at_broker else Decimal(0)
-            if rec == brk:
-                continue
-            rec_qty, brk_qty = format(rec, "f"), format(brk, "f")
-            out.append(ReconciliationDiscrepancyFound(
-                event_id=uuid5(NAMESPACE_URL, f"reconcile:{now.date()}:{symbol}:{brk_qty}"),
-                type="ReconciliationDiscrepancyFound", occurred_at=now,
-                correlation_id="reconciliation", kind="position", symbol=symbol,
-                broker=brk_qty, recorded=rec_qty,
-                resolution="broker quantity taken as the truth; review the log for why",
-            ))
+            if rec != brk:
+                found("position", symbol, format(brk, "f"), format(rec, "f"),
+                      "broker quantity taken as the truth; review the log for why")
+        open_entries = {o.client_order_id: o for o in open_orders if o.parent_id is None}
+        for coid, o in sorted(open_entries.items()):
+            if coid not in submitted:
+                found("order", o.symbol, f"open {o.side} {o.qty} ({o.id})", "unknown",
+                      "an order this system did not send is open at the broker; left as "
+                      "it is for a person to review")
+        for coid, symbol in sorted(submitted.items()):
+            if coid not in done and coid not in open_entries:
+                found("order", symbol, "not open", f"open ({coid})",
+                      "the broker's state is taken; its fills and cancels are backfilled "
+                      "from the order-update stream")
         return out
 
     async def _recorded_broker_updates(self) -> tuple[datetime | None, set[UUID]]:

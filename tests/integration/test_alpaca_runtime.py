@@ -17,6 +17,7 @@ import pytest
 
 from adapters.app import build_handlers
 from adapters.broker.alpaca import AlpacaBroker
+from adapters.broker.port import OrderRequest
 from adapters.config_watcher import SettingsHolder
 from adapters.event_log import EventLog, StreamNames
 from adapters.services import Services
@@ -200,6 +201,29 @@ async def test_a_position_the_log_does_not_know_is_reported_once_at_start(
         ("position", "TSLA", "-7", "0")
     ]
     assert Counter(e.type for e in events)["ReconciliationDiscrepancyFound"] == 1
+
+
+async def test_open_orders_unknown_to_the_log_and_orders_the_log_thinks_open_are_reported(
+    event_log: EventLog, fake_alpaca: FakeAlpaca, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path)
+    outside = alpaca(fake_alpaca)  # someone places an order by hand, outside the system
+    await outside.submit_order(OrderRequest(client_order_id="by-hand-1", symbol="MSFT",
+                                            side=Side.BUY, qty=Decimal(5), type="limit",
+                                            limit_price=Decimal("90")))
+    await outside.close()
+    # The log sent an order the broker no longer has open (filled while we were down).
+    await event_log.publish(make(
+        OrderSubmitted, "sub:nvda", datetime.now(UTC), order_id="ord-n",
+        client_order_id="coid-n", broker_order_id="b-n", symbol="NVDA", side=Side.BUY,
+        qty=Decimal(3), order_type="market"))
+    services = await start_services(event_log, settings, alpaca(fake_alpaca), reconcile=True)
+    await services.stop()
+
+    found = of([s.event async for s in event_log.read()], ReconciliationDiscrepancyFound)
+    assert sorted((d.kind, d.symbol, d.recorded) for d in found) == [  # type: ignore[attr-defined]
+        ("order", "MSFT", "unknown"), ("order", "NVDA", "open (coid-n)"),
+    ]
 
 
 @pytest.mark.timeout(60)
