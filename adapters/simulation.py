@@ -121,9 +121,7 @@ class SimulatedClock:
     _sent_daily: set[tuple[str, datetime]] = field(default_factory=set)
 
     def _bar_event(self, bar: Bar, at: datetime) -> BarReceived:
-        # The hot path of every backtest: the bar is already a validated Bar and `at` a UTC
-        # time computed from it, so the envelope is built without validating again.
-        return BarReceived.model_construct(
+        return BarReceived(
             event_id=data_event_id("bar", f"{bar.symbol}:{bar.timeframe}:{bar.timestamp}",
                                    self.run_id),
             type="BarReceived", occurred_at=at, correlation_id=self.run_id,
