@@ -654,7 +654,15 @@ class Consumer:
                 continue
             self.idle.clear()
             for msg in msgs:
-                await self._process(msg)
+                try:
+                    await self._process(msg)
+                except Exception as e:  # noqa: BLE001 - e.g. the dead-letter publish gave up
+                    # Unacked, so the server redelivers it; the consumer must not die.
+                    self.stats.consecutive_failures += 1
+                    self.stats.last_error = repr(e)
+                    log.error("consumer %s: could not process seq %s: %r", self.name,
+                              msg.metadata.sequence.stream, e)
+                    await asyncio.sleep(1.0)
 
     async def _process(self, msg: Msg) -> None:
         meta = msg.metadata

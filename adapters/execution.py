@@ -231,7 +231,17 @@ class ExecutionService:
         await self.broker.cancel_all_orders()
         out: list[Event] = []
         for pos in sorted(await self.broker.list_positions(), key=lambda p: p.symbol):
-            order = await self._close_symbol(pos)
+            try:
+                order = await self._close_symbol(pos)
+            except BrokerRejection as e:
+                # One symbol the broker refuses must not keep the others open: record it
+                # (a person sees it in the log and the audit) and go on.
+                log.error("close %s refused: %s", pos.symbol, e)
+                out.append(OrderRejected.caused_by(
+                    cmd.cause, 1000 + len(out), "execution.close_refused",
+                    order_id=f"close:{pos.symbol}", client_order_id="", symbol=pos.symbol,
+                    code=e.code, message=e.message))
+                continue
             if order is not None:
                 out.append(self._position_closed(cmd.cause, len(out), pos, order, cmd.reason))
         return out
@@ -382,14 +392,21 @@ class ExecutionService:
         if cmd.close_positions:
             working = {o.id for o in open_orders if o.id in ours}
             latest = {c.symbol: c.order_id for c in em.closes}
+            refused: list[BrokerRejection] = []
             for pos in await self.broker.list_positions():
                 if latest.get(pos.symbol) in working:
                     continue  # its close order is still working
-                order = await self._close_symbol(pos, keep=frozenset(ours))
+                try:
+                    order = await self._close_symbol(pos, keep=frozenset(ours))
+                except BrokerRejection as e:
+                    refused.append(e)  # close the others first; report this one below
+                    continue
                 if order is not None:
                     em.closes.append(
                         _Closing(pos.symbol, pos.qty, pos.avg_entry_price, order.id)
                     )
+            if refused:
+                raise refused[0]
         return True
 
     async def _verify(self, em: _Emergency) -> bool:

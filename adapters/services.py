@@ -29,7 +29,7 @@ from rich.panel import Panel
 
 from adapters.alerts.delivery import AlertDelivery
 from adapters.app import AlertEffect, BrokerEffect, build_handlers
-from adapters.broker.port import BrokerPort
+from adapters.broker.port import BrokerPort, BrokerUnavailable
 from adapters.broker.sim import SimulatedBroker
 from adapters.config_watcher import SettingsHolder
 from adapters.event_log import MD_PREFIX, Consumer, EventLog, Retry
@@ -41,6 +41,7 @@ from domain.events import (
     AlertRaised,
     BarReceived,
     ClockTicked,
+    EmergencyStopTriggered,
     Event,
     HandlerCrashLooping,
     NewsReceived,
@@ -75,6 +76,17 @@ def _split(subjects: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 @dataclass
+class _ConsumerPlan:
+    name: str
+    subjects: list[str]
+    stream: str
+    cb: Callable[[Event], Awaitable[list[Event]]]
+    max_ack_pending: int
+    start_seq: int | None = None
+    deliver_new: bool = False
+
+
+@dataclass
 class Services:
     """Start with `await services.start()`, stop with `await services.stop()`."""
 
@@ -89,6 +101,7 @@ class Services:
     consumers: list[Consumer] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     service: ExecutionService | None = None
+    broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
         settings = self.holder.current
@@ -101,16 +114,21 @@ class Services:
         polls: dict[str, Any] = {"verify_polls": 0} if sim is not None else {}
         self.service = ExecutionService(self.broker, clock=self.clock, **polls)
         broker_effect = BrokerEffect(executor, self.service, sim)
-        lock = asyncio.Lock()
 
         async def on_broker(ev: Event) -> list[Event]:
-            async with lock:  # one broker action at a time, in log order
-                return await broker_effect.on_event(ev, self.holder.current)
+            async with self.broker_lock:  # one broker action at a time, in log order
+                try:
+                    return await broker_effect.on_event(ev, self.holder.current)
+                except BrokerUnavailable as e:
+                    # Never dead-letter a broker command because the broker is away: keep
+                    # it in the log and try again (its client_order_id makes that safe).
+                    raise Retry(f"broker unreachable: {e}", delay=2.0) from None
 
         delivery = AlertDelivery(settings, clock=self.clock)
         alert_effect = AlertEffect(delivery)
 
         async def on_alert(ev: Event) -> list[Event]:
+            delivery.settings = self.holder.current  # recipients follow a config reload
             out = await alert_effect.on_event(ev, self.holder.current)
             delay = delivery.retry_delay(out) if isinstance(ev, AlertRaised) else None
             if delay is not None:
@@ -119,19 +137,39 @@ class Services:
                 raise Retry(f"alert {ev.alert_id} delivery failed; retry", delay)
             return out
 
-        # Rebuild each handler from the log up to where its consumer stopped, then resume.
+        # First rebuild every handler from the log (both streams merged in time order, up
+        # to where its consumers stopped), then start the consumers: nothing decides on a
+        # half-rebuilt state.
+        plans: list[_ConsumerPlan] = []
         for h in self.handlers:
             record, md = _split(h.subjects)
+            cb = self._handler_cb(h)
+            history: list[tuple[datetime, int, int, Event]] = []
             if record:
-                await self._attach(h.name, record, h, self._handler_cb(h))
+                plans.append(await self._plan(h.name, record, cb, history))
             if md:
-                await self._attach_md(f"{h.name}_md", md, h, self._handler_cb(h))
-        await self._attach("broker_effects", _split(BrokerEffect.subjects)[0], None, on_broker,
-                           max_ack_pending=1, observe=self.service.observe)
+                plans.append(await self._plan_md(f"{h.name}_md", md, cb, history))
+            history.sort(key=lambda t: (t[0], t[1], t[2]))
+            h.rebuild(ev for _, _, _, ev in history)
+        effects_history: list[tuple[datetime, int, int, Event]] = []
+        plans.append(await self._plan("broker_effects", _split(BrokerEffect.subjects)[0],
+                                      on_broker, effects_history, max_ack_pending=1))
+        for _, _, _, ev in effects_history:
+            self.service.observe(ev)
         if sim is not None:
-            await self._attach_md("sim_broker_md", ["catalyst.md.bar.>"], None, on_broker)
-        await self._attach("alert_delivery", ["catalyst.alert.>"], None, on_alert,
-                           observe=delivery.evolve)
+            plans.append(await self._plan_md("sim_broker_md", ["catalyst.md.bar.>"], on_broker,
+                                             None))
+        alerts_history: list[tuple[datetime, int, int, Event]] = []
+        plans.append(await self._plan("alert_delivery", ["catalyst.alert.>"], on_alert,
+                                      alerts_history))
+        for _, _, _, ev in alerts_history:
+            delivery.evolve(ev)
+        for plan in plans:
+            self.consumers.append(await self.log.consume(
+                plan.name, plan.subjects, plan.cb, stream=plan.stream,
+                max_ack_pending=plan.max_ack_pending, start_seq=plan.start_seq,
+                deliver_new=plan.deliver_new))
+        await self._resume_unfinished_stop(executor, on_broker)
 
         if sim is None:
             self._spawn("broker_updates", self._pump_trade_updates_from_log)
@@ -144,6 +182,55 @@ class Services:
             self._spawn("market_data", self._pump_market_data)
         if self.schedule:
             self._spawn("scheduler", self._scheduler)
+
+    async def _resume_unfinished_stop(
+        self, executor: Executor, on_broker: Callable[[Event], Awaitable[list[Event]]]
+    ) -> None:
+        """An emergency stop triggered before a restart and never completed is driven again:
+        its pending state lived in memory only, and positions must not stay open. (Unless a
+        person has resumed trading since.)"""
+        last: Event | None = None
+        async for stored in self.log.read(["catalyst.risk.emergency_stop_triggered",
+                                           "catalyst.risk.emergency_stop_completed",
+                                           "catalyst.risk.trading_resumed"]):
+            last = stored.event
+        if isinstance(last, EmergencyStopTriggered):
+            log.warning("emergency stop %s was not completed before the restart; resuming it",
+                        last.event_id)
+            with contextlib.suppress(Retry):
+                await self.log.publish_many(await on_broker(last))
+
+    async def _plan(self, name: str, subjects: list[str],
+                    cb: Callable[[Event], Awaitable[list[Event]]],
+                    history: list[tuple[datetime, int, int, Event]],
+                    max_ack_pending: int = 256) -> _ConsumerPlan:
+        """A record-stream consumer: history up to its ack floor, resume after it."""
+        stream = self.log.names.record
+        floor = await self._ack_floor(stream, name)
+        end = floor if floor is not None else await self.log.last_seq(stream)
+        if end:
+            async for stored in self.log.read(subjects, start_seq=1, stream=stream):
+                if stored.seq > end:
+                    break
+                history.append((stored.event.occurred_at, 1, stored.seq, stored.event))
+        # A consumer new to an existing log starts after the history it was rebuilt from,
+        # so history is applied, never re-decided.
+        return _ConsumerPlan(name, subjects, stream, cb, max_ack_pending,
+                             start_seq=None if floor is not None else end + 1)
+
+    async def _plan_md(self, name: str, subjects: list[str],
+                       cb: Callable[[Event], Awaitable[list[Event]]],
+                       history: list[tuple[datetime, int, int, Event]] | None) -> _ConsumerPlan:
+        """Market data: history from the recent past, then bars from now on (a bar missed
+        while down is stale; deciding on it later would be worse than not at all)."""
+        stream = self.log.names.market_data
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.log.js.delete_consumer(stream, name)
+        if history is not None:
+            since = self.clock() - timedelta(days=3)
+            async for stored in self.log.read(subjects, start_time=since, stream=stream):
+                history.append((stored.event.occurred_at, 0, stored.seq, stored.event))
+        return _ConsumerPlan(name, subjects, stream, cb, 4096, deliver_new=True)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[Any]]) -> None:
         self.tasks.append(asyncio.create_task(self._supervise(name, factory), name=name))
@@ -214,40 +301,6 @@ class Services:
         except nats.js.errors.NotFoundError:
             return None
         return info.ack_floor.stream_seq if info.ack_floor else 0
-
-    async def _attach(self, name: str, subjects: list[str], handler: Handler | None,
-                      cb: Callable[[Event], Awaitable[list[Event]]], max_ack_pending: int = 256,
-                      observe: Callable[[Event], Any] | None = None) -> None:
-        stream = self.log.names.record
-        floor = await self._ack_floor(stream, name)
-        end = floor if floor is not None else await self.log.last_seq(stream)
-        if end:
-            async for stored in self.log.read(subjects, start_seq=1, stream=stream):
-                if stored.seq > end:
-                    break
-                if handler is not None:
-                    handler.rebuild([stored.event])
-                if observe is not None:
-                    observe(stored.event)
-        # A consumer new to an existing log starts after what was just rebuilt, so history
-        # is applied, never re-decided.
-        self.consumers.append(await self.log.consume(
-            name, subjects, cb, stream=stream, max_ack_pending=max_ack_pending,
-            start_seq=None if floor is not None else end + 1))
-
-    async def _attach_md(self, name: str, subjects: list[str], handler: Handler | None,
-                         cb: Callable[[Event], Awaitable[list[Event]]]) -> None:
-        """Market data: rebuild from the recent past, then take bars from now on (a bar
-        missed while down is stale; deciding on it later would be worse than not at all)."""
-        stream = self.log.names.market_data
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.log.js.delete_consumer(stream, name)
-        if handler is not None:
-            since = self.clock() - timedelta(days=3)
-            async for stored in self.log.read(subjects, start_time=since, stream=stream):
-                handler.rebuild([stored.event])
-        self.consumers.append(await self.log.consume(
-            name, subjects, cb, stream=stream, max_ack_pending=4096, deliver_new=True))
 
     # --- around the handlers ---------------------------------------------------------------
 
@@ -335,7 +388,8 @@ class Services:
         while True:
             await asyncio.sleep(1.0)
             if self.service.emergency_pending:
-                events = await self.service.check_pending()
+                async with self.broker_lock:  # never alongside another broker action
+                    events = await self.service.check_pending()
                 if events:
                     await self.log.publish_many(events)
 

@@ -70,6 +70,9 @@ class DailyPnLProjection(Handler):
 
     def evolve(self, event: Event) -> None:
         if isinstance(event, BarReceived):
+            if event.bar.timeframe != "1Min":
+                # Daily history (republished at every start) is not a price for today.
+                return
             self._on_date(event)
             old = self._unreal.get(event.symbol)
             if old is None:  # no position: the common case, O(1)
@@ -147,7 +150,7 @@ class DailyPnLProjection(Handler):
 
     def decide(self, event: Event, settings: Settings) -> list[Event]:
         if isinstance(event, BarReceived):
-            if event.symbol not in self._unreal:
+            if event.bar.timeframe != "1Min" or event.symbol not in self._unreal:
                 return []
         elif not isinstance(event, OrderFilled | OrderPartiallyFilled):
             return []

@@ -137,3 +137,40 @@ async def test_loss_limit_stops_everything_and_halts_until_resumed(
         for s in (names.record, names.market_data):
             await log.js.delete_stream(s)
         await log.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_stop_unfinished_before_a_restart_is_driven_to_completion(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """The pending part of a stop lives in memory; after a restart it is resumed from the
+    log (trigger without completion), so positions do not stay open."""
+    from adapters.broker.port import OrderRequest
+    from domain.events import EmergencyStopTriggered
+    from tests.builders import bar
+
+    names = StreamNames(f"REC_{uuid4().hex[:6]}", f"MD_{uuid4().hex[:6]}")
+    log = await EventLog.connect(nats_url, names=names)
+    settings = settings_for(tmp_path)
+    broker = SimulatedBroker.from_settings(settings.trading.broker.sim)
+    # A position the stop did not get to close before the process died.
+    broker.engine.submit(OrderRequest(client_order_id="entry-1", symbol="AAPL", side="buy",
+                                      qty=Decimal(10)), T0)
+    broker.on_bar(bar("AAPL", 1, "100", "100", "99", "99.5"))
+    assert [p.symbol for p in await broker.list_positions()] == ["AAPL"]
+    await log.publish(make(EmergencyStopTriggered, "stop", T0 + timedelta(minutes=2),
+                           session_date=T0.date(), pnl=Decimal("-2100"), limit=Decimal("2000"),
+                           reason="daily loss limit", actions={"cancel_all_orders": True,
+                                                               "close_all_positions": True}))
+    services = await start_services(log, settings, broker, T0 + timedelta(minutes=3))
+    try:
+        await log.publish(bar_event("AAPL", 3, "99", "99.2", "98.8", "99"))
+        evs = await wait_for(log, lambda e: count(e, "EmergencyStopCompleted") == 1)
+        assert await broker.list_positions() == []
+        done = next(e for e in evs if e.type == "EmergencyStopCompleted")
+        assert [p.symbol for p in done.positions_closed] == ["AAPL"]
+    finally:
+        await services.stop()
+        for s in (names.record, names.market_data):
+            await log.js.delete_stream(s)
+        await log.close()

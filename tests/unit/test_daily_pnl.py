@@ -144,3 +144,27 @@ def test_a_restarted_projection_continues_exactly_where_it_stopped():
     assert restarted.handle(nxt, S) == live.handle(nxt, S)
     # 50 left from avg 10: realized 50 x -0.20 = -10, fee -1, unrealized 50 x -0.40 = -20
     assert restarted.total == D(-31)
+
+
+def test_daily_history_bars_are_not_prices_for_today() -> None:
+    """Regression: daily bars republished at start (60 days of history) once marked
+    today's position at a 2-month-old close and tripped a false emergency stop."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from domain.events import BarReceived, OrderFilled
+    from domain.values import Bar
+    from projections.daily_pnl import DailyPnLProjection
+    from tests.builders import T0, make
+
+    proj = DailyPnLProjection()
+    fill = make(OrderFilled, "buy", T0, order_id="o", client_order_id="c", broker_order_id="b",
+                fill_id="1", symbol="AAPL", side="buy", qty=Decimal(250), price=Decimal(40),
+                filled_qty=Decimal(250))
+    old = Bar(symbol="AAPL", timestamp=T0 - timedelta(days=60), open=Decimal(30),
+              high=Decimal(30), low=Decimal(30), close=Decimal(30), volume=1, timeframe="1Day")
+    history = make(BarReceived, "hist", T0 + timedelta(minutes=1), symbol="AAPL", bar=old)
+    settings = __import__("config.settings", fromlist=["Settings"]).Settings()
+    proj.handle(fill, settings)
+    assert proj.handle(history, settings) == []
+    assert proj.total == Decimal("0.00")
