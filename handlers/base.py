@@ -5,7 +5,9 @@
 
 `handle` applies the event, decides, and applies its own outputs at once, so the next
 decision already sees them. When those outputs come back through the log they are skipped
-by event id, so a handler never counts its own decision twice.
+by event id, so a handler never counts its own decision twice. If `decide` raises, the event
+stays applied but is remembered as undecided: its redelivery does not evolve again, it only
+decides again (and is forgotten once a decision succeeds), so no decision is lost.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Handler:
 
     def __init__(self) -> None:
         self._seen: OrderedDict[Any, None] = OrderedDict()
+        self._undecided: set[Any] = set()  # applied, but decide raised: decide on redelivery
 
     def wants(self, event: Event) -> bool:
         return self.accepts is None or event.type in self.accepts
@@ -53,9 +56,11 @@ class Handler:
     def handle(self, event: Event, settings: Settings) -> list[Event]:
         if not self.wants(event):
             return []
-        if not self.apply(event):
+        if not self.apply(event) and event.event_id not in self._undecided:
             return []
+        self._undecided.add(event.event_id)
         outputs = self.decide(event, settings)
+        self._undecided.discard(event.event_id)
         for out in outputs:
             self.apply(out)
         return outputs

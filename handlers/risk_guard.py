@@ -23,8 +23,9 @@ Account figures come from a starting cash (constructor) and the fills:
                   i.e. no leverage: longs and shorts both tie up their full value.
 Approved orders that are not yet filled, canceled or rejected ("pending") count toward
 max_positions, exposure, buying power and stop risk, so a burst of signals cannot
-overshoot a limit before the first fill comes back. Bracket-leg fills (exits) do not
-touch the pending entries.
+overshoot a limit before the first fill comes back. They are keyed by client_order_id, which
+every order event carries (a fill recorded before its OrderSubmitted has order_id =
+client_order_id). Bracket-leg fills and cancels (exits) do not touch the pending entries.
 
 Daily P&L alarms (on `DailyPnLChanged`, per its session date):
     total <= -warning_threshold_pct x limit  -> DailyLossWarningIssued, once per date
@@ -132,7 +133,8 @@ class RiskGuard(Handler):
         self._cash = Decimal(starting_cash)
         self._positions: dict[str, Position] = {}
         self._last_price: dict[str, Decimal] = {}
-        self._pending: dict[str, _Pending] = {}  # order_id -> still-unfilled entry order
+        # client_order_id -> still-unfilled entry order
+        self._pending: dict[str, _Pending] = {}
         self._pnl: dict[date, Decimal] = {}  # latest DailyPnLChanged total per date
         self._warned: set[date] = set()
         self._stopped: set[date] = set()
@@ -146,13 +148,13 @@ class RiskGuard(Handler):
         if isinstance(event, OrderFilled | OrderPartiallyFilled):
             self._on_fill(event)
         elif isinstance(event, OrderApproved):
-            self._pending[event.order_id] = _Pending(
+            self._pending[event.client_order_id] = _Pending(
                 event.symbol, event.side, event.qty, event.entry, event.stop_loss
             )
         elif isinstance(event, OrderCanceled | OrderRejected):
             # a canceled bracket leg (an exit) leaves the entry order as it was
             if getattr(event, "leg", None) is None:
-                self._pending.pop(event.order_id, None)
+                self._pending.pop(event.client_order_id, None)
         elif isinstance(event, DailyPnLChanged):
             self._pnl[event.session_date] = event.total
         elif isinstance(event, DailyLossWarningIssued):
@@ -181,11 +183,11 @@ class RiskGuard(Handler):
         self._last_price[event.symbol] = event.price
         self._cash -= signed_qty(event.side, event.qty) * event.price + event.fee
         if event.leg is None:  # an entry order's own fill, not a bracket exit
-            pending = self._pending.get(event.order_id)
+            pending = self._pending.get(event.client_order_id)
             if pending is not None:
                 pending.remaining -= event.qty
                 if isinstance(event, OrderFilled) or pending.remaining <= 0:
-                    del self._pending[event.order_id]
+                    del self._pending[event.client_order_id]
 
     # --- queries ---------------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class SessionState:
     ended: bool = False
     halted: bool = False
     halted_on: date | None = None
+    # as recorded in the stop's actions, so a replay decides the same as the live run did
+    halt_manual: bool = False
     tally: DayTally = field(default_factory=DayTally)
     # Per symbol: the open position and the P&L its round trip has realized so far.
     trips: dict[str, tuple[Position, Decimal]] = field(default_factory=dict)
@@ -81,7 +83,7 @@ class SessionHandler(Handler):
         if isinstance(event, SessionStarted):
             self.state = SessionState(
                 session_id=event.session_id, halted=st.halted, halted_on=st.halted_on,
-                trips=st.trips,
+                halt_manual=st.halt_manual, trips=st.trips,
                 market=MarketSession(event.session_date, event.market_open, event.market_close,
                                      event.early_close),
             )
@@ -94,9 +96,11 @@ class SessionHandler(Handler):
         elif isinstance(event, SessionEnded):
             st.ended = True
         elif isinstance(event, EmergencyStopTriggered):
+            manual = event.actions.get("require_manual_restart", True)
+            st.halt_manual = (st.halted and st.halt_manual) or manual
             st.halted, st.halted_on = True, event.session_date
         elif isinstance(event, TradingResumed):
-            st.halted, st.halted_on = False, None
+            st.halted, st.halted_on, st.halt_manual = False, None, False
         elif isinstance(event, OrderFilled):
             self._count_trade(event)
 
@@ -126,12 +130,12 @@ class SessionHandler(Handler):
             return self._tick(event, settings)
         return []
 
-    def _halted_today(self, day: date, settings: Settings) -> bool:
+    def _halted_today(self, day: date) -> bool:
         st = self.state
         if not st.halted:
             return False
-        # Without manual restart a halt ends with its session date.
-        return settings.emergency.require_manual_restart or st.halted_on == day
+        # Without manual restart (as the stop recorded it) a halt ends with its session date.
+        return st.halt_manual or st.halted_on == day
 
     def _start(self, ev: SessionStartRequested, settings: Settings) -> Event:
         day = ev.session_date or session_date(ev.occurred_at)
@@ -147,7 +151,7 @@ class SessionHandler(Handler):
             return reject(f"market closed on {day.isoformat()} (not an NYSE trading day)")
         if ev.occurred_at >= market.close:
             return reject(f"market already closed for {day.isoformat()}")
-        if self._halted_today(day, settings):
+        if self._halted_today(day):
             return reject("trading halted by emergency stop; run `catalyst resume --reason ...`")
         st = self.state
         if st.session_id and st.market and st.market.session_date == day and not st.ended:

@@ -50,13 +50,15 @@ def fill(
     symbol: str, side: Side | str, qty: Any, price: Any, *, fee: Any = 0,
     when: datetime = T0, order_id: str | None = None, fill_id: str | None = None,
     partial: bool = False, leg: str | None = None, filled_qty: Any = None,
+    client_order_id: str | None = None,
 ) -> OrderFilled | OrderPartiallyFilled:
     cls = OrderPartiallyFilled if partial else OrderFilled
     eid = new_id()
     order_id = order_id or f"ord-{eid.hex[:8]}"
     return cls(
         event_id=eid, type=cls.__name__, occurred_at=when, correlation_id=CORR,
-        order_id=order_id, client_order_id=f"c-{order_id}", broker_order_id=f"b-{order_id}",
+        order_id=order_id, client_order_id=client_order_id or f"c-{order_id}",
+        broker_order_id=f"b-{order_id}",
         fill_id=fill_id or f"f-{eid.hex[:8]}", symbol=symbol, side=Side(side), qty=D(qty),
         price=D(price), filled_qty=D(filled_qty if filled_qty is not None else qty),
         fee=D(fee), leg=leg,
@@ -98,11 +100,13 @@ def pnl_changed(
 
 def canceled(
     order_id: str, symbol: str, when: datetime = T0, leg: str | None = None,
+    client_order_id: str | None = None,
 ) -> OrderCanceled:
     extra = {"leg": leg} if leg else {}
     return OrderCanceled(
         event_id=new_id(), type="OrderCanceled", occurred_at=when, correlation_id=CORR,
-        order_id=order_id, client_order_id=f"c-{order_id}", broker_order_id=f"b-{order_id}",
+        order_id=order_id, client_order_id=client_order_id or f"c-{order_id}",
+        broker_order_id=f"b-{order_id}",
         symbol=symbol, **extra,
     )
 

@@ -54,6 +54,15 @@ def denied(guard: RiskGuard, ev: Event, rule: str, s=S) -> OrderDenied:
     return out
 
 
+def fill_of(order: OrderApproved, *args, **kw) -> Event:
+    """A fill of an approved order: it carries the order's ids."""
+    return fill(*args, order_id=order.order_id, client_order_id=order.client_order_id, **kw)
+
+
+def cancel_of(order: OrderApproved, **kw) -> Event:
+    return canceled(order.order_id, order.symbol, client_order_id=order.client_order_id, **kw)
+
+
 def aapl(when=None, **kw):
     # entry 150, stop 147 (risk 3), target 156 (reward 6): reward/risk 2
     return signal("AAPL", "buy", "150", "147", "156", when=when or at(0), **kw)
@@ -122,9 +131,9 @@ def test_max_positions_counts_pending_orders():
     approved(guard, aapl(), s)
     # once AAPL's first order fills and its second is canceled, AAPL is still one position;
     # canceling MSFT's order frees a slot
-    guard.handle(fill("AAPL", "buy", first.qty, "150", order_id=first.order_id), s)
+    guard.handle(fill_of(first, "AAPL", "buy", first.qty, "150"), s)
     denied(guard, signal("NVDA", "buy", "100", "98", "104"), "max_positions", s)
-    guard.handle(canceled(msft.order_id, "MSFT"), s)
+    guard.handle(cancel_of(msft), s)
     approved(guard, signal("NVDA", "buy", "100", "98", "104"), s)
 
 
@@ -140,7 +149,7 @@ def test_symbol_exposure_counts_the_position_and_pending_orders():
     s = settings(max_symbol_exposure_pct=0.15)  # 15 % of 100,000 = 15,000
     guard = RiskGuard()
     first = approved(guard, aapl(), s)  # 66 x 150 = 9,900 <= 15,000
-    guard.handle(fill("AAPL", "buy", 66, "150", order_id=first.order_id), s)
+    guard.handle(fill_of(first, "AAPL", "buy", 66, "150"), s)
     # equity still 100,000 (cash 90,100 + 66 x 150); another 66 -> 132 x 150 = 19,800
     d = denied(guard, aapl(), "symbol_exposure", s)
     assert d.figures["exposure"] == "19800" and d.figures["max_exposure"] == "15000.00"
@@ -279,13 +288,13 @@ def test_fills_release_pending_orders_and_bracket_legs_do_not():
     guard = RiskGuard()
     order = approved(guard, aapl())
     assert guard.account().pending_notional == D(9900)
-    guard.handle(fill("AAPL", "buy", 16, "150", order_id=order.order_id, partial=True), S)
+    guard.handle(fill_of(order, "AAPL", "buy", 16, "150", partial=True), S)
     assert guard.account().pending_notional == D(50 * 150)  # 66 - 16 = 50 left
-    guard.handle(fill("AAPL", "buy", 50, "150", order_id=order.order_id, filled_qty=66), S)
+    guard.handle(fill_of(order, "AAPL", "buy", 50, "150", filled_qty=66), S)
     assert guard.account().pending_notional == 0
     assert guard.open_symbols() == {"AAPL"}
     # the bracket's stop leg closes the position (same parent order id)
-    guard.handle(fill("AAPL", "sell", 66, "147", order_id=order.order_id, leg="stop_loss"), S)
+    guard.handle(fill_of(order, "AAPL", "sell", 66, "147", leg="stop_loss"), S)
     assert guard.open_symbols() == set()
     # cash 100,000 - 9,900 + 66 x 147 = 99,802
     assert guard.account().equity == D(99_802)
@@ -294,10 +303,10 @@ def test_fills_release_pending_orders_and_bracket_legs_do_not():
 def test_a_canceled_bracket_leg_leaves_the_entry_order_pending():
     guard = RiskGuard()
     order = approved(guard, aapl())
-    guard.handle(fill("AAPL", "buy", 16, "150", order_id=order.order_id, partial=True), S)
-    guard.handle(canceled(order.order_id, "AAPL", leg="take_profit"), S)
+    guard.handle(fill_of(order, "AAPL", "buy", 16, "150", partial=True), S)
+    guard.handle(cancel_of(order, leg="take_profit"), S)
     assert guard.account().pending_notional == D(50 * 150)  # 66 - 16 still to fill
-    guard.handle(canceled(order.order_id, "AAPL"), S)  # the entry order itself
+    guard.handle(cancel_of(order), S)  # the entry order itself
     assert guard.account().pending_notional == 0
 
 
@@ -308,3 +317,16 @@ def test_the_same_signal_twice_is_decided_once_and_a_replay_decides_the_same():
     assert guard.handle(sig, S) == []  # redelivered: already applied
     again = RiskGuard().handle(sig, S)  # a crash before the output was published
     assert again == first  # same ids, so the server and broker drop the duplicate
+
+
+def test_a_fill_recorded_before_its_submit_clears_the_pending_entry_by_client_order_id():
+    # a crash between submit and publish: the broker's fill is translated with
+    # order_id = client_order_id, so only the client_order_id matches the approval
+    guard = RiskGuard()
+    order = approved(guard, aapl())
+    assert order.order_id != order.client_order_id
+    guard.handle(fill("AAPL", "buy", 66, "150", order_id=order.client_order_id,
+                      client_order_id=order.client_order_id), S)
+    acct = guard.account()
+    assert acct.pending_notional == 0 and acct.pending_stop_risk == 0
+    assert guard.open_symbols() == {"AAPL"}  # the position, not a pending entry too

@@ -347,15 +347,18 @@ def test_no_approved_order_ever_breaks_a_limit(ops, start_cash):
             order_id = sorted(m.pending)[op[1] % len(m.pending)]
             a, remaining = m.pending[order_id]
             if kind == "cancel":
-                feed(canceled(order_id, a.symbol, now), LIMIT_SETS[0])
+                feed(canceled(order_id, a.symbol, now, client_order_id=a.client_order_id),
+                     LIMIT_SETS[0])
                 continue
             _, _, pct, move_bp = op
             q = (remaining * pct / 100).to_integral_value(ROUND_FLOOR)
             price = max(CENT, (a.entry * (10_000 + move_bp) / 10_000).quantize(CENT))
             if q >= remaining or q < 1:
-                ev = fill(a.symbol, a.side, remaining, price, order_id=order_id, when=now)
+                ev = fill(a.symbol, a.side, remaining, price, order_id=order_id, when=now,
+                          client_order_id=a.client_order_id)
             else:
-                ev = fill(a.symbol, a.side, q, price, order_id=order_id, partial=True, when=now)
+                ev = fill(a.symbol, a.side, q, price, order_id=order_id, partial=True, when=now,
+                          client_order_id=a.client_order_id)
             feed(ev, LIMIT_SETS[0])
         elif kind == "exit":
             _, sym, move_bp = op

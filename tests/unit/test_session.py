@@ -87,9 +87,11 @@ def fill(label: str, symbol: str, side: Side, qty: str, price: str, at: datetime
                 filled_qty=D(qty), fee=D(fee))
 
 
-def stop_triggered(day: date, at: datetime) -> EmergencyStopTriggered:
+def stop_triggered(day: date, at: datetime, *, manual: bool = True) -> EmergencyStopTriggered:
+    """A stop as the risk guard records it: with the emergency actions of that moment."""
     return make(EmergencyStopTriggered, f"stop:{day}", at, session_date=day, pnl=D("-2000"),
-                limit=D("2000"), reason="daily loss limit")
+                limit=D("2000"), reason="daily loss limit",
+                actions={"halt_new_trades": True, "require_manual_restart": manual})
 
 
 def started(h: SessionHandler, at: datetime = OPEN, s: Settings = DEFAULT) -> SessionStarted:
@@ -276,7 +278,7 @@ def test_with_manual_restart_the_halt_outlasts_the_date_until_trading_resumes() 
 def test_without_manual_restart_the_halt_ends_with_its_session_date() -> None:
     s = settings(emergency={"require_manual_restart": False})
     h = SessionHandler(CAL)
-    h.handle(stop_triggered(MONDAY, OPEN - timedelta(hours=1)), s)
+    h.handle(stop_triggered(MONDAY, OPEN - timedelta(hours=1), manual=False), s)
 
     [monday] = h.handle(request(OPEN), s)
     [tuesday] = h.handle(request(OPEN + timedelta(days=1)), s)
@@ -284,6 +286,28 @@ def test_without_manual_restart_the_halt_ends_with_its_session_date() -> None:
     assert isinstance(monday, SessionStartRejected)
     assert isinstance(tuesday, SessionStarted)
     assert tuesday.session_date == date(2026, 3, 3)
+
+
+def test_the_halt_follows_the_actions_the_stop_recorded_not_the_current_config() -> None:
+    h = SessionHandler(CAL)
+    h.handle(stop_triggered(MONDAY, OPEN - timedelta(hours=1), manual=False), DEFAULT)
+    now_manual = settings(emergency={"require_manual_restart": True})  # changed since
+
+    [monday] = h.handle(request(OPEN), now_manual)
+    [tuesday] = h.handle(request(OPEN + timedelta(days=1)), now_manual)
+
+    assert isinstance(monday, SessionStartRejected)
+    assert isinstance(tuesday, SessionStarted)
+
+
+def test_a_stop_recorded_with_manual_restart_outlasts_a_config_without_it() -> None:
+    h = SessionHandler(CAL)
+    h.handle(stop_triggered(MONDAY, OPEN - timedelta(hours=1), manual=True), DEFAULT)
+    now_auto = settings(emergency={"require_manual_restart": False})
+
+    [tuesday] = h.handle(request(OPEN + timedelta(days=1)), now_auto)
+
+    assert isinstance(tuesday, SessionStartRejected)
 
 
 # --- pacing the day -----------------------------------------------------------------------------
