@@ -167,6 +167,9 @@ def load_settings(config_dir: str | Path | None = None,
     except ValidationError as e:
         err = e.errors()[0]
         loc = tuple(err["loc"])
+        named = (err.get("ctx") or {}).get("config_field")
+        if isinstance(named, str):  # a model-level check that names the offending key
+            loc += (named,)
         section = str(loc[0]) if loc else ""
         field = ".".join(str(p) for p in loc[1:]) or section
         env_var = next((v for v, p in ENV_MAP.items() if p == loc and v in env_applied), None)
@@ -182,7 +185,8 @@ def load_settings(config_dir: str | Path | None = None,
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The effective config as plain data, secrets replaced by '********'."""
+    """The effective config as plain data, secrets replaced by '********' (the webhook URL
+    by its scheme and host: 'https://hooks.slack.com/...')."""
 
     def walk(value: Any) -> Any:
         if isinstance(value, SecretStr):
@@ -197,7 +201,11 @@ def redacted(settings: Settings) -> dict[str, Any]:
             return str(value)
         return value
 
-    return walk(settings.model_dump(mode="python"))
+    data = walk(settings.model_dump(mode="python"))
+    webhook = settings.trading.alerts.webhook
+    if webhook is not None:  # where alerts go, without the token in the URL's path
+        data["trading"]["alerts"]["webhook"]["url"] = webhook.display_url
+    return data
 
 
 def diff(old: Settings, new: Settings) -> dict[str, list[str]]:

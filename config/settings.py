@@ -9,12 +9,49 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+ALPACA_LIVE_HOST = "api.alpaca.markets"
+ALPACA_PAPER_HOST = "paper-api.alpaca.markets"
+
+
+def url_host(url: str) -> str:
+    """The host of `url`, lower-cased, without port or trailing dot ('' when there is none)."""
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return ""
+    return host.rstrip(".").lower()
+
+
+def url_origin(url: str) -> str:
+    """'https://hooks.slack.com/services/T0/B0/xyz' -> 'https://hooks.slack.com/...': enough to
+    say where something goes, nothing of the path or query (where webhook tokens live)."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "..."
+    scheme = f"{parts.scheme}://" if parts.scheme else ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    return f"{scheme}{host}{f':{port}' if port else ''}/..." if host else "..."
+
+
+def _is_alpaca_host(host: str) -> bool:
+    return host == "alpaca.markets" or host.endswith(".alpaca.markets")
+
+
+def _unsafe_url(field: str, message: str) -> PydanticCustomError:
+    # `field` in the context lets the loader point at the key (and its env variable).
+    return PydanticCustomError("unsafe_broker_url", f"{field}: {message}", {"config_field": field})
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Inputs stay out of error text: they may hold keys or a webhook token.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 # --- risk_parameters.yaml -------------------------------------------------------------------
@@ -114,6 +151,36 @@ class Broker(Strict):
     max_retries: int = Field(5, ge=0, le=20)
     sim: SimBroker = SimBroker()
 
+    @model_validator(mode="after")
+    def _paper_is_not_live(self) -> Broker:
+        """Refuse a paper_url that is the live host (orders would hit real money under a
+        "paper" banner, without --live), and a live mode pointed at the paper host."""
+        for name in ("paper_url", "live_url"):
+            url = getattr(self, name)
+            if not url.strip().lower().startswith(("http://", "https://")) or not url_host(url):
+                raise _unsafe_url(name, f"{url!r} is not an http(s) URL with a host")
+        paper, live = url_host(self.paper_url), url_host(self.live_url)
+        if paper == ALPACA_LIVE_HOST:
+            raise _unsafe_url(
+                "paper_url",
+                f"{paper!r} is the LIVE trading host; paper trading must not reach the live "
+                f"account (ALPACA_BASE_URL sets paper_url: use {ALPACA_PAPER_HOST}; the live "
+                "host belongs in live_url, with mode: live and --live)",
+            )
+        if live == ALPACA_PAPER_HOST and (self.mode == "live" or paper == live):
+            raise _unsafe_url(
+                "live_url",
+                f"{live!r} is the paper host; live_url must be the live host "
+                f"{ALPACA_LIVE_HOST} (and differ from paper_url)",
+            )
+        if paper == live and _is_alpaca_host(paper):
+            raise _unsafe_url(
+                "paper_url",
+                f"paper_url and live_url are the same Alpaca host {paper!r}; paper trading "
+                f"must not share the live host (use {ALPACA_PAPER_HOST})",
+            )
+        return self
+
     @property
     def has_keys(self) -> bool:
         return bool(self.api_key and self.secret_key)
@@ -156,9 +223,24 @@ class Recipients(Strict):
 
 
 class Webhook(Strict):
-    url: str
+    # Slack/Discord-style URLs carry the token in the path: a secret, unwrapped only for the
+    # POST. Anything recorded or shown uses `display_url` (scheme and host).
+    url: SecretStr
     timeout_seconds: float = Field(5.0, gt=0, le=60)
     min_severity: Literal["INFO", "WARNING", "CRITICAL"] = "INFO"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: SecretStr) -> SecretStr:
+        url = v.get_secret_value().strip()
+        if not url.lower().startswith(("http://", "https://")) or not url_host(url):
+            # Not the value in the message: it may hold the token.
+            raise ValueError("must be an http(s) URL with a host")
+        return SecretStr(url)
+
+    @property
+    def display_url(self) -> str:
+        return url_origin(self.url.get_secret_value())
 
 
 class Alerts(Strict):

@@ -20,6 +20,7 @@ from email.utils import getaddresses
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import aiohttp
 import aiosmtplib
@@ -223,23 +224,36 @@ class WebhookChannel:
             return DeliveryResult(self.name, True, skipped=True)
         timeout = aiohttp.ClientTimeout(total=self.webhook.timeout_seconds)
         headers = {"Idempotency-Key": alert.alert_id, "User-Agent": "catalyst-alerts"}
+        url = self.webhook.url.get_secret_value()  # the token is in it: unwrapped only here
+        shown = self.webhook.display_url  # what the log (permanent) and the reasons get
         try:
             async with aiohttp.ClientSession(timeout=timeout) as http:
-                async with http.post(self.webhook.url, json=message, headers=headers) as resp:
-                    body = (await resp.text())[:200]
+                async with http.post(url, json=message, headers=headers) as resp:
+                    body = _scrub((await resp.text())[:200], url, shown)
                     if resp.status < 300:
-                        return DeliveryResult(
-                            self.name, True, recipients=(self.webhook.url,), detail=body
-                        )
+                        return DeliveryResult(self.name, True, recipients=(shown,), detail=body)
                     # 408/429/5xx: try later; other 4xx: our request is wrong, give up.
                     retry = resp.status >= 500 or resp.status in (408, 429)
                     return DeliveryResult(
                         self.name, False, reason=f"HTTP {resp.status}: {body}", retryable=retry
                     )
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            # Some aiohttp errors (InvalidURL, redirects) carry the full URL in their text.
             return DeliveryResult(
-                self.name, False, reason=f"{type(e).__name__}: {e}", retryable=True
+                self.name, False, reason=_scrub(f"{type(e).__name__}: {e}", url, shown),
+                retryable=True,
             )
+
+
+def _scrub(text: str, url: str, shown: str) -> str:
+    """`text` without the webhook URL, or the path/query of it (where tokens live)."""
+    secret = url.strip()
+    if secret:
+        text = text.replace(secret, shown)
+        tail = urlsplit(secret)._replace(scheme="", netloc="").geturl()
+        if len(tail) > 1:
+            text = text.replace(tail, "/...")
+    return text
 
 
 # --- discovery -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import email
 import email.policy
 import importlib
 import json
+import logging
 import mailbox
 import re
 import socket
@@ -33,6 +34,7 @@ from adapters.alerts.channels import (
 )
 from adapters.alerts.delivery import AlertDelivery, AlertDeliveryError, send_test_alert
 from adapters.alerts.examples import sample_alerts
+from config.loader import redacted
 from config.settings import Alerts, Recipients, Settings, Smtp, TradingConfig, Webhook
 from domain.events import AlertFailed, AlertRaised, AlertSent
 from domain.values import Severity
@@ -360,8 +362,13 @@ async def webhook_server() -> Any:
         received.append((await request.json(), request.headers.get("Idempotency-Key", "")))
         return web.Response(status=status["code"], text="ok" if status["code"] < 300 else "no")
 
+    async def echo(request: web.Request) -> web.Response:  # a server that echoes the path
+        received.append((await request.json(), request.headers.get("Idempotency-Key", "")))
+        return web.Response(status=status["code"], text=f"unknown hook {request.path_qs}")
+
     app = web.Application()
     app.router.add_post("/hook", hook)
+    app.router.add_post("/services/{rest:.*}", echo)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -378,7 +385,8 @@ async def test_webhook_posts_the_alert_as_json(webhook_server: Any) -> None:
     sender = delivery(cfg)
     alert = sample_alerts()["emergency_stop"]
     events = await sender.deliver(alert)
-    assert [type(e) for e in events] == [AlertSent] and events[0].recipients == (url,)
+    assert [type(e) for e in events] == [AlertSent]
+    assert events[0].recipients == (url.removesuffix("/hook") + "/...",)  # no path: no token
     body, key = received[0]
     assert key == alert.alert_id
     assert (body["alert_id"], body["kind"], body["severity"]) == (
@@ -395,6 +403,34 @@ async def test_webhook_posts_the_alert_as_json(webhook_server: Any) -> None:
     failed = await sender.deliver(the_alert(alert_id="w-2"))
     assert isinstance(failed[0], AlertFailed) and not failed[0].will_retry
     assert len(received) == 3
+
+
+async def test_the_webhook_url_token_stays_out_of_the_log_and_the_config(
+    webhook_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack/Discord URLs carry the token: AlertSent (a permanent log), AlertFailed, the
+    redacted config (`config check`, RunStarted) and the log lines get scheme + host only."""
+    url, received, status = webhook_server
+    token = "T0000/B0000/XXXXsecretXXXXtoken"
+    secret_url = url.replace("/hook", f"/services/{token}?key=k3y")
+    cfg = Settings(trading=TradingConfig(alerts=Alerts(
+        channels=("webhook",), webhook=Webhook(url=secret_url))))
+    sender = delivery(cfg)
+
+    caplog.set_level(logging.DEBUG)
+    [sent] = await sender.deliver(the_alert(alert_id="t-1"))
+    assert isinstance(sent, AlertSent) and len(received) == 1  # the real URL was used
+    assert sent.recipients == (url.removesuffix("/hook") + "/...",)
+    status["code"] = 404  # the body echoes the path back
+    [failed] = await sender.deliver(the_alert(alert_id="t-2"))
+    assert isinstance(failed, AlertFailed) and failed.reason.startswith("HTTP 404")
+
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    shown = [sent.model_dump_json(), failed.model_dump_json(), ours,
+             json.dumps(redacted(cfg)), repr(cfg), str(cfg.trading.alerts.webhook)]
+    for text in shown:
+        assert token not in text and "k3y" not in text and "XXXXsecret" not in text, text
+    assert redacted(cfg)["trading"]["alerts"]["webhook"]["url"] == sent.recipients[0]
 
 
 # --- plug-ins and the CLI's test alert -----------------------------------------------------

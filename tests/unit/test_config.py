@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from adapters.config_watcher import SettingsHolder
 from config.loader import DEFAULT_DIR, ConfigError, diff, load_settings, redacted
+from config.settings import Broker
 from domain.events import ConfigChanged, ConfigRejected, Event
+from tests.fakes.alpaca_fixtures import broker_settings
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -187,3 +191,89 @@ async def _until(cond, timeout: float = 5.0, msg=None) -> None:  # type: ignore[
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"not in time: {msg() if msg else ''}")
+
+
+# --- the live-trading guard: paper never reaches the live host ------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "https://api.alpaca.markets",
+    "https://api.alpaca.markets/v2",
+    "HTTPS://API.Alpaca.Markets.:443",
+    "https://paper-api.alpaca.markets@api.alpaca.markets",  # userinfo: the host is the live one
+])
+def test_alpaca_base_url_pointing_at_live_is_refused(cfg: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, env={"ALPACA_BASE_URL": url})
+    msg = str(e.value)
+    assert msg.startswith("environment variable ALPACA_BASE_URL: field 'broker.paper_url'"), msg
+    assert "LIVE trading host" in msg and "\n" not in msg
+
+
+def test_paper_url_pointing_at_live_in_yaml_names_the_line(cfg: Path) -> None:
+    trading = cfg / "trading_config.yaml"
+    edit(trading, "paper_url: https://paper-api.alpaca.markets",
+         "paper_url: https://api.alpaca.markets")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, env={})
+    msg = str(e.value)
+    assert msg.startswith(f"{trading}:{line_of(trading, 'paper_url:')}: "
+                          "field 'broker.paper_url'"), msg
+
+
+def test_paper_and_live_on_the_same_alpaca_host_are_refused() -> None:
+    with pytest.raises(ValueError, match="paper_url: paper_url and live_url are the same"):
+        Broker(paper_url="https://broker-api.alpaca.markets",
+               live_url="https://broker-api.alpaca.markets/")
+    with pytest.raises(ValueError, match="live_url: 'paper-api.alpaca.markets' is the paper"):
+        Broker(live_url="https://paper-api.alpaca.markets")
+
+
+def test_live_mode_on_the_paper_host_is_refused(cfg: Path) -> None:
+    trading = cfg / "trading_config.yaml"
+    edit(trading, "live_url: https://api.alpaca.markets",
+         "live_url: https://paper-api.alpaca.markets")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, env={"TRADING_MODE": "live"})
+    assert str(e.value).startswith(f"{trading}:{line_of(trading, 'live_url:')}: "
+                                   "field 'broker.live_url'")
+
+
+def test_broker_urls_must_be_http() -> None:
+    with pytest.raises(ValueError, match="paper_url: 'api.alpaca.markets' is not an http"):
+        Broker(paper_url="api.alpaca.markets")
+
+
+def test_custom_hosts_still_validate_for_the_fakes() -> None:
+    fake = SimpleNamespace(url="http://127.0.0.1:54321", api_key="PKFAKE", secret_key="s")
+    assert broker_settings(fake).paper_url == fake.url  # type: ignore[arg-type]
+    for mode in ("paper", "live"):  # both URLs at one fake host (the e2e tests do this)
+        b = Broker(mode=mode, paper_url=fake.url, live_url=fake.url)
+        assert (b.paper_url, b.live_url) == (fake.url, fake.url)
+    live = load_settings(env={"TRADING_MODE": "live"}).settings.trading.broker
+    assert live.mode == "live" and live.live_url == "https://api.alpaca.markets"
+
+
+# --- the webhook URL is a secret (its path carries the token) -------------------------------
+
+WEBHOOK = "https://hooks.slack.com/services/T0AAA/B0BBB/sEcReTtOkEn123"
+
+
+def test_webhook_url_is_secret_in_redacted_and_diff(cfg: Path) -> None:
+    edit(cfg / "trading_config.yaml", "  cooldown_minutes: 15",
+         f"  webhook:\n    url: {WEBHOOK}\n  cooldown_minutes: 15")
+    s = load_settings(cfg, env={}).settings
+    hook = s.trading.alerts.webhook
+    assert hook is not None and hook.url.get_secret_value() == WEBHOOK
+    data = redacted(s)
+    assert data["trading"]["alerts"]["webhook"]["url"] == "https://hooks.slack.com/..."
+    for shown in (json.dumps(data), repr(s), str(diff(load_settings(env={}).settings, s))):
+        assert "sEcReTtOkEn123" not in shown and "/services/" not in shown
+
+
+def test_bad_webhook_url_error_does_not_echo_it(cfg: Path) -> None:
+    edit(cfg / "trading_config.yaml", "  cooldown_minutes: 15",
+         "  webhook:\n    url: hooks.slack.com/services/T0/B0/sEcReT\n  cooldown_minutes: 15")
+    with pytest.raises(ConfigError, match="field 'alerts.webhook.url'.*http") as e:
+        load_settings(cfg, env={})
+    assert "sEcReT" not in str(e.value)
