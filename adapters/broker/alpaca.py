@@ -43,7 +43,6 @@ from alpaca.trading.requests import (
 )
 from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
 from alpaca.trading.stream import TradingStream
-from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, RequestException
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
@@ -56,6 +55,7 @@ from tenacity import (
     wait_random,
 )
 
+from adapters.alpaca_http import mount_timeouts
 from adapters.broker.port import (
     BrokerAccount,
     BrokerOrder,
@@ -79,19 +79,6 @@ BEFORE_FILL_EVENTS = frozenset({"pending_new", "accepted", "new"})
 TERMINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
 PAGE = 500  # Alpaca's maximum page size for GET /v2/orders
 ZERO = Decimal(0)
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request on alpaca-py's session a (connect, read) timeout."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__(max_retries=0)
-        self._timeout = timeout
-
-    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
 
 
 class _TradingStream(TradingStream):
@@ -156,9 +143,7 @@ class AlpacaBroker:
         )
         # alpaca-py retries 429/504 itself with a blocking sleep; the policy here is ours.
         self._client._retry = 0
-        adapter = _TimeoutAdapter(self._timeout)
-        self._client._session.mount("https://", adapter)
-        self._client._session.mount("http://", adapter)
+        mount_timeouts(self._client._session, self._timeout)
         self._leg_parent: dict[str, str] = {}  # leg order id -> entry order id
         self._entries: set[str] = set()  # ids known to be bracket entries
         self._streams: set[tuple[_TradingStream, asyncio.Task[None]]] = set()

@@ -33,9 +33,9 @@ from alpaca.data.requests import (
     StockSnapshotRequest,
 )
 from alpaca.data.timeframe import TimeFrame
-from requests.adapters import HTTPAdapter
 
 from adapters import calendar
+from adapters.alpaca_http import mount_timeouts
 from adapters.market_data.dataset import (
     BARS_1DAY,
     BARS_1MIN,
@@ -52,19 +52,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _TIMEFRAMES = {"1Min": TimeFrame.Minute, "1Day": TimeFrame.Day}
 GZIP_ABOVE_ROWS = 45_000  # ~3 MB of CSV: compress bigger bar files
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request on alpaca-py's session a timeout (it sets none itself)."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__(max_retries=0)
-        self._timeout = timeout
-
-    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
 
 
 class _DataStream(StockDataStream):
@@ -128,11 +115,9 @@ class AlpacaMarketData:
         data_url = data_url.rstrip("/") if data_url else None
         self._stocks = StockHistoricalDataClient(api_key, secret_key, url_override=data_url)
         self._news = NewsClient(api_key, secret_key, url_override=data_url)
-        adapter = _TimeoutAdapter(timeout_seconds)
         for client in (self._stocks, self._news):
             # alpaca-py exposes no timeout; its requests session is the one place to set it.
-            client._session.mount("https://", adapter)
-            client._session.mount("http://", adapter)
+            mount_timeouts(client._session, timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlpacaMarketData:
