@@ -53,7 +53,7 @@ from domain.events import (
     ReconciliationDiscrepancyFound,
     SessionStartRequested,
 )
-from domain.values import Bar, Headline
+from domain.values import Bar, Headline, Side
 from handlers.base import Handler
 from handlers.executor import Executor
 from projections.positions import PositionsProjection
@@ -171,13 +171,24 @@ class Services:
                 deliver_new=plan.deliver_new))
         await self._resume_unfinished_stop(executor, on_broker)
 
+        caught_up = False
         if sim is None:
             self._spawn("broker_updates", self._pump_trade_updates_from_log)
+            event = getattr(self.broker, "caught_up", None)
+            if event is not None:
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=30.0)
+                    caught_up = True
+                except TimeoutError:
+                    log.error("broker update stream did not catch up in 30 s; reconciliation "
+                              "will report differences without adopting them")
         self._spawn("emergency_watch", self._emergency_watch)
         self._spawn("config_watch", lambda: self.holder.watch(self.log.publish, self.clock))
         self._spawn("consumer_watch", self._watch_consumers)
         if self.reconcile:
-            await self.log.publish_many(await self.reconciliation())
+            # Adopt the broker's positions only once its missed updates are in the log, or a
+            # fill made while we were down would be counted twice.
+            await self.log.publish_many(await self.reconciliation(adopt=caught_up))
         if self.market_data is not None:
             self._spawn("market_data", self._pump_market_data)
         if self.schedule:
@@ -304,9 +315,11 @@ class Services:
 
     # --- around the handlers ---------------------------------------------------------------
 
-    async def reconciliation(self) -> list[Event]:
+    async def reconciliation(self, adopt: bool = False) -> list[Event]:
         """Broker vs the log at start. The broker is the truth for what exists (positions,
-        open orders); the log is the truth for why. Each difference is recorded."""
+        open orders); the log is the truth for why. Each difference is recorded; with
+        `adopt`, a position difference is also booked as a reconciliation fill, so the
+        projections and the risk guard work from what the broker really holds."""
         positions = PositionsProjection()
         submitted: dict[str, str] = {}  # client_order_id -> symbol, entries we sent
         done: set[str] = set()  # entries the log says are no longer open
@@ -340,9 +353,18 @@ class Services:
         for symbol in sorted(set(recorded) | set(at_broker)):
             rec = recorded[symbol].qty if symbol in recorded else Decimal(0)
             brk = at_broker[symbol].qty if symbol in at_broker else Decimal(0)
-            if rec != brk:
+            if rec == brk:
+                continue
+            if not adopt:
                 found("position", symbol, format(brk, "f"), format(rec, "f"),
-                      "broker quantity taken as the truth; review the log for why")
+                      "broker quantity is the truth; not adopted (updates not caught up); "
+                      "review the log for why")
+                continue
+            price = _adoption_price(at_broker.get(symbol), recorded.get(symbol))
+            found("position", symbol, format(brk, "f"), format(rec, "f"),
+                  f"adopted the broker's quantity with a reconciliation fill of "
+                  f"{format(brk - rec, 'f')} at {price}; review the log for why")
+            out.append(_reconciliation_fill(out[-1], symbol, brk - rec, price))
         open_entries = {o.client_order_id: o for o in open_orders if o.parent_id is None}
         for coid, o in sorted(open_entries.items()):
             if coid not in submitted:
@@ -463,6 +485,29 @@ def _seconds_to_next_day(now: datetime) -> float:
     local = now.astimezone(XNYS_TZ)
     nxt = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), XNYS_TZ)
     return max(1.0, (nxt - local).total_seconds())
+
+
+def _adoption_price(at_broker: Any, recorded: Any) -> Decimal:
+    """The price a reconciliation fill is booked at: the broker's average entry when it
+    holds the position, else its last price, else our own average (P&L unknown: zero)."""
+    if at_broker is not None and at_broker.avg_entry_price:
+        return Decimal(at_broker.avg_entry_price)
+    if at_broker is not None and at_broker.current_price:
+        return Decimal(at_broker.current_price)
+    avg = getattr(recorded, "avg_entry_price", None)
+    return Decimal(avg) if avg else Decimal("0.01")
+
+
+def _reconciliation_fill(cause: Event, symbol: str, delta: Decimal, price: Decimal
+                         ) -> OrderFilled:
+    """The log adopts what the broker holds: a fill for the difference, caused by the
+    discrepancy it resolves, so every projection and the risk guard see the broker's truth."""
+    qty = abs(delta)
+    return OrderFilled.caused_by(
+        cause, 0, "reconciliation", order_id=f"reconcile-{symbol}-{cause.event_id}",
+        client_order_id=f"reconcile-{cause.event_id}", broker_order_id="",
+        fill_id=f"reconcile-{cause.event_id}", symbol=symbol,
+        side=Side.BUY if delta > 0 else Side.SELL, qty=qty, price=price, filled_qty=qty)
 
 
 def bar_event(b: Bar, at: datetime, correlation: str) -> BarReceived:

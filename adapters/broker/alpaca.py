@@ -147,6 +147,9 @@ class AlpacaBroker:
         self._leg_parent: dict[str, str] = {}  # leg order id -> entry order id
         self._entries: set[str] = set()  # ids known to be bracket entries
         self._streams: set[tuple[_TradingStream, asyncio.Task[None]]] = set()
+        # Set once the first backfill of `trade_updates` has been handed out: what the
+        # broker did while we were away is then known (reconciliation waits for it).
+        self.caught_up = asyncio.Event()
 
     def __repr__(self) -> str:  # never the keys
         return f"AlpacaBroker(mode={self.name!r}, url={self._base_url!r})"
@@ -277,6 +280,7 @@ class AlpacaBroker:
                      state.since.isoformat(), len(missed))
             for order in missed:
                 queue.put_nowait(("backfill", order))
+            queue.put_nowait(("caught_up", None))
 
         stream = _TradingStream(
             self._key, self._secret, paper=self.name == "paper", raw_data=True,
@@ -296,6 +300,10 @@ class AlpacaBroker:
         try:
             while True:
                 kind, payload = await _next(queue, task)
+                if kind == "caught_up":
+                    # The consumer asked for this item, so it has taken every update before.
+                    self.caught_up.set()
+                    continue
                 if kind == "live":
                     updates = await self._live_updates(payload, state)
                 else:

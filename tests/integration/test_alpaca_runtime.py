@@ -201,6 +201,13 @@ async def test_a_position_the_log_does_not_know_is_reported_once_at_start(
         ("position", "TSLA", "-7", "0")
     ]
     assert Counter(e.type for e in events)["ReconciliationDiscrepancyFound"] == 1
+    # Resolved: the log adopts the broker's position (after the update stream caught up),
+    # so a second start finds nothing and the risk guard sees the short.
+    adopted = [e for e in of(events, OrderFilled) if e.order_id.startswith("reconcile-")]
+    assert [(e.symbol, e.side, e.qty, e.price) for e in adopted] == [  # type: ignore[attr-defined]
+        ("TSLA", Side.SELL, Decimal(7), Decimal(200))
+    ]
+    assert adopted[0].causation_id == found[0].event_id
 
 
 async def test_open_orders_unknown_to_the_log_and_orders_the_log_thinks_open_are_reported(
