@@ -173,6 +173,13 @@ class Broker(Strict):
                 f"{live!r} is the paper host; live_url must be the live host "
                 f"{ALPACA_LIVE_HOST} (and differ from paper_url)",
             )
+        stream = url_host(self.stream_url) if self.stream_url else None
+        if self.mode == "paper" and stream == ALPACA_LIVE_HOST:
+            raise _unsafe_url(
+                "stream_url",
+                f"{stream!r} is the LIVE host; in paper mode the order-update stream must be "
+                f"the paper one ({ALPACA_PAPER_HOST}, or unset to derive it from paper_url)",
+            )
         if paper == live and _is_alpaca_host(paper):
             raise _unsafe_url(
                 "paper_url",

@@ -277,3 +277,10 @@ def test_bad_webhook_url_error_does_not_echo_it(cfg: Path) -> None:
     with pytest.raises(ConfigError, match="field 'alerts.webhook.url'.*http") as e:
         load_settings(cfg, env={})
     assert "sEcReT" not in str(e.value)
+
+
+def test_paper_mode_refuses_a_live_order_update_stream(cfg: Path) -> None:
+    edit(cfg / "trading_config.yaml", "  timeout_seconds: 10\n  max_retries: 5",
+         "  timeout_seconds: 10\n  max_retries: 5\n  stream_url: wss://api.alpaca.markets/stream")
+    with pytest.raises(ConfigError, match="field 'broker.stream_url'.*LIVE host"):
+        load_settings(cfg, env={})
