@@ -41,6 +41,7 @@ from domain.events import (
     AlertRaised,
     BarReceived,
     ClockTicked,
+    DailyPnLChanged,
     EmergencyStopTriggered,
     Event,
     HandlerCrashLooping,
@@ -56,6 +57,8 @@ from domain.events import (
 from domain.values import Bar, Headline, Side
 from handlers.base import Handler
 from handlers.executor import Executor
+from handlers.risk_guard import RiskGuard
+from projections.daily_pnl import DailyPnLProjection
 from projections.positions import PositionsProjection
 
 log = logging.getLogger("catalyst.services")
@@ -295,10 +298,21 @@ class Services:
         # Their ids derive from the cause, so the server drops any that did land.
         recent: OrderedDict[UUID, list[Event]] = OrderedDict()
 
+        # The stop's critical path: the risk guard judges each daily P&L change in the same
+        # step that computes it, and both are published together (change first), instead of
+        # waiting for the change to come back through the log. Its own consumer still gets
+        # the change later and skips it by id.
+        guard = next((g for g in self.handlers if isinstance(g, RiskGuard)), None) \
+            if isinstance(h, DailyPnLProjection) else None
+
         async def cb(ev: Event) -> list[Event]:
             if ev.event_id in recent:
                 return recent[ev.event_id]
-            out = h.handle(ev, self.holder.current)
+            settings = self.holder.current
+            out = h.handle(ev, settings)
+            if guard is not None:
+                out = out + [d for change in out if isinstance(change, DailyPnLChanged)
+                             for d in guard.handle(change, settings)]
             recent[ev.event_id] = out
             if len(recent) > 10_000:
                 recent.popitem(last=False)
