@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from requests.adapters import HTTPAdapter
+
+T = TypeVar("T")
 
 
 class TimeoutAdapter(HTTPAdapter):
@@ -24,3 +28,20 @@ def mount_timeouts(session: Any, timeout: float) -> None:
     adapter = TimeoutAdapter(timeout)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+
+
+async def next_or_stopped(queue: asyncio.Queue[T], task: asyncio.Task[None],
+                          stopped: Callable[[], Exception]) -> T:
+    """The next item an alpaca-py stream callback queued, or `stopped()` raised when the
+    stream's task ends first (a stream that died must not leave its reader waiting)."""
+    if not queue.empty():
+        return queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        raise stopped()
+    finally:
+        if not getter.done():
+            getter.cancel()

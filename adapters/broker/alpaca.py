@@ -55,7 +55,7 @@ from tenacity import (
     wait_random,
 )
 
-from adapters.alpaca_http import mount_timeouts
+from adapters.alpaca_http import mount_timeouts, next_or_stopped
 from adapters.broker.port import (
     BrokerAccount,
     BrokerOrder,
@@ -79,6 +79,10 @@ BEFORE_FILL_EVENTS = frozenset({"pending_new", "accepted", "new"})
 TERMINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
 PAGE = 500  # Alpaca's maximum page size for GET /v2/orders
 ZERO = Decimal(0)
+
+
+def _stream_stopped() -> Exception:
+    return BrokerUnavailable("the alpaca trade_updates stream stopped")
 
 
 class _TradingStream(TradingStream):
@@ -299,7 +303,7 @@ class AlpacaBroker:
         self._streams.add(entry)
         try:
             while True:
-                kind, payload = await _next(queue, task)
+                kind, payload = await next_or_stopped(queue, task, _stream_stopped)
                 if kind == "caught_up":
                     # The consumer asked for this item, so it has taken every update before.
                     self.caught_up.set()
@@ -543,19 +547,6 @@ def _missed_price(prev_qty: Decimal, prev_avg: Decimal | None, qty: Decimal,
     return (qty * avg - prev_qty * prev_avg) / (qty - prev_qty)
 
 
-async def _next(queue: asyncio.Queue[tuple[str, Any]], task: asyncio.Task[None]
-                ) -> tuple[str, Any]:
-    if not queue.empty():
-        return queue.get_nowait()
-    getter = asyncio.ensure_future(queue.get())
-    try:
-        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        raise BrokerUnavailable("the alpaca trade_updates stream stopped")
-    finally:
-        if not getter.done():
-            getter.cancel()
 
 
 def _to_alpaca_request(request: OrderRequest) -> AlpacaOrderRequest:

@@ -35,7 +35,7 @@ from alpaca.data.requests import (
 from alpaca.data.timeframe import TimeFrame
 
 from adapters import calendar
-from adapters.alpaca_http import mount_timeouts
+from adapters.alpaca_http import mount_timeouts, next_or_stopped
 from adapters.market_data.dataset import (
     BARS_1DAY,
     BARS_1MIN,
@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _TIMEFRAMES = {"1Min": TimeFrame.Minute, "1Day": TimeFrame.Day}
 GZIP_ABOVE_ROWS = 45_000  # ~3 MB of CSV: compress bigger bar files
+
+
+def _stream_stopped() -> Exception:
+    return MarketDataUnavailable("the alpaca bar stream stopped")
 
 
 class _DataStream(StockDataStream):
@@ -252,7 +256,7 @@ class AlpacaMarketData:
         task = asyncio.create_task(stream._run_forever())
         try:
             while True:
-                yield await _next(queue, task)
+                yield await next_or_stopped(queue, task, _stream_stopped)
         finally:
             with contextlib.suppress(Exception):
                 await stream.stop_ws()
@@ -267,18 +271,6 @@ class AlpacaMarketData:
             await asyncio.to_thread(client._session.close)
 
 
-async def _next(queue: asyncio.Queue[Bar], task: asyncio.Task[None]) -> Bar:
-    if not queue.empty():
-        return queue.get_nowait()
-    getter = asyncio.ensure_future(queue.get())
-    try:
-        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        raise MarketDataUnavailable("the alpaca bar stream stopped")
-    finally:
-        if not getter.done():
-            getter.cancel()
 
 
 # --- catalyst data fetch ----------------------------------------------------------------------
