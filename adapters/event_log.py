@@ -685,7 +685,8 @@ class Consumer:
             if meta.num_delivered >= self.max_deliver:
                 await self._dead_letter(msg, f"handler failed {meta.num_delivered} times: {e!r}")
                 return
-            log.exception("consumer %s: handler failed on %s", self.name, event.type)
+            log.exception("consumer %s: handler failed on %s", self.name, event.type,
+                          extra=log_context(event, self.name))
             await _quiet(msg.nak(delay=min(0.1 * 2 ** meta.num_delivered, 10.0)))
             return
         self.stats.consecutive_failures = 0
@@ -744,6 +745,16 @@ async def _connect(kwargs: dict[str, Any], url: str, timeout: float = 15.0) -> N
         raise NatsConnectError(f"NATS server {url} refused the credentials (authorization "
                                "violation): check nats.user/password, token or creds_file")
     raise NatsConnectError(f"cannot reach the NATS server at {url} within {timeout:.0f}s")
+
+
+def log_context(event: Event, handler: str | None = None) -> dict[str, str]:
+    """Ids a structured log line carries, so it can be joined with the event log."""
+    ctx = {"event_id": str(event.event_id), "event_type": event.type,
+           "correlation_id": event.correlation_id,
+           "causation_id": str(event.causation_id) if event.causation_id else ""}
+    if handler:
+        ctx["handler"] = handler
+    return ctx
 
 
 async def _quiet(aw: Awaitable[Any]) -> None:

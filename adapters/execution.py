@@ -52,6 +52,7 @@ from adapters.broker.port import (
     TradeUpdate,
 )
 from adapters.broker.translate import OrderRefs, trade_update_to_events
+from adapters.event_log import log_context
 from domain.events import (
     ClosedPosition,
     EmergencyStopCompleted,
@@ -196,7 +197,8 @@ class ExecutionService:
                         symbol=cmd.symbol, code=e.code, message=e.message,
                     )
                 ]
-            log.info("order %s was already at the broker; continuing", cmd.client_order_id)
+            log.info("order %s was already at the broker; continuing", cmd.client_order_id,
+                     extra=log_context(cmd.cause, "executor"))
             order = existing
         self.refs.remember(order, cmd.order_id)
         return [
@@ -364,7 +366,8 @@ class ExecutionService:
         em.attempts += 1
         text = f"{type(error).__name__}: {error}"
         em.failures.append(f"attempt {em.attempts}: {text}")
-        log.error("emergency stop attempt %d failed: %s", em.attempts, text)
+        log.error("emergency stop attempt %d failed: %s", em.attempts, text,
+                  extra=log_context(em.cmd.cause, "executor"))
         events.append(
             EmergencyStopFailed.caused_by(
                 em.cmd.cause, em.attempts, "execution.emergency_failed",

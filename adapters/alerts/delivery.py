@@ -31,6 +31,7 @@ from adapters.alerts.render import (
     render_alert,
     webhook_payload,
 )
+from adapters.event_log import log_context
 from domain.events import AlertFailed, AlertRaised, AlertSent, Event
 from domain.values import Severity
 
@@ -166,7 +167,8 @@ class AlertDelivery:
         if result.ok:
             self._remember(self._delivered, (alert.alert_id, result.channel), None)
             log.info("alert %s (%s) sent via %s to %s", alert.alert_id, alert.kind,
-                     result.channel, ", ".join(result.recipients))
+                     result.channel, ", ".join(result.recipients),
+                     extra=log_context(alert, "alert_delivery"))
             events.append(AlertSent.caused_by(
                 alert, 0, f"{HANDLER}:{result.channel}", occurred_at=now,
                 alert_id=alert.alert_id, kind=alert.kind, severity=alert.severity,
