@@ -104,6 +104,7 @@ class Services:
     consumers: list[Consumer] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     service: ExecutionService | None = None
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # the scheduler's waits
     broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
@@ -462,21 +463,23 @@ class Services:
             day = now.astimezone(XNYS_TZ).date()
             session = cal.session(day)
             if session is None or now >= session.close:
-                await asyncio.sleep(min(300.0, _seconds_to_next_day(now)))
+                await self.sleep(min(300.0, _seconds_to_next_day(now)))
                 continue
             if now < session.open:
                 log.warning("waiting for the open at %s", session.open.astimezone(XNYS_TZ))
-                await asyncio.sleep(min(60.0, (session.open - now).total_seconds()))
+                await self.sleep(min(60.0, (session.open - now).total_seconds()))
                 continue
             await self.log.publish(SessionStartRequested(
                 event_id=uuid5(NAMESPACE_URL, f"scheduler:start:{day}"),
                 type="SessionStartRequested", occurred_at=max(now, session.open),
                 correlation_id=f"session-{day}", requested_by="scheduler", session_date=day))
-            minute = session.open + timedelta(minutes=1)
+            # Tick from the next minute on: started (or restarted) late, the minutes already
+            # gone are not replayed as if they were now (no burst of stale scans).
+            minute = max(session.open + timedelta(minutes=1), _next_minute(self.clock()))
             while minute <= session.close:
                 wait = (minute - self.clock()).total_seconds()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self.sleep(wait)
                 await self.log.publish(ClockTicked(
                     event_id=uuid5(NAMESPACE_URL, f"scheduler:tick:{minute.isoformat()}"),
                     type="ClockTicked", occurred_at=minute, correlation_id=f"session-{day}",
@@ -493,6 +496,11 @@ class Services:
             await c.stop()
         with contextlib.suppress(Exception):
             await self.broker.close()
+
+
+def _next_minute(now: datetime) -> datetime:
+    floor = now.replace(second=0, microsecond=0)
+    return floor if floor == now else floor + timedelta(minutes=1)
 
 
 def _seconds_to_next_day(now: datetime) -> float:
