@@ -12,7 +12,6 @@ decides again (and is forgotten once a decision succeeds), so no decision is los
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from domain.events import Event
@@ -31,8 +30,13 @@ class Handler:
     accepts: ClassVar[frozenset[str] | None] = None
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[Any, None] = OrderedDict()
-        self._undecided: set[Any] = set()  # applied, but decide raised: decide on redelivery
+        # Applied event ids, as `UUID.int`: hashing a UUID object is a Python-level call, and
+        # this runs for every event every handler sees. Two generations bound the memory: an
+        # id is remembered for at least the last _SEEN_LIMIT events applied (at most twice
+        # that), far longer than a redelivery can lag.
+        self._seen: set[int] = set()
+        self._seen_old: set[int] = set()
+        self._undecided: set[int] = set()  # applied, but decide raised: decide on redelivery
 
     def wants(self, event: Event) -> bool:
         return self.accepts is None or event.type in self.accepts
@@ -43,24 +47,42 @@ class Handler:
     def decide(self, event: Event, settings: Settings) -> list[Event]:
         return []
 
+    def _first_time(self, key: int) -> bool:
+        """Remember `key`; False when it was already remembered."""
+        seen = self._seen
+        if key in seen or key in self._seen_old:
+            return False
+        seen.add(key)
+        if len(seen) >= _SEEN_LIMIT:
+            self._seen_old, self._seen = seen, set()
+        return True
+
     def apply(self, event: Event) -> bool:
         """Evolve once per event id; returns False when the event was already applied."""
-        if event.event_id in self._seen:
+        if not self._first_time(event.event_id.int):
             return False
-        self._seen[event.event_id] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
         self.evolve(event)
         return True
 
     def handle(self, event: Event, settings: Settings) -> list[Event]:
-        if not self.wants(event):
+        accepts = self.accepts
+        if accepts is not None and event.type not in accepts:
             return []
-        if not self.apply(event) and event.event_id not in self._undecided:
+        key = event.event_id.int
+        if self._first_time(key):
+            self.evolve(event)
+            redelivered = False
+        elif key in self._undecided:
+            redelivered = True
+        else:
             return []
-        self._undecided.add(event.event_id)
-        outputs = self.decide(event, settings)
-        self._undecided.discard(event.event_id)
+        try:
+            outputs = self.decide(event, settings)
+        except BaseException:
+            self._undecided.add(key)
+            raise
+        if redelivered:
+            self._undecided.discard(key)
         for out in outputs:
             self.apply(out)
         return outputs
