@@ -119,11 +119,17 @@ class SimulatedClock:
     # Progress through the tape, kept across calls so `run` can go one day at a time.
     _news_i: int = 0
     _sent_daily: set[tuple[str, datetime]] = field(default_factory=set)
+    _stamps: dict[datetime, str] = field(default_factory=dict)
 
     def _bar_event(self, bar: Bar, at: datetime) -> BarReceived:
+        # str(datetime) is most of the id's cost, and every bar of a minute shares it.
+        stamp = self._stamps.get(bar.timestamp)
+        if stamp is None:
+            if len(self._stamps) > 4096:
+                self._stamps.clear()
+            stamp = self._stamps[bar.timestamp] = str(bar.timestamp)
         return BarReceived(
-            event_id=data_event_id("bar", f"{bar.symbol}:{bar.timeframe}:{bar.timestamp}",
-                                   self.run_id),
+            event_id=data_event_id("bar", f"{bar.symbol}:{bar.timeframe}:{stamp}", self.run_id),
             type="BarReceived", occurred_at=at, correlation_id=self.run_id,
             symbol=bar.symbol, bar=bar,
         )

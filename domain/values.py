@@ -52,7 +52,10 @@ class Severity(StrEnum):
 
 
 def ensure_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is UTC:  # the common case (every bar and event time): astimezone would return it
+        return value
+    if tz is None:
         raise ValueError("datetime must carry a timezone (UTC inside the system)")
     return value.astimezone(UTC)
 
