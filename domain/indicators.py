@@ -32,8 +32,10 @@ def _wilder(values: Sequence[Decimal], period: int) -> Decimal:
     """Wilder's smoothing: seed with the simple mean of the first `period` values, then
     avg = (avg * (period - 1) + value) / period for every later value."""
     avg = sum(values[:period], ZERO) / period
+    # Decimal operands: int ones are converted (exactly) on every operation.
+    n, n_1 = Decimal(period), Decimal(period - 1)
     for v in values[period:]:
-        avg = (avg * (period - 1) + v) / period
+        avg = (avg * n_1 + v) / n
     return avg
 
 
@@ -48,9 +50,10 @@ def ema_series(values: Sequence[Decimal], period: int) -> list[Decimal]:
     k = Decimal(2) / (period + 1)
     e = sum(values[:period], ZERO) / period
     out = [e]
+    append = out.append
     for v in values[period:]:
         e = e + k * (v - e)
-        out.append(e)
+        append(e)
     return out
 
 
@@ -61,9 +64,19 @@ def rsi(closes: Sequence[Decimal], period: int = 14) -> float | None:
     """
     if period < 1 or len(closes) < period + 1:
         return None
-    changes = [b - a for a, b in zip(closes, closes[1:], strict=False)]
-    avg_gain = _wilder([max(c, ZERO) for c in changes], period)
-    avg_loss = _wilder([max(-c, ZERO) for c in changes], period)
+    # One pass; `ZERO if ZERO > x else x` is max(x, ZERO) exactly (max keeps the first of
+    # equals), so the values, and what Wilder makes of them, are the same to the digit.
+    gains: list[Decimal] = []
+    losses: list[Decimal] = []
+    prev = closes[0]
+    for close in closes[1:]:
+        change = close - prev
+        gains.append(ZERO if ZERO > change else change)
+        change = -change
+        losses.append(ZERO if ZERO > change else change)
+        prev = close
+    avg_gain = _wilder(gains, period)
+    avg_loss = _wilder(losses, period)
     if avg_loss == 0:
         return 100.0 if avg_gain > 0 else 50.0
     rs = avg_gain / avg_loss
@@ -89,10 +102,19 @@ def macd(
         raise ValueError("MACD needs 0 < fast < slow and signal >= 1")
     if len(closes) < slow + signal - 1:
         return None
-    # The fast EMA starts at index fast-1, the slow one at slow-1: align both on the slow.
-    fast_e = ema_series(closes, fast)[slow - fast :]
-    slow_e = ema_series(closes, slow)
-    line = [f - s for f, s in zip(fast_e, slow_e, strict=True)]
+    # Both EMAs in one pass, the same arithmetic as ema_series: the fast one starts at index
+    # fast-1, the slow one at slow-1, and the line from there.
+    kf = Decimal(2) / (fast + 1)
+    ks = Decimal(2) / (slow + 1)
+    ef = sum(closes[:fast], ZERO) / fast
+    for v in closes[fast:slow]:
+        ef = ef + kf * (v - ef)
+    es = sum(closes[:slow], ZERO) / slow
+    line = [ef - es]
+    for v in closes[slow:]:
+        ef = ef + kf * (v - ef)
+        es = es + ks * (v - es)
+        line.append(ef - es)
     sig = ema_series(line, signal)
     hist = line[-1] - sig[-1]
     prev = line[-2] - sig[-2] if len(sig) >= 2 else None
@@ -102,9 +124,23 @@ def macd(
 def true_ranges(bars: Sequence[HasHLC]) -> list[Decimal]:
     """True range of every bar after the first: max(high-low, |high-prev close|,
     |low-prev close|). The first bar has no previous close, so it has no true range."""
-    out = []
-    for prev, bar in zip(bars, bars[1:], strict=False):
-        out.append(max(bar.high - bar.low, abs(bar.high - prev.close), abs(bar.low - prev.close)))
+    out: list[Decimal] = []
+    if not bars:
+        return out
+    prev_close = bars[0].close
+    for i in range(1, len(bars)):
+        bar = bars[i]
+        high, low = bar.high, bar.low
+        # max(a, b, c) spelled out (it keeps the first of equals): same value, same digits.
+        tr = high - low
+        x = abs(high - prev_close)
+        if x > tr:
+            tr = x
+        x = abs(low - prev_close)
+        if x > tr:
+            tr = x
+        out.append(tr)
+        prev_close = bar.close
     return out
 
 

@@ -54,12 +54,17 @@ def breakout(
 def _local_minima(lows: Sequence[Decimal], order: int) -> list[int]:
     """Indices whose low is <= every low within `order` bars either side (edges included
     with the neighbours they have, so the last bar may be a bottom that is forming now)."""
-    out = []
-    for j, low in enumerate(lows):
-        lo, hi = max(0, j - order), min(len(lows), j + order + 1)
-        if all(low <= lows[k] for k in range(lo, hi) if k != j):
-            out.append(j)
-    return out
+    # Each pair of bars `d` apart is compared once: the higher of the two is no minimum
+    # (prices are totally ordered, so "not <=" is ">").
+    n = len(lows)
+    ok = [True] * n
+    for d in range(1, order + 1):
+        for i, (a, b) in enumerate(zip(lows, lows[d:], strict=False)):
+            if b < a:
+                ok[i] = False
+            elif a < b:
+                ok[i + d] = False
+    return [j for j in range(n) if ok[j]]
 
 
 def double_bottom(

@@ -143,6 +143,13 @@ class Scanner(Handler):
 
 
 def _complete(bars: deque[Bar], timeframe: str, as_of: datetime) -> list[Bar]:
-    """The bars that had closed by `as_of`."""
-    duration = BAR_DURATION[timeframe]
-    return [b for b in bars if b.timestamp + duration <= as_of]
+    """The bars that had closed by `as_of` (`timestamp + duration <= as_of`)."""
+    cutoff = as_of - BAR_DURATION[timeframe]
+    # `_insert` keeps the bars in timestamp order, so the complete ones are a prefix and
+    # only the newest few need looking at.
+    n = len(bars)
+    while n and bars[n - 1].timestamp > cutoff:
+        n -= 1
+    out = list(bars)
+    del out[n:]
+    return out
