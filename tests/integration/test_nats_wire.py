@@ -1,0 +1,176 @@
+"""The fast lane and pre-built frames against a real nats-server, on nats-py's connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from adapters.nats_wire import (
+    FastLane,
+    RawMsg,
+    header_value,
+    hpub,
+    lane_subscribe,
+    send_frames,
+    status_of,
+)
+
+
+async def connect(url: str) -> NATS:
+    return await nats.connect(url, connect_timeout=5)
+
+
+async def wait_for(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def payloads(n: int) -> list[bytes]:
+    # Sizes from empty to far larger than one socket read, so messages straddle reads.
+    sizes = [0, 1, 17, 4096, 70_000, 300_000]
+    return [bytes([65 + i % 26]) * sizes[i % len(sizes)] for i in range(n)]
+
+
+async def test_lane_receives_every_message_in_order_with_headers_and_replies(
+        nats_url: str) -> None:
+    nc, pub = await connect(nats_url), await connect(nats_url)
+    got: list[RawMsg] = []
+    plain: list[object] = []
+    try:
+        sub, lane = await lane_subscribe(nc, "wire.lane", got.extend)
+        assert isinstance(lane, FastLane)
+        # Another subscription on the same connection keeps going through nats-py.
+        await nc.subscribe("wire.plain", cb=collect(plain))
+        await nc.flush()  # the server knows both subscriptions before anything is sent
+        data = payloads(300)
+        for i, d in enumerate(data):
+            if i % 3 == 0:
+                await pub.publish("wire.lane", d)  # MSG, no headers
+            else:
+                await pub.publish("wire.lane", d, reply=f"r.{i}",
+                                  headers={"Catalyst-Order": str(i), "K": "v"})
+            if i % 10 == 0:
+                await pub.publish("wire.plain", str(i).encode())
+        await pub.flush()
+        await wait_for(lambda: len(got) == len(data) and len(plain) == 30)
+        assert [m.data for m in got] == data
+        for i, m in enumerate(got):
+            assert m.subject == b"wire.lane"
+            if i % 3 == 0:
+                assert (m.reply, m.headers) == (b"", b"")
+            else:
+                assert m.reply == f"r.{i}".encode()
+                assert header_value(m.headers, b"\r\nCatalyst-Order: ") == str(i).encode()
+                assert header_value(m.headers, b"\r\nMissing: ") is None
+        assert [m.data for m in plain] == [str(i).encode() for i in range(0, 300, 10)]
+        # Request/reply (what JetStream API calls use) still works with a lane open.
+        await pub.subscribe("wire.echo", cb=echo(pub))
+        await pub.flush()
+        assert (await nc.request("wire.echo", b"ping", timeout=5)).data == b"ping"
+        lane.close(sub._id)
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+        await pub.close()
+
+
+def collect(out: list):  # type: ignore[no-untyped-def,type-arg]
+    async def cb(msg: object) -> None:
+        out.append(msg)
+    return cb
+
+
+def echo(nc: NATS):  # type: ignore[no-untyped-def]
+    async def cb(msg: object) -> None:
+        await nc.publish(msg.reply, msg.data)  # type: ignore[attr-defined]
+    return cb
+
+
+async def test_without_the_expected_parser_the_lane_falls_back_to_a_callback(
+        nats_url: str) -> None:
+    nc, pub = await connect(nats_url), await connect(nats_url)
+
+    class OtherParser(type(nc._ps)):  # type: ignore[misc]
+        pass
+
+    nc._ps.__class__ = OtherParser
+    got: list[RawMsg] = []
+    try:
+        sub, lane = await lane_subscribe(nc, "wire.fallback", got.extend)
+        assert lane is None
+        await nc.flush()
+        await pub.publish("wire.fallback", b"x", headers={"Catalyst-Type": "BarReceived"})
+        await pub.flush()
+        await wait_for(lambda: len(got) == 1)
+        assert got[0].data == b"x"
+        assert header_value(got[0].headers, b"\r\nCatalyst-Type: ") == b"BarReceived"
+    finally:
+        await nc.close()
+        await pub.close()
+
+
+async def test_prebuilt_frames_arrive_as_nats_py_would_send_them(nats_url: str) -> None:
+    nc, pub = await connect(nats_url), await connect(nats_url)
+    seen: list[object] = []
+    try:
+        await nc.subscribe("wire.frames.>", cb=collect(seen))
+        await nc.flush()
+        frames = b"".join(
+            hpub(f"wire.frames.{i}", "reply.to" if i == 2 else "",
+                 [("Nats-Msg-Id", f"id-{i}"), ("Catalyst-Order", str(i))], b"d" * i)
+            for i in range(3))
+        await send_frames(pub, frames)
+        await wait_for(lambda: len(seen) == 3)
+        for i, m in enumerate(seen):
+            assert m.subject == f"wire.frames.{i}"  # type: ignore[attr-defined]
+            assert m.data == b"d" * i  # type: ignore[attr-defined]
+            assert m.headers == {"Nats-Msg-Id": f"id-{i}",  # type: ignore[attr-defined]
+                                 "Catalyst-Order": str(i)}
+        assert seen[2].reply == "reply.to"  # type: ignore[attr-defined]
+    finally:
+        await nc.close()
+        await pub.close()
+
+
+def test_status_lines() -> None:
+    assert status_of(b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 3\r\n\r\n") == b"408"
+    assert status_of(b"NATS/1.0\r\nA: b\r\n\r\n") is None
+    assert status_of(b"") is None
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 100_000])
+async def test_parser_handles_any_split_of_the_byte_stream(chunk: int) -> None:
+    """Frames cut at every possible place by the socket: the lane sees whole messages."""
+    got: list[RawMsg] = []
+    others: list[tuple[int, bytes]] = []
+
+    class FakeClient:
+        async def _process_msg(self, sid, subject, reply, data, headers):  # type: ignore[no-untyped-def]
+            others.append((sid, data))
+
+        async def _process_ping(self) -> None:
+            others.append((0, b"PING"))
+
+    from nats.protocol.parser import Parser
+
+    ps = Parser(FakeClient())
+    ps.__class__ = FastLane
+    ps._lanes = {}  # type: ignore[attr-defined]
+    ps.open(5, got.extend)  # type: ignore[attr-defined]
+    wire = (b"HMSG a.b 5 r.1 12 15\r\nNATS/1.0\r\n\r\nabc\r\n"
+            b"PING\r\n"
+            b"MSG other 9 3\r\nxyz\r\n"
+            b"MSG a.b 5 2\r\nhi\r\n"
+            b"HMSG a.b 5 24 24\r\nNATS/1.0 408 Timeout\r\n\r\n\r\n")
+    for i in range(0, len(wire), chunk):
+        await ps.parse(wire[i:i + chunk])
+    assert [(m.subject, m.reply, m.data) for m in got] == [
+        (b"a.b", b"r.1", b"abc"), (b"a.b", b"", b"hi"), (b"a.b", b"", b"")]
+    assert status_of(got[2].headers) == b"408"
+    assert others == [(0, b"PING"), (9, b"xyz")]
+    assert not ps.buf
