@@ -38,6 +38,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from adapters.nats_wire import can_send_frames, hpub, plain_subject, send_frames
 from domain.errors import CatalystError, ConcurrencyError, EventDecodeError
 from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
 
@@ -242,6 +243,8 @@ class EventLog:
         self._ack_token = nc._nuid.next().decode()  # batch ids are unique per connection
         self._ack_n = 0
         self._acks: dict[str, asyncio.Future[Any]] = {}
+        self._can_frame = can_send_frames(nc)
+        self._plain_subjects: set[str] = set()
 
     # --- connection ------------------------------------------------------------------------
 
@@ -411,6 +414,18 @@ class EventLog:
         reply, fut = await self._ack_future()
         batch_id = reply.rsplit(".", 1)[1]
         last = len(msgs) - 1
+        if self._frames_ok(msgs):
+            # The whole batch as one write of pre-built frames: nats-py would re-validate
+            # and re-encode every header of every message (the bulk of a recorded backtest's
+            # publishing cost). Our header values are ids, type names and numbers.
+            frames = []
+            for n, (subject, data, headers) in enumerate(msgs):
+                hdr = [*headers.items(), (BATCH_ID, batch_id), (BATCH_SEQ, str(n + 1))]
+                if n == last:
+                    hdr.append((BATCH_COMMIT, "1"))
+                frames.append(hpub(subject, reply if n == last else "", hdr, data))
+            await send_frames(self.nc, b"".join(frames))
+            return fut
         for n, (subject, data, headers) in enumerate(msgs):
             h = dict(headers)
             h[BATCH_ID] = batch_id
@@ -420,6 +435,21 @@ class EventLog:
             # Only the commit asks for a reply: the server answers for the whole batch.
             await self.nc.publish(subject, data, reply=reply if n == last else "", headers=h)
         return fut
+
+    def _frames_ok(self, msgs: Sequence[tuple[str, bytes, dict[str, str]]]) -> bool:
+        if not self._can_frame:
+            return False
+        limit = self.nc.max_payload
+        known = self._plain_subjects
+        for subject, data, _ in msgs:
+            if len(data) > limit:
+                return False  # nats-py's publish raises the proper error
+            if subject not in known:
+                if not plain_subject(subject):
+                    return False
+                if len(known) < 100_000:
+                    known.add(subject)
+        return True
 
     async def _ack_future(self) -> tuple[str, asyncio.Future[Any]]:
         """A reply subject and the future its publish ack resolves.

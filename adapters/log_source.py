@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from adapters.event_log import (
@@ -41,6 +40,7 @@ from adapters.event_log import (
     EventLog,
     decode_msg,
 )
+from adapters.nats_wire import FastLane, RawMsg, header_value, lane_subscribe, status_of
 from domain.errors import CatalystError, EventDecodeError
 from domain.events import REGISTRY, Event, decode_event
 
@@ -48,6 +48,8 @@ ROLE_RECORD = "record"
 ROLE_MD = "market_data"
 EXPORT_VERSION = 1
 BATCH = 2048
+TYPE_KEY = f"\r\n{TYPE_HEADER}: ".encode()
+ORDER_KEY = f"\r\n{ORDER_HEADER}: ".encode()
 
 
 class LogReadError(CatalystError):
@@ -60,6 +62,7 @@ class LogEntry(NamedTuple):  # a tuple: cheap to make half a million of
     subject: str
     event: Event
     order: int | None = None  # dispatch position, when a pipeline recorded it
+    raw: bytes | None = None  # the event's JSON exactly as stored, when read from NATS
 
 
 @contextlib.contextmanager
@@ -108,7 +111,10 @@ def subjects_overlap(a: str, b: str) -> bool:
 
 
 class _PullFeed:
-    """One stream, in sequence order, through an ephemeral pull consumer."""
+    """One stream, in sequence order, through an ephemeral pull consumer.
+
+    Its messages come through a fast lane of the client's parser (adapters.nats_wire): raw
+    bytes, many at a time, decoded here in one pass."""
 
     def __init__(self, log: EventLog, stream: str, role: str, subject: str | None) -> None:
         self.log = log
@@ -119,12 +125,13 @@ class _PullFeed:
         self.received = 0
         self.consumed = 0
         self.requested = 0
-        self.buf: list[tuple[Msg, int]] = []
+        self.buf: list[tuple[RawMsg, int]] = []
         self.ready = asyncio.Event()
         self.error: str | None = None
         self._last_dseq = 0
         self._consumer: str | None = None
         self._sub: Any = None
+        self._lane: FastLane | None = None
 
     async def open(self) -> int:
         js = self.log.js
@@ -143,13 +150,10 @@ class _PullFeed:
             return 0
         nc = self.log.nc
         self._inbox = nc.new_inbox()
-        self._sub = await nc.subscribe(self._inbox, cb=self._on_msg,
-                                       pending_msgs_limit=8 * BATCH + 64,
-                                       pending_bytes_limit=512 * 1024 * 1024)
+        self._sub, self._lane = await lane_subscribe(nc, self._inbox, self._on_raw)
         prefix = getattr(js, "_prefix", "$JS.API")
         self._next = f"{prefix}.CONSUMER.MSG.NEXT.{self.stream}.{self._consumer}"
-        await self._request()
-        await self._request()
+        await self._top_up()
         return self.total
 
     async def _request(self) -> None:
@@ -160,38 +164,50 @@ class _PullFeed:
         body = json.dumps({"batch": want, "expires": 5_000_000_000}).encode()
         await self.log.nc.publish(self._next, body, reply=self._inbox)
 
-    async def _on_msg(self, msg: Msg) -> None:
-        hdr = msg.headers
-        if hdr and not msg.data and "Status" in hdr:
-            code = hdr.get("Status")
-            if code in ("408", "404"):  # a pull expired with nothing left to give: ask again
-                self.requested -= int(hdr.get("Nats-Pending-Messages", "0") or 0)
-                self.requested = max(self.requested, self.received)
-                await self._request()
-            elif code != "100":  # 100 = heartbeat / flow control
-                self.error = f"{self.stream}: pull failed: {code} {hdr.get('Description', '')}"
-                self.ready.set()
-            return
-        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>[...]
-        tokens = msg.reply.split(".")
-        if len(tokens) >= 12:  # v2 ack subject: domain and account hash first
-            tokens = tokens[:2] + tokens[4:]
-        dseq = int(tokens[6])
-        if dseq != self._last_dseq + 1:
-            self.error = (f"{self.stream}: gap in delivery (consumer sequence {dseq} after "
-                          f"{self._last_dseq}); nothing was skipped silently, read again")
-        self._last_dseq = dseq
-        self.buf.append((msg, int(tokens[5])))
-        self.received += 1
+    async def _top_up(self) -> None:
+        # Keep about two batches in flight: bounded memory, network and decoding overlap.
+        while self.requested - self.consumed < 2 * BATCH and self.requested < self.total:
+            await self._request()
+
+    def _on_raw(self, msgs: list[RawMsg]) -> None:
+        buf = self.buf
+        before = len(buf)
+        last = self._last_dseq
+        for m in msgs:
+            if not m.data:
+                code = status_of(m.headers)
+                if code is not None:
+                    if code in (b"408", b"404"):
+                        # A pull expired with nothing left to give: ask again (in take()).
+                        left = header_value(m.headers, b"\r\nNats-Pending-Messages: ")
+                        self.requested -= int(left or 0)
+                        self.requested = max(self.requested, self.received)
+                    elif code != b"100":  # 100 = heartbeat / flow control
+                        line = m.headers.split(b"\r\n", 1)[0][9:].decode(errors="replace")
+                        self.error = f"{self.stream}: pull failed: {line}"
+                    continue
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>[...]
+            tokens = m.reply.split(b".")
+            if len(tokens) >= 12:  # v2 ack subject: domain and account hash first
+                tokens = tokens[:2] + tokens[4:]
+            dseq = int(tokens[6])
+            if dseq != last + 1 and self.error is None:
+                self.error = (f"{self.stream}: gap in delivery (consumer sequence {dseq} "
+                              f"after {last}); nothing was skipped silently, read again")
+            last = dseq
+            buf.append((m, int(tokens[5])))
+        self.received += len(buf) - before
+        self._last_dseq = last
         self.ready.set()
 
-    async def take(self, timeout: float = 30.0) -> list[tuple[Msg, int]]:
+    async def take(self, timeout: float = 30.0) -> list[tuple[RawMsg, int]]:
         """The next messages (empty once the stream is read to its end)."""
         if self.consumed >= self.total:
             return []
         while not self.buf:
             if self.error:
                 raise LogReadError(self.error)
+            await self._top_up()
             self.ready.clear()
             try:
                 await asyncio.wait_for(self.ready.wait(), timeout)
@@ -202,32 +218,44 @@ class _PullFeed:
             raise LogReadError(self.error)
         msgs, self.buf = self.buf, []
         self.consumed += len(msgs)
-        # Keep about two batches in flight: bounded memory, network and decoding overlap.
-        while self.requested - self.consumed < 2 * BATCH and self.requested < self.total:
-            await self._request()
+        await self._top_up()
         if self.consumed >= self.total:
             await self.close()
         return msgs
 
-    def entries(self, msgs: list[tuple[Msg, int]]) -> list[LogEntry]:
+    def entries(self, msgs: list[tuple[RawMsg, int]]) -> list[LogEntry]:
         out: list[LogEntry] = []
+        append = out.append
         role = self.role
+        registry = REGISTRY
+        subjects: dict[bytes, str] = {}
         for m, sseq in msgs:
-            hdr = m.headers
-            cls = REGISTRY.get(hdr.get(TYPE_HEADER, "")) if hdr else None
+            hdr, data = m.headers, m.data
+            # The two headers we need, found in the raw block (no dict per message).
+            i = hdr.find(TYPE_KEY)
+            cls = None
+            if i >= 0:
+                i += len(TYPE_KEY)
+                cls = registry.get(hdr[i:hdr.find(b"\r\n", i)].decode())
             try:
-                ev = cls.model_validate_json(m.data) if cls else decode_msg(m.data, hdr)
+                ev = cls.model_validate_json(data) if cls else decode_event(data)
             except (ValueError, EventDecodeError):
                 try:
-                    ev = decode_msg(m.data, hdr)
+                    ev = decode_event(data)
                 except EventDecodeError:
                     continue  # dead letters are the consumers' business; replay skips them
-            order = hdr.get(ORDER_HEADER) if hdr else None
-            out.append(LogEntry(role, sseq, m.subject, ev, int(order) if order else None))
+            i = hdr.find(ORDER_KEY)
+            order = int(hdr[i + len(ORDER_KEY):hdr.find(b"\r\n", i + 1)]) if i >= 0 else None
+            subject = subjects.get(m.subject)
+            if subject is None:
+                subject = subjects[m.subject] = m.subject.decode()
+            append(LogEntry(role, sseq, subject, ev, order, data))
         return out
 
     async def close(self) -> None:
         if self._sub is not None:
+            if self._lane is not None:
+                self._lane.close(self._sub._id)
             try:
                 await self._sub.unsubscribe()
             except Exception:  # noqa: BLE001 - connection may be closing
@@ -342,7 +370,7 @@ def export_header(window: dict[str, Any] | None, counts: dict[str, int],
 
 def export_line(e: LogEntry) -> str:
     # The event's own JSON, verbatim: what was recorded is what the file holds.
-    ev = e.event.to_json().decode()
+    ev = (e.raw or e.event.to_json()).decode()
     return (f'{{"stream":"{e.stream}","seq":{e.seq},"order":'
             f'{"null" if e.order is None else e.order},"subject":{json.dumps(e.subject)},'
             f'"event":{ev}}}')
