@@ -130,9 +130,19 @@ def stream_for(subject: str, names: StreamNames) -> str:
     return names.market_data if subject.startswith(MD_PREFIX) else names.record
 
 
+_SUBJECTS: dict[tuple[str, str], str] = {}  # (template, symbol) -> subject
+
+
 def encode(event: Event) -> tuple[str, bytes, dict[str, str]]:
-    return event.subject, event.to_json(), {MSG_ID_HEADER: str(event.event_id),
-                                            TYPE_HEADER: event.type}
+    # Subjects repeat (one per symbol and type): formatted once, not per event.
+    key = (event.subject_template, getattr(event, "symbol", ""))
+    subject = _SUBJECTS.get(key)
+    if subject is None:
+        subject = event.subject
+        if len(_SUBJECTS) < 100_000:
+            _SUBJECTS[key] = subject
+    return subject, event.to_json(), {MSG_ID_HEADER: str(event.event_id),
+                                      TYPE_HEADER: event.type}
 
 
 def decode_msg(data: bytes, headers: dict[str, str] | None) -> Event:

@@ -228,6 +228,7 @@ class _PullFeed:
         append = out.append
         role = self.role
         registry = REGISTRY
+        new = tuple.__new__  # LogEntry's own constructor is a Python function
         subjects: dict[bytes, str] = {}
         for m, sseq in msgs:
             hdr, data = m.headers, m.data
@@ -238,7 +239,8 @@ class _PullFeed:
                 i += len(TYPE_KEY)
                 cls = registry.get(hdr[i:hdr.find(b"\r\n", i)].decode())
             try:
-                ev = cls.model_validate_json(data) if cls else decode_event(data)
+                ev = (cls.__pydantic_validator__.validate_json(data) if cls
+                      else decode_event(data))
             except (ValueError, EventDecodeError):
                 try:
                     ev = decode_event(data)
@@ -249,7 +251,7 @@ class _PullFeed:
             subject = subjects.get(m.subject)
             if subject is None:
                 subject = subjects[m.subject] = m.subject.decode()
-            append(LogEntry(role, sseq, subject, ev, order, data))
+            append(new(LogEntry, (role, sseq, subject, ev, order, data)))
         return out
 
     async def close(self) -> None:

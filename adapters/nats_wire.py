@@ -40,6 +40,8 @@ class RawMsg(NamedTuple):
 
 
 Lane = Callable[[list[RawMsg]], None]
+# A NamedTuple's own constructor is a Python function; this is the C one (same object).
+_new = tuple.__new__
 
 
 def header_value(headers: bytes, key: bytes) -> bytes | None:
@@ -159,11 +161,12 @@ class FastLane(nats_parser.Parser):
                             subject, _, hlen_b, _ = parts
                             reply = b""
                         split = body + int(hlen_b)
-                        lane_msgs.append(RawMsg(subject, reply, view[body:split],
-                                                view[split:end - 2]))
+                        lane_msgs.append(_new(RawMsg, (subject, reply, view[body:split],
+                                                       view[split:end - 2])))
                     else:
-                        lane_msgs.append(RawMsg(parts[0], parts[2] if len(parts) == 4 else b"",
-                                                b"", view[body:end - 2]))
+                        lane_msgs.append(_new(RawMsg, (parts[0],
+                                                       parts[2] if len(parts) == 4 else b"",
+                                                       b"", view[body:end - 2])))
                     pos = end
                     continue
             else:

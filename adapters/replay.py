@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -379,9 +378,11 @@ class Verifier:
         self._early: dict[UUID, LogEntry] = {}  # recorded derived events nobody decided yet
         self._orphans: dict[UUID, list[LogEntry]] = {}  # cause id -> events recorded before it
         self._reported_early: set[UUID] = set()
-        # Recent events: id -> (type, occurred_at, causation id, phase); bounded memory.
-        self._recent: dict[UUID, tuple[str, datetime, UUID | None, int]] = {}
-        self._recent_ids: deque[UUID] = deque()
+        # Recent events: id.int -> (type, occurred_at, causation id, phase), in two
+        # generations of `recent_limit` (bounded memory without per-event eviction; int keys
+        # hash in C where UUID.__hash__ is Python).
+        self._recent: dict[int, tuple[str, datetime, UUID | None, int]] = {}
+        self._recent_old: dict[int, tuple[str, datetime, UUID | None, int]] = {}
         self._recent_limit = recent_limit
         self._max_order: int | None = None
         self._holes: list[list[Any]] = []  # [first, last, entry after the hole]
@@ -389,26 +390,38 @@ class Verifier:
     # --- plumbing ----------------------------------------------------------------------------
 
     def _route(self, ev: Event) -> list[Handler]:
+        # Market data subjects differ only in the symbol, which no handler filters on: one
+        # route per type. Other subjects are fixed per type unless they name a symbol.
+        cls = type(ev)
+        found = self._routes.get(cls)
+        if found is not None:
+            return found
         from adapters.pipeline import routes
 
         subject = ev.subject
-        key = (ev.type, subject.rsplit(".", 1)[0] if subject.startswith("catalyst.md.")
-               else subject)
+        tpl = cls.subject_template
+        by_type = tpl.startswith("catalyst.md.") or "{" not in tpl
+        key: object = cls if by_type else (cls, subject)
         found = self._routes.get(key)
         if found is None:
             found = self._routes[key] = [h for h in self.handlers
                                          if routes(h.subjects, subject) and h.wants(ev)]
         return found
 
+    def _recent_get(self, eid: UUID) -> tuple[str, datetime, UUID | None, int] | None:
+        k = eid.int
+        found = self._recent.get(k)
+        return found if found is not None else self._recent_old.get(k)
+
     def _remember(self, ev: Event, phase: int) -> None:
-        eid = ev.event_id
-        if eid in self._recent:
+        k = ev.event_id.int
+        recent = self._recent
+        if k in recent or k in self._recent_old:
             return
-        self._recent[eid] = (ev.type, ev.occurred_at, ev.causation_id, phase)
-        ids = self._recent_ids
-        ids.append(eid)
-        if len(ids) > self._recent_limit:
-            self._recent.pop(ids.popleft(), None)
+        if len(recent) >= self._recent_limit:
+            self._recent_old = recent
+            recent = self._recent = {}
+        recent[k] = (ev.type, ev.occurred_at, ev.causation_id, phase)
 
     def chain(self, cause: UUID | None, first: Event | None = None, depth: int = 8
               ) -> tuple[str, ...]:
@@ -416,7 +429,7 @@ class Verifier:
         if first is not None:
             out.append(_link(first.type, first.occurred_at, first.event_id))
         while cause is not None and len(out) < depth:
-            info = self._recent.get(cause)
+            info = self._recent_get(cause)
             if info is None:
                 out.append(f"{cause} (not in the replayed part of the log)")
                 break
@@ -485,7 +498,11 @@ class Verifier:
             return
         if t in OUT_OF_BAND:
             self._use_config(ev)
-        self._check_order(entry)
+        order = entry.order
+        if order is not None and order - 1 == self._max_order:
+            self._max_order = order  # the common case of _check_order, inline
+        else:
+            self._check_order(entry)
         settings = self.settings
         if phase == BEFORE:
             self.result.context += 1
@@ -495,11 +512,10 @@ class Verifier:
             return
         self.result.events += 1
         eid, cid = ev.event_id, ev.causation_id
-        recent = self._recent
-        if cid is not None and cid not in recent:
+        if cid is not None and self._recent_get(cid) is None:
             self._orphans.setdefault(cid, []).append(entry)
         self._remember(ev, IN)
-        waiting = self._orphans.pop(eid, None)
+        waiting = self._orphans.pop(eid, None) if self._orphans else None
         if waiting:
             for w in waiting:
                 self._reported_early.add(w.event.event_id)
@@ -508,7 +524,7 @@ class Verifier:
                     f"recorded before its cause {t} {eid}", recorded=w,
                     chain=self.chain(cid, ev)))
         if cid is not None and t in self.derived_types:
-            cause = recent.get(cid)
+            cause = self._recent_get(cid)
             if cause is not None and cause[3] == BEFORE:
                 pass  # decided before the window: taken as recorded
             else:
@@ -567,7 +583,8 @@ class Verifier:
             if eid in self._reported_early:
                 continue
             ev = entry.event
-            cause_known = ev.causation_id in self._recent
+            cause_known = (ev.causation_id is not None
+                           and self._recent_get(ev.causation_id) is not None)
             self._report(Divergence(
                 "unexpected", ev.type, eid,
                 "recorded as decided by a handler, but no handler decides it"

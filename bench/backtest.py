@@ -131,12 +131,20 @@ def child(args: argparse.Namespace) -> None:
         "bars_per_s": result.bars / result.seconds, "fills": len(result.fills),
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "maxrss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
+        # CPU seconds of this process and of the embedded nats-server it ran (a child): on
+        # two cores the server's share competes with the handlers.
+        "cpu_s": _cpu(resource.RUSAGE_SELF), "server_cpu_s": _cpu(resource.RUSAGE_CHILDREN),
     }
     if args.trace:
         import tracemalloc
         out["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         out["held_after_day_mb"] = [s / 2**20 for s in samples]
     print(json.dumps(out))
+
+
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return round(r.ru_utime + r.ru_stime, 3)
 
 
 def run_child(variant: str, data: Path, trace: bool, profile: Path | None = None
@@ -190,7 +198,8 @@ def main() -> int:
             r = results[v]
             print(f"{v:24s} {r['bars']:>7,} bars {r['events']:>8,} events "
                   f"{r['seconds']:6.2f}s {r['bars_per_s']:>9,.0f} bars/s  "
-                  f"maxrss {r['maxrss_mb']:.0f} MB", flush=True)
+                  f"maxrss {r['maxrss_mb']:.0f} MB  cpu {r['cpu_s']:.1f}s "
+                  f"(server {r['server_cpu_s']:.1f}s)", flush=True)
 
     print()
     print(f"{'variant':24s} {'bars/s':>9s} {'events/s':>9s} {'maxRSS':>7s} "
