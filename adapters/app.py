@@ -89,6 +89,8 @@ class BrokerEffect:
             sim.engine.listener = self._updates.append
 
     def _drain(self, correlation_id: str) -> list[Event]:
+        if not self._updates:  # most bars trade nothing
+            return []
         updates, self._updates[:] = list(self._updates), []
         out: list[Event] = []
         for u in updates:

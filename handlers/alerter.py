@@ -482,6 +482,12 @@ class Alerter(Handler):
     def _trades(
         self, trigger: Event, settings: Settings, *, on_trigger: bool
     ) -> AlertRaised | AlertSuppressed | None:
+        if not on_trigger and self._blocked_by(
+            TRADES_EXECUTED, Severity.INFO, trigger.occurred_at, settings
+        ) is not None:
+            # Still held back: the suppression is recorded once, at the fill itself. Asked
+            # before building it, as every event while trades wait comes here.
+            return None
         trades = list(self.pending_trades)
         out = self._raise(
             trigger, settings, kind=TRADES_EXECUTED, severity=Severity.INFO,

@@ -194,17 +194,22 @@ class Executor(Handler):
     def decide(self, event: Event, settings: Settings) -> list[Event]:
         if not isinstance(event, ScanRequested | BarReceived):
             return []
+        positions = self.state.positions
+        if not positions:  # every bar comes here; most find nothing held
+            return []
         max_hold = timedelta(minutes=settings.session.max_hold_time_minutes)
         now = event.occurred_at
+        due = [
+            symbol for symbol, pos in positions.items()
+            if not pos.close_requested and now - pos.opened_at >= max_hold
+        ]
         out: list[Event] = []
-        for symbol in sorted(self.state.positions):
-            pos = self.state.positions[symbol]
-            if not pos.close_requested and now - pos.opened_at >= max_hold:
-                out.append(
-                    PositionCloseRequested.caused_by(
-                        event, len(out), self.name, symbol=symbol, reason="max_hold_time"
-                    )
+        for symbol in sorted(due):
+            out.append(
+                PositionCloseRequested.caused_by(
+                    event, len(out), self.name, symbol=symbol, reason="max_hold_time"
                 )
+            )
         return out
 
     def commands_for(self, event: Event, settings: Settings) -> list[Command]:
