@@ -127,12 +127,11 @@ class Pipeline:
         # their last token (the symbol), which no handler filters on, so the type is the key.
         # Other subjects are fixed per type unless the template names a symbol.
         cls = type(event)
-        key: object = cls
-        if cls not in self._by_type:
+        by_type = self._by_type.get(cls)
+        if by_type is None:
             tpl = cls.subject_template
-            self._by_type[cls] = tpl.startswith("catalyst.md.") or "{" not in tpl
-        if not self._by_type[cls]:
-            key = (cls, event.subject)
+            by_type = self._by_type[cls] = tpl.startswith("catalyst.md.") or "{" not in tpl
+        key: object = cls if by_type else (cls, event.subject)
         found = self._routes.get(key)
         if found is None:
             subject = event.subject
@@ -143,24 +142,36 @@ class Pipeline:
 
     async def submit(self, event: Event) -> None:
         """Dispatch an event and everything it causes, breadth first."""
-        queue: deque[Event] = deque((event,))
-        while queue:
-            ev = queue.popleft()
+        # Runs for every bar: attribute look-ups hoisted, and the queue made only when an
+        # event causes another (most bars cause nothing).
+        recorder, observers, route = self.recorder, self.observers, self._route
+        queue: deque[Event] | None = None
+        ev = event
+        while True:
             self.dispatched += 1
-            self.recorder.add(ev)
-            for obs in self.observers:
+            recorder.add(ev)
+            for obs in observers:
                 obs(ev)
             settings = self.settings.current
-            handlers, effects = self._route(ev)
+            handlers, effects = route(ev)
             for h in handlers:
                 out = h.handle(ev, settings)
                 if out:
-                    queue.extend(out)
+                    if queue is None:
+                        queue = deque(out)
+                    else:
+                        queue.extend(out)
             for e in effects:
                 out = await e.on_event(ev, settings)
                 if out:
-                    queue.extend(out)
-        await self.recorder.maybe_flush()
+                    if queue is None:
+                        queue = deque(out)
+                    else:
+                        queue.extend(out)
+            if not queue:
+                break
+            ev = queue.popleft()
+        await recorder.maybe_flush()
 
     async def submit_many(self, events: Iterable[Event]) -> None:
         for ev in events:

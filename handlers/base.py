@@ -69,7 +69,11 @@ class Handler:
         if accepts is not None and event.type not in accepts:
             return []
         key = event.event_id.int
-        if self._first_time(key):
+        seen = self._seen
+        if key not in seen and key not in self._seen_old:  # _first_time, inlined: hot path
+            seen.add(key)
+            if len(seen) >= _SEEN_LIMIT:
+                self._seen_old, self._seen = seen, set()
             self.evolve(event)
             redelivered = False
         elif key in self._undecided:
