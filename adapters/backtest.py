@@ -14,10 +14,13 @@ the end, so a failed run leaves nothing half-written.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -212,6 +215,26 @@ def entry_price(r: SignalRow, day_bars: dict[datetime, list[Bar]], spool: Spoole
     return first
 
 
+@contextmanager
+def _batch_gc() -> Iterator[None]:
+    """Garbage collection tuned for one long batch run, restored afterwards.
+
+    A backtest allocates a few container objects per bar and keeps almost none of them;
+    with the default thresholds the collector ran ~1000 young and several full collections
+    over everything loaded before the run (pandas, the calendar, the settings), ~10% of a
+    month's run. Objects alive at the start are frozen (never rescanned) and young
+    collections run every 10,000 allocations instead of 700. Nothing decided depends on it.
+    """
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path | None,
                        report_path: Path, console: Console | None = None,
                        record: bool = True, progress: bool = True) -> BacktestResult:
@@ -296,14 +319,15 @@ async def _run(settings: Settings, spool: SpooledBars, rows: list[SignalRow] | N
         await recorder.flush()
         result.events = pipeline.dispatched
 
-    if record:
-        # A backtest's log can be made again from its inputs: the server syncs it to disk
-        # periodically and on exit rather than on every write (several times faster).
-        async with open_event_log(settings, store, sync_always=False) as log:
-            mark_latest_run(run_id)
-            await go(Recorder(log))
-    else:
-        await go(Recorder(None))
+    with _batch_gc():
+        if record:
+            # A backtest's log can be made again from its inputs: the server syncs it to disk
+            # periodically and on exit rather than on every write (several times faster).
+            async with open_event_log(settings, store, sync_always=False) as log:
+                mark_latest_run(run_id)
+                await go(Recorder(log))
+        else:
+            await go(Recorder(None))
     result.seconds = time.perf_counter() - started
     write_json_atomic(report_path, result.report(tape.dates))
     return result
