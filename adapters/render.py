@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from domain.calendar import NEW_YORK
-from domain.events import Event
+from domain.events import BarReceived, Event
 
 _SKIP = {"event_id", "type", "version", "occurred_at", "correlation_id", "causation_id"}
 _COLOR = {
@@ -42,10 +43,31 @@ def event_fields(event: Event) -> str:
     return " ".join(parts)
 
 
+def _bar_fields(event: BarReceived) -> str:
+    """event_fields of a bar, without dumping the model (bars are most of a long replay)."""
+    b = event.bar
+    return (f"symbol={_short(event.symbol)} {b.symbol} o={format(b.open, 'f')} "
+            f"h={format(b.high, 'f')} l={format(b.low, 'f')} c={format(b.close, 'f')} "
+            f"v={b.volume}")
+
+
+_STAMPS: dict[datetime, str] = {}  # occurred_at -> New York text; many events share one
+
+
+def _stamp(at: datetime) -> str:
+    text = _STAMPS.get(at)
+    if text is None:
+        if len(_STAMPS) >= 4096:
+            _STAMPS.clear()
+        text = _STAMPS[at] = at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M:%S ET")
+    return text
+
+
 def event_line(event: Event, seq: int | None = None, markup: bool = True) -> str:
-    ts = event.occurred_at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M:%S ET")
+    ts = _stamp(event.occurred_at)
     name = event.type
     if markup and name in _COLOR:
         name = f"[{_COLOR[name]}]{name}[/]"
     head = f"{seq:>8} " if seq is not None else ""
-    return f"{head}{ts}  {name:<24} {event_fields(event)}"
+    fields = _bar_fields(event) if type(event) is BarReceived else event_fields(event)
+    return f"{head}{ts}  {name:<24} {fields}"

@@ -729,12 +729,17 @@ async def print_entries(source: LogSource, window: Window, subject: str | None,
                 out.write(b"\n".join([e.raw or e.event.to_json() for _, e in batch]).decode()
                           + "\n")
                 continue
+            if console is not None:
+                for _, e in batch:
+                    n += 1
+                    console.print(event_line(e.event, e.order or n))
+                continue
+            lines = []
             for _, e in batch:
                 n += 1
-                if console is not None:
-                    console.print(event_line(e.event, e.order or n))
-                else:
-                    out.write(event_line(e.event, e.order or n, markup=False) + "\n")
+                lines.append(event_line(e.event, e.order or n, markup=False))
+            lines.append("")
+            out.write("\n".join(lines))
     out.flush()
     return n
 
