@@ -722,12 +722,20 @@ async def print_entries(source: LogSource, window: Window, subject: str | None,
         console = Console(file=out, highlight=False, soft_wrap=True)
     n = 0
     with Progress(source.total, "replay") as bar, bulk_gc():
+        # JSON lines go to the byte stream under `out` when it has one (no decode/encode).
+        binary = getattr(out, "buffer", None) if as_json else None
+        if binary is not None:
+            out.flush()
         async for batch in window_entries(source, window, subject, bar.advance):
             if as_json:
                 # What was stored, verbatim (re-serialised only for entries read from a file).
                 n += len(batch)
-                out.write(b"\n".join([e.raw or e.event.to_json() for _, e in batch]).decode()
-                          + "\n")
+                lines = [e.raw or e.event.to_json() for _, e in batch]
+                lines.append(b"")
+                if binary is not None:
+                    binary.write(b"\n".join(lines))
+                else:
+                    out.write(b"\n".join(lines).decode())
                 continue
             if console is not None:
                 for _, e in batch:
@@ -741,6 +749,8 @@ async def print_entries(source: LogSource, window: Window, subject: str | None,
             lines.append("")
             out.write("\n".join(lines))
     out.flush()
+    if binary is not None:
+        binary.flush()
     return n
 
 
