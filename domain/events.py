@@ -12,10 +12,19 @@ from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domain.errors import EventDecodeError
-from domain.values import Bar, Headline, Money, Qty, Severity, Side, derive_id, ensure_utc
+from domain.values import (
+    Bar,
+    Headline,
+    Money,
+    Qty,
+    Severity,
+    Side,
+    UtcDatetime,
+    derive_id,
+)
 
 SCHEMA_VERSION = 1
 
@@ -30,14 +39,9 @@ class Event(BaseModel):
     event_id: UUID
     type: str
     version: int = SCHEMA_VERSION
-    occurred_at: datetime
+    occurred_at: UtcDatetime
     correlation_id: str
     causation_id: UUID | None = None
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return ensure_utc(v)
 
     @property
     def subject(self) -> str:

@@ -6,10 +6,18 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from hashlib import sha1
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 CENT = Decimal("0.01")
 
@@ -61,6 +69,33 @@ def ensure_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+class _UtcSchema:
+    """Validation of `UtcDatetime`: a time already in UTC passes natively (no Python call:
+    this runs for every event and bar decoded from the log, twice per bar); any other aware
+    time is converted to UTC by `ensure_utc`, and a naive one is refused."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> core_schema.CoreSchema:
+        return core_schema.union_schema(
+            [core_schema.datetime_schema(tz_constraint=0),
+             core_schema.no_info_after_validator_function(ensure_utc,
+                                                          core_schema.datetime_schema())],
+            mode="left_to_right",
+            # One error at the field (not one per branch, located inside the union).
+            custom_error_type="utc_datetime",
+            custom_error_message="Input should be a date and time with a timezone, "
+                                 "e.g. 2025-06-02T14:30:00Z (times are UTC inside Catalyst)")
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(core_schema.datetime_schema())
+
+
+UtcDatetime = Annotated[datetime, _UtcSchema]
+
+
 def derive_id(cause: UUID, label: str) -> UUID:
     """Ids of emitted events derive from their cause: a re-run emits the same ids.
 
@@ -75,18 +110,13 @@ class Bar(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     symbol: str
-    timestamp: datetime
+    timestamp: UtcDatetime
     open: Money
     high: Money
     low: Money
     close: Money
     volume: int
     timeframe: str = "1Min"
-
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return ensure_utc(v)
 
 
 class Headline(BaseModel):
@@ -97,9 +127,4 @@ class Headline(BaseModel):
     headline: str
     summary: str = ""
     source: str = ""
-    created_at: datetime
-
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return ensure_utc(v)
+    created_at: UtcDatetime
