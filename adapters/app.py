@@ -98,17 +98,18 @@ class BrokerEffect:
         return out
 
     async def on_event(self, event: Event, settings: Settings) -> list[Event]:
-        self.service.observe(event)
-        out: list[Event] = []
-        if isinstance(event, BarReceived):
-            if self.sim is None or event.bar.timeframe != "1Min":
+        if isinstance(event, BarReceived):  # every bar: first, and nothing it does not need
+            bar, sim = event.bar, self.sim
+            if sim is None or bar.timeframe != "1Min":
                 return []
-            self.sim.engine.on_bar(event.bar)
-            self._last_bar[event.symbol] = event.bar.timestamp
-            out += self._drain(event.correlation_id)
+            sim.engine.on_bar(bar)
+            self._last_bar[event.symbol] = bar.timestamp
+            out = self._drain(event.correlation_id)
             if self.service.emergency_pending:
                 out += await self.service.check_pending()
             return out
+        self.service.observe(event)  # (order references: nothing to take from a bar)
+        out: list[Event] = []
         if isinstance(event, SessionEnded):
             return self._market_closed(event, settings) if self.sim is not None else []
         if self.sim is not None:

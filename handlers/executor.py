@@ -148,6 +148,8 @@ class Executor(Handler):
     # --- state -------------------------------------------------------------------------------
 
     def evolve(self, event: Event) -> None:
+        if isinstance(event, BarReceived):  # most events; they move no state here
+            return
         if isinstance(event, OrderFilled | OrderPartiallyFilled):
             self._on_fill(event)
         elif isinstance(event, PositionCloseRequested):
