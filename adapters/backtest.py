@@ -41,11 +41,14 @@ from adapters.pipeline import Recorder
 from adapters.simulation import MarketTape, SimulatedClock
 from config.settings import Settings
 from domain.events import (
+    BarReceived,
+    ClockTicked,
     DailyPnLChanged,
     EmergencyStopTriggered,
     Event,
     OrderFilled,
     OrderPartiallyFilled,
+    ScanRequested,
     SessionEnded,
     SignalGenerated,
 )
@@ -125,6 +128,10 @@ def load_signals_csv(path: Path, symbols: set[str]) -> list[SignalRow]:
     return sorted(rows, key=lambda r: (r.timestamp, r.line))
 
 
+# Events the report never reads, by exact type (a subclass would be looked at).
+_UNREPORTED: frozenset[type[Event]] = frozenset({BarReceived, ClockTicked, ScanRequested})
+
+
 @dataclass
 class DayTotals:
     realized: Decimal = Decimal(0)
@@ -147,6 +154,8 @@ class BacktestResult:
     seconds: float = 0.0
 
     def observe(self, ev: Event) -> None:
+        if type(ev) in _UNREPORTED:  # bars, ticks, scans: most events
+            return
         if isinstance(ev, OrderFilled | OrderPartiallyFilled):
             self.fills.append({
                 "time": ev.occurred_at.isoformat(), "symbol": ev.symbol, "side": ev.side.value,

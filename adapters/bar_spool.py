@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pickle
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -24,6 +24,7 @@ from domain.values import Bar
 
 Row = tuple[str, datetime, Decimal, Decimal, Decimal, Decimal, int]
 
+_validate_bar: Callable[[dict[str, object]], Bar] = Bar.__pydantic_validator__.validate_python
 _CHUNK_ROWS = 1000  # rows held per date before they are written (bounded memory)
 
 
@@ -89,9 +90,11 @@ class SpooledBars:
         """One day's bars, by minute, each minute's bars by symbol (the dispatch order)."""
         minutes: dict[datetime, list[Bar]] = defaultdict(list)
         for symbol, ts, o, h, low, c, v in self.rows(day):
-            # (pydantic's model_construct is slower than validating these few fields.)
-            minutes[ts].append(Bar(symbol=symbol, timestamp=ts, open=o, high=h, low=low,
-                                   close=c, volume=v))
+            # Bar(...)'s validation, without BaseModel.__init__'s Python frame. (pydantic's
+            # model_construct is slower than validating these few fields.)
+            minutes[ts].append(_validate_bar({"symbol": symbol, "timestamp": ts, "open": o,
+                                              "high": h, "low": low, "close": c,
+                                              "volume": v}))
         for bars in minutes.values():
             bars.sort(key=lambda b: b.symbol)
         return dict(sorted(minutes.items()))

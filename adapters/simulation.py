@@ -31,6 +31,9 @@ from domain.events import (
 from domain.values import Bar, Headline
 
 MINUTE = timedelta(minutes=1)
+_validate_bar_event: Callable[[dict[str, object]], BarReceived] = (
+    BarReceived.__pydantic_validator__.validate_python
+)
 
 
 class XnysCalendar:
@@ -128,11 +131,14 @@ class SimulatedClock:
             if len(self._stamps) > 4096:
                 self._stamps.clear()
             stamp = self._stamps[bar.timestamp] = str(bar.timestamp)
-        return BarReceived(
-            event_id=data_event_id("bar", f"{bar.symbol}:{bar.timeframe}:{stamp}", self.run_id),
-            type="BarReceived", occurred_at=at, correlation_id=self.run_id,
-            symbol=bar.symbol, bar=bar,
-        )
+        # The model's own validator called directly: the same validation as BarReceived(...)
+        # without BaseModel.__init__'s Python frame (a quarter of the cost, once per bar).
+        return _validate_bar_event({
+            "event_id": data_event_id("bar", f"{bar.symbol}:{bar.timeframe}:{stamp}",
+                                      self.run_id),
+            "type": "BarReceived", "occurred_at": at, "correlation_id": self.run_id,
+            "symbol": bar.symbol, "bar": bar,
+        })
 
     def _news_event(self, h: Headline, symbol: str) -> NewsReceived:
         return NewsReceived(
