@@ -180,6 +180,11 @@ class PendingPublish:
     def add_batch(self, idx: list[int], fut: asyncio.Future[Any]) -> None:
         self.batches.append((idx, fut))
 
+    def acked(self) -> bool:
+        """Every ack (or refusal) is in: `wait()` would not wait on the server."""
+        return (all(f.done() for _, f in self.batches)
+                and all(f.done() for _, f in self.singles))
+
     async def settle(self) -> None:
         """Wait for what is in flight; republish refused batches one by one."""
         batches, self.batches = self.batches, []

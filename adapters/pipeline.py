@@ -54,8 +54,9 @@ class Recorder:
     """Buffers events and writes them to the log in order, many in flight at once.
 
     A full chunk is put on the wire and left to the server while the handlers go on with
-    the next one (its acks are awaited before the next chunk is sent, so the log keeps the
-    dispatch order and at most two chunks are held in memory). `flush` returns once every
+    the next ones. Only one chunk is in flight (its acks come in before the next is sent, so
+    the log keeps the dispatch order); while the server is busy the handlers compute ahead,
+    up to `max_buffered` events, instead of waiting for it. `flush` returns once every
     event added so far is stored.
     """
 
@@ -63,6 +64,7 @@ class Recorder:
         self.log = event_log
         # 1000: one JetStream atomic batch per stream per chunk (the server's batch limit).
         self.chunk = chunk
+        self.max_buffered = 8 * chunk  # events computed ahead of the server, at most
         self.buffer: list[Event] = []
         self.recorded = 0
         self.order = 0  # dispatch position, recorded with each event
@@ -99,8 +101,18 @@ class Recorder:
         await self._settle()
 
     async def maybe_flush(self) -> None:
-        if len(self.buffer) >= self.chunk:
-            await self._send()
+        n = len(self.buffer)
+        if n < self.chunk:
+            return
+        inflight = self._inflight
+        if inflight is not None and n < self.max_buffered and not inflight[0].acked():
+            # The server is still storing the previous chunk: keep computing rather than
+            # wait on it (one chunk in flight keeps the order; the buffer is capped). One
+            # turn of the loop lets the client read the acks that did come in.
+            await asyncio.sleep(0)
+            if not inflight[0].acked():
+                return
+        await self._send()
 
 
 class Pipeline:

@@ -193,3 +193,26 @@ async def test_nats_restart_mid_stream_loses_nothing(tmp_path) -> None:  # type:
         await elog.close()
     finally:
         server.cleanup()
+
+
+async def test_recorder_computing_ahead_of_the_server_keeps_the_dispatch_order(
+        elog: EventLog) -> None:
+    """Chunks of both streams, added faster than they are acked (no yield between adds):
+    the log holds every event once, each stream in dispatch order."""
+    from adapters.log_source import NatsSource
+    from adapters.pipeline import Recorder
+
+    recorder = Recorder(elog, chunk=50)
+    events: list[Event] = []
+    for i in range(1200):
+        ev = bar_event("AAPL", i, "10", "11", "9", "10") if i % 3 else scan(i)
+        events.append(ev)
+        recorder.add(ev)
+        await recorder.maybe_flush()
+    await recorder.flush()
+    assert recorder.recorded == len(events)
+    got = []
+    async for batch in (await NatsSource(elog).open()).batches():
+        got.extend(batch)
+    assert [e.order for e in got] == list(range(1, len(events) + 1))
+    assert [e.event.event_id for e in got] == [e.event_id for e in events]
