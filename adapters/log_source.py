@@ -190,12 +190,20 @@ class _PullFeed:
             tokens = m.reply.split(b".")
             if len(tokens) >= 12:  # v2 ack subject: domain and account hash first
                 tokens = tokens[:2] + tokens[4:]
-            dseq = int(tokens[6])
+            try:
+                dseq, sseq = int(tokens[6]), int(tokens[5])
+            except (IndexError, ValueError):
+                # Not a JetStream delivery (something else published to our inbox). This
+                # runs inside the client's parser: never raise here, fail the read instead.
+                if self.error is None:
+                    self.error = (f"{self.stream}: unexpected message on the read inbox "
+                                  f"(reply {m.reply[:80]!r})")
+                continue
             if dseq != last + 1 and self.error is None:
                 self.error = (f"{self.stream}: gap in delivery (consumer sequence {dseq} "
                               f"after {last}); nothing was skipped silently, read again")
             last = dseq
-            buf.append((m, int(tokens[5])))
+            buf.append((m, sseq))
         self.received += len(buf) - before
         self._last_dseq = last
         self.ready.set()

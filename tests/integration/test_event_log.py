@@ -216,3 +216,18 @@ async def test_recorder_computing_ahead_of_the_server_keeps_the_dispatch_order(
         got.extend(batch)
     assert [e.order for e in got] == list(range(1, len(events) + 1))
     assert [e.event.event_id for e in got] == [e.event_id for e in events]
+
+
+async def test_a_stray_message_on_a_replay_inbox_fails_the_read_not_the_connection(
+        elog: EventLog) -> None:
+    from adapters.log_source import LogReadError, NatsSource
+
+    await elog.publish_many([scan(i) for i in range(5000)])
+    source = await NatsSource(elog, streams=("record",)).open()
+    feed = next(iter(source._feeds.values()))
+    await elog.nc.publish(feed._inbox, b"junk", headers={"X": "y"})  # no JetStream reply
+    with pytest.raises(LogReadError, match="unexpected message"):
+        async for _ in source.batches():
+            pass
+    assert elog.nc.is_connected
+    assert await elog.last_seq() == 5000
