@@ -14,13 +14,10 @@ the end, so a failed run leaves nothing half-written.
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -35,6 +32,7 @@ from rich.table import Table
 from adapters import calendar as xnys
 from adapters.app import build_sim_pipeline, new_run_id, run_started_event
 from adapters.bar_spool import SpooledBars, spool_bars
+from adapters.batch_gc import batch_gc
 from adapters.config_watcher import SettingsHolder
 from adapters.market_data.dataset import DatasetError
 from adapters.pipeline import Recorder
@@ -224,26 +222,6 @@ def entry_price(r: SignalRow, day_bars: dict[datetime, list[Bar]], spool: Spoole
     return first
 
 
-@contextmanager
-def _batch_gc() -> Iterator[None]:
-    """Garbage collection tuned for one long batch run, restored afterwards.
-
-    A backtest allocates a few container objects per bar and keeps almost none of them;
-    with the default thresholds the collector ran ~1000 young and several full collections
-    over everything loaded before the run (pandas, the calendar, the settings), ~10% of a
-    month's run. Objects alive at the start are frozen (never rescanned) and young
-    collections run every 10,000 allocations instead of 700. Nothing decided depends on it.
-    """
-    old = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
-
-
 async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path | None,
                        report_path: Path, console: Console | None = None,
                        record: bool = True, progress: bool = True) -> BacktestResult:
@@ -328,7 +306,7 @@ async def _run(settings: Settings, spool: SpooledBars, rows: list[SignalRow] | N
         await recorder.flush()
         result.events = pipeline.dispatched
 
-    with _batch_gc():
+    with batch_gc():
         if record:
             # A backtest's log can be made again from its inputs: the server syncs it to disk
             # periodically and on exit rather than on every write (several times faster).
