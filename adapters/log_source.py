@@ -205,16 +205,22 @@ class _PullFeed:
         """The next messages (empty once the stream is read to its end)."""
         if self.consumed >= self.total:
             return []
+        # One deadline for the whole wait: an expired pull (408) wakes us to ask again, and
+        # must not restart the clock, or a read missing messages (deleted or aged out since
+        # the count) would wait forever.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while not self.buf:
             if self.error:
                 raise LogReadError(self.error)
             await self._top_up()
             self.ready.clear()
             try:
-                await asyncio.wait_for(self.ready.wait(), timeout)
+                await asyncio.wait_for(self.ready.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 raise LogReadError(f"{self.stream}: no message for {timeout:.0f}s after "
-                                   f"{self.consumed} of {self.total}") from None
+                                   f"{self.consumed} of {self.total} (messages deleted or "
+                                   "aged out since the read began?)") from None
         if self.error:
             raise LogReadError(self.error)
         msgs, self.buf = self.buf, []
@@ -239,10 +245,17 @@ class _PullFeed:
             if i >= 0:
                 i += len(TYPE_KEY)
                 cls = registry.get(hdr[i:hdr.find(b"\r\n", i)].decode())
+            # The stored bytes are kept for output only when they are one line of JSON of
+            # the typed event (what our writers publish); anything else is re-serialised.
+            raw: bytes | None = data
             try:
-                ev = (cls.__pydantic_validator__.validate_json(data) if cls
-                      else decode_event(data))
+                if cls is None:
+                    raise ValueError
+                ev = cls.__pydantic_validator__.validate_json(data)
+                if b"\n" in data or b"\r" in data:
+                    raw = None
             except (ValueError, EventDecodeError):
+                raw = None
                 try:
                     ev = decode_event(data)
                 except EventDecodeError:
@@ -252,7 +265,7 @@ class _PullFeed:
             subject = subjects.get(m.subject)
             if subject is None:
                 subject = subjects[m.subject] = m.subject.decode()
-            append(new(LogEntry, (role, sseq, subject, ev, order, data)))
+            append(new(LogEntry, (role, sseq, subject, ev, order, raw)))
         return out
 
     async def close(self) -> None:

@@ -181,6 +181,11 @@ class FastLane(nats_parser.Parser):
             if self.buf is not buf or self.state != nats_parser.AWAITING_CONTROL_LINE:
                 # The connection was reset while handling it: what followed is void.
                 return
+            if buf:
+                # nats-py left it in the buffer (it waits for more bytes): so do we, rather
+                # than hand it the same bytes again and again.
+                buf.extend(rest)
+                return
             buf.extend(rest)
             view = bytes(buf)
             pos, n = 0, len(view)

@@ -70,17 +70,23 @@ def ensure_utc(value: datetime) -> datetime:
 
 
 class _UtcSchema:
-    """Validation of `UtcDatetime`: a time already in UTC passes natively (no Python call:
-    this runs for every event and bar decoded from the log, twice per bar); any other aware
-    time is converted to UTC by `ensure_utc`, and a naive one is refused."""
+    """Validation of `UtcDatetime`: any aware time is converted to UTC by `ensure_utc`, a
+    naive one is refused. From JSON, a time written with offset 0 ("Z", "+00:00") passes
+    natively (no Python call: this runs for every event and bar decoded from the log, twice
+    per bar); it is a fixed offset, unlike a Python zone that is at +0 only in winter."""
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
                                      ) -> core_schema.CoreSchema:
+        converting = core_schema.no_info_after_validator_function(
+            ensure_utc, core_schema.datetime_schema())
+        return core_schema.json_or_python_schema(
+            json_schema=cls._json(converting), python_schema=converting)
+
+    @staticmethod
+    def _json(converting: core_schema.CoreSchema) -> core_schema.CoreSchema:
         return core_schema.union_schema(
-            [core_schema.datetime_schema(tz_constraint=0),
-             core_schema.no_info_after_validator_function(ensure_utc,
-                                                          core_schema.datetime_schema())],
+            [core_schema.datetime_schema(tz_constraint=0), converting],
             mode="left_to_right",
             # One error at the field (not one per branch, located inside the union).
             custom_error_type="utc_datetime",

@@ -231,3 +231,60 @@ async def test_a_stray_message_on_a_replay_inbox_fails_the_read_not_the_connecti
             pass
     assert elog.nc.is_connected
     assert await elog.last_seq() == 5000
+
+
+async def test_a_read_missing_messages_fails_after_the_stall_timeout(
+        elog: EventLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages counted when the read began but gone before delivery (deleted, or aged out
+    of the market data stream): every expired pull (408, each 5 s) wakes the reader to ask
+    again, and the stall timeout still fires instead of the read waiting forever."""
+    from adapters.log_source import LogReadError, NatsSource, _PullFeed
+
+    await elog.publish_many([bar_event("AAPL", i, "10", "11", "9", "10") for i in range(100)])
+    top_up = _PullFeed._top_up
+
+    async def not_yet(self: _PullFeed) -> None:
+        return None
+
+    monkeypatch.setattr(_PullFeed, "_top_up", not_yet)  # count them, ask for none yet
+    source = await NatsSource(elog, streams=("market_data",)).open()
+    monkeypatch.setattr(_PullFeed, "_top_up", top_up)
+    for seq in (10, 50, 90):
+        await elog.js.delete_msg(elog.names.market_data, seq)
+    feed = next(iter(source._feeds.values()))
+    assert feed.total == 100
+
+    async def read() -> None:
+        while await feed.take(timeout=7):
+            pass
+
+    try:
+        with pytest.raises(LogReadError, match="no message for 7s after 97 of 100"):
+            await asyncio.wait_for(read(), 30)
+    finally:
+        await source.close()
+
+
+async def test_a_hand_published_event_prints_and_exports_as_one_compact_line(
+        elog: EventLog, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Stored bytes are printed verbatim only when they are one line of a typed event; an
+    event published by hand (pretty-printed, no type header) is re-serialised."""
+    import io
+
+    from adapters.log_source import FileSource, NatsSource
+    from adapters.replay import Window, export, print_entries
+
+    ev = start_requested("by-hand")
+    pretty = json.dumps(json.loads(ev.to_json()), indent=2).encode() + b"\n"
+    await elog.publish_raw(ev.subject, pretty)
+    normal = start_requested("normal")
+    await elog.publish(normal)
+
+    out = io.StringIO()
+    assert await print_entries(await NatsSource(elog).open(), Window(), None, True,
+                               out=out) == 2
+    assert out.getvalue().splitlines() == [ev.to_json().decode(), normal.to_json().decode()]
+    path = tmp_path / "day.jsonl"
+    await export(await NatsSource(elog).open(), path, Window())
+    got = [e.event async for batch in FileSource(path).batches() for e in batch]
+    assert got == [ev, normal]

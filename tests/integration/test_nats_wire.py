@@ -174,3 +174,34 @@ async def test_parser_handles_any_split_of_the_byte_stream(chunk: int) -> None:
     assert status_of(got[2].headers) == b"408"
     assert others == [(0, b"PING"), (9, b"xyz")]
     assert not ps.buf
+
+
+async def test_a_line_nats_py_keeps_waiting_on_is_not_handed_to_it_again_and_again() -> None:
+    """An unknown control line of 4096 bytes or more: nats-py leaves it in the buffer (it
+    waits for more); the lane must stop there too instead of spinning on the same bytes."""
+    calls = 0
+
+    class FakeClient:
+        async def _process_msg(self, *args: object) -> None:
+            return None
+
+    from nats.protocol.parser import Parser
+
+    ps = Parser(FakeClient())
+    ps.__class__ = FastLane
+    ps._lanes = {}  # type: ignore[attr-defined]
+    ps.open(5, lambda msgs: None)  # type: ignore[attr-defined]
+    original = Parser.parse
+
+    async def counting(self: Parser, data: bytes = b"") -> None:
+        nonlocal calls
+        calls += 1
+        assert calls < 100, "the same bytes handed to nats-py without end"
+        await original(self, data)
+
+    Parser.parse = counting  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(ps.parse(b"X" * 5000 + b"\r\nMSG a 5 1\r\nz\r\n"), 5)
+    finally:
+        Parser.parse = original  # type: ignore[method-assign]
+    assert calls == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -104,3 +104,15 @@ def test_json_schema_of_every_event() -> None:
     assert bar["properties"]["type"]["const"] == "BarReceived"
     assert set(bar["required"]) >= {"event_id", "occurred_at", "correlation_id", "symbol", "bar"}
     assert issubclass(BarReceived, Event)
+
+
+def test_a_zone_at_offset_zero_that_is_not_utc_is_still_converted_to_utc() -> None:
+    """London in winter is at +0 but not UTC: six months later it is not."""
+    from zoneinfo import ZoneInfo
+
+    from domain.values import Bar
+
+    ts = datetime(2025, 1, 6, 14, 30, tzinfo=ZoneInfo("Europe/London"))
+    bar = Bar(symbol="A", timestamp=ts, open=1, high=1, low=1, close=1, volume=1)
+    assert bar.timestamp.tzinfo is UTC
+    assert bar.timestamp + timedelta(days=180) == datetime(2025, 7, 5, 14, 30, tzinfo=UTC)
