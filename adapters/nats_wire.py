@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.protocol import parser as nats_parser
 
@@ -78,8 +79,6 @@ def plain_subject(subject: str) -> bool:
 async def send_frames(nc: NATS, frames: bytes) -> None:
     """Queue pre-built frames on the connection and let its flusher write them."""
     if nc.is_closed:
-        import nats.errors
-
         raise nats.errors.ConnectionClosedError
     await nc._send_command(frames)
     await nc._flush_pending()
