@@ -79,6 +79,11 @@ def register(app: typer.Typer) -> None:
         verify: Annotated[bool, typer.Option("--verify", help="Re-run the pure handlers over "
                                              "the recorded inputs and compare every decision; "
                                              "exit 1 on any divergence.")] = False,
+        jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Processes "
+                                                 "for --verify (default: 2 on two cores or "
+                                                 "more, the scanner re-run in a helper; 1: "
+                                                 "all in this process). Same result either "
+                                                 "way.")] = None,
         run: Run = None,
         file: File = None,
         config_dir: ConfigDir = None,
@@ -102,7 +107,8 @@ def register(app: typer.Typer) -> None:
         async def go(source: Any, plan: Any, w: Any) -> int:
             if verify:
                 with rp.Progress(source.total, "verify") as bar:
-                    result = await rp.verify(source, plan, w, on_batch=bar.advance)
+                    result = await rp.verify(source, plan, w, on_batch=bar.advance,
+                                             jobs=jobs)
                 if as_json:
                     print(json.dumps({"events": result.events, "context": result.context,
                                       "decisions_checked": result.derived,

@@ -37,6 +37,8 @@ replays everything before it into the handlers' state first (evolve only, no dec
 from __future__ import annotations
 
 import ast
+import heapq
+import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,10 +48,11 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from adapters import verify_helper
 from adapters.log_source import LogEntry, LogSource, bulk_gc
 from domain.calendar import NEW_YORK
 from domain.errors import CatalystError
-from domain.events import ConfigChanged, Event, RunStarted
+from domain.events import REGISTRY, ConfigChanged, Event, RunStarted, decode_event
 from handlers.base import Handler
 
 if TYPE_CHECKING:
@@ -72,6 +75,10 @@ HANDLER_OUTPUTS: dict[str, frozenset[str]] = {
 # Stamped by wall clocks or operators, not by the data: they never move a window's phase.
 OUT_OF_BAND = frozenset({"RunStarted", "ConfigChanged", "ConfigRejected",
                          "HandlerCrashLooping"})
+SETTINGS_EVENTS = frozenset({"RunStarted", "ConfigChanged"})
+# Handlers a verification on more than one core re-runs in a helper process: the costliest
+# (see adapters.verify_helper). Each must have its outputs listed in HANDLER_OUTPUTS.
+HELPER_HANDLERS = frozenset({"scanner"})
 
 BEFORE, IN, AFTER = 0, 1, 2
 
@@ -214,6 +221,15 @@ def apply_changes(settings: Settings, changes: dict[str, list[str]]) -> Settings
         return settings
 
 
+def next_settings(settings: Settings, ev: Event) -> Settings:
+    """The settings in force after a recorded RunStarted or ConfigChanged."""
+    if isinstance(ev, RunStarted) and ev.config:
+        return settings_from_config(ev.config) or settings
+    if isinstance(ev, ConfigChanged):
+        return apply_changes(settings, ev.changes)
+    return settings
+
+
 @dataclass
 class Plan:
     """What a verification runs: settings, broker name, handler set, and how it knows."""
@@ -351,6 +367,8 @@ class VerifyResult:
     divergences: int = 0
     reported: list[Divergence] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    helper_peak_rss_mb: float | None = None  # the helper process's, when there was one
+    helper_cpu_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -361,35 +379,15 @@ class VerifyResult:
                 f"{'' if self.divergences == 1 else 's'}")
 
 
-class Verifier:
-    def __init__(self, plan: Plan, window: Window | None = None, recent_limit: int = 50_000,
-                 max_reported: int = 200) -> None:
-        self.settings = plan.settings
-        self.handlers = plan.handlers()
-        self.derived_types: set[str] = set()
-        for h in self.handlers:
-            self.derived_types |= HANDLER_OUTPUTS.get(h.name, frozenset())
-        self.phases = Phases(window or Window())
-        self.result = VerifyResult(notes=list(plan.notes))
-        self.max_reported = max_reported
-        self.done = False
-        self._routes: dict[tuple[str, str], list[Handler]] = {}
-        self._expected: dict[UUID, tuple[Event, str]] = {}
-        self._early: dict[UUID, LogEntry] = {}  # recorded derived events nobody decided yet
-        self._orphans: dict[UUID, list[LogEntry]] = {}  # cause id -> events recorded before it
-        self._reported_early: set[UUID] = set()
-        # Recent events: id.int -> (type, occurred_at, causation id, phase), in two
-        # generations of `recent_limit` (bounded memory without per-event eviction; int keys
-        # hash in C where UUID.__hash__ is Python).
-        self._recent: dict[int, tuple[str, datetime, UUID | None, int]] = {}
-        self._recent_old: dict[int, tuple[str, datetime, UUID | None, int]] = {}
-        self._recent_limit = recent_limit
-        self._max_order: int | None = None
-        self._holes: list[list[Any]] = []  # [first, last, entry after the hole]
+class Router:
+    """Which handlers an event goes to, as the pipeline routes it (cached per type, or per
+    type and subject when the subject names something a route could filter on)."""
 
-    # --- plumbing ----------------------------------------------------------------------------
+    def __init__(self, handlers: list[Handler]) -> None:
+        self.handlers = handlers
+        self._routes: dict[object, list[Handler]] = {}
 
-    def _route(self, ev: Event) -> list[Handler]:
+    def route(self, ev: Event) -> list[Handler]:
         # Market data subjects differ only in the symbol, which no handler filters on: one
         # route per type. Other subjects are fixed per type unless they name a symbol.
         cls = type(ev)
@@ -407,6 +405,113 @@ class Verifier:
             found = self._routes[key] = [h for h in self.handlers
                                          if routes(h.subjects, subject) and h.wants(ev)]
         return found
+
+
+def default_jobs() -> int:
+    """Two processes where there are two cores to run them (more give nothing: one handler
+    is worth moving out)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
+def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None]:
+    """The helper process's loop: the named handlers over the events forwarded to it."""
+
+    def run(fd_in: int, fd_out: int) -> None:
+        from adapters.verify_helper import (
+            APPLY,
+            CONFIG,
+            END,
+            HANDLE,
+            SYNC,
+            cpu_seconds,
+            peak_rss_mb,
+            read_frames,
+            write_frame,
+        )
+
+        route = Router([h for h in plan.handlers() if h.name in names]).route
+        settings = plan.settings
+        registry = REGISTRY
+        for frame in read_frames(fd_in):
+            out: list[Any] = []
+            for item in frame:
+                kind = item[0]
+                if kind == HANDLE:
+                    ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
+                    at = item[1]
+                    for h in route(ev):
+                        for o in h.handle(ev, settings):
+                            out.append((at, h.name, o.type, o.event_id.bytes, o.to_json()))
+                elif kind == APPLY:
+                    ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
+                    for h in route(ev):
+                        h.apply(ev)
+                elif kind == CONFIG:
+                    ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
+                    settings = next_settings(settings, ev)
+                elif kind == SYNC:
+                    out.append(("sync", item[1]))
+                elif kind == END:
+                    out.append(("end", peak_rss_mb(), cpu_seconds()))
+                    write_frame(fd_out, out)
+                    return
+            if out:
+                write_frame(fd_out, out)
+
+    return run
+
+
+# An expected decision: the event a handler emitted here, or its JSON from a helper.
+Expected = Event | bytes
+
+
+def _event_of(x: Expected) -> Event:
+    return decode_event(x) if isinstance(x, bytes) else x
+
+
+class Verifier:
+    def __init__(self, plan: Plan, window: Window | None = None, recent_limit: int = 50_000,
+                 max_reported: int = 200, jobs: int = 1) -> None:
+        self.settings = plan.settings
+        handlers = plan.handlers()
+        self.derived_types: set[str] = set()
+        for h in handlers:
+            self.derived_types |= HANDLER_OUTPUTS.get(h.name, frozenset())
+        self.helper: verify_helper.Helper | None = None
+        away = frozenset(h.name for h in handlers if h.name in HELPER_HANDLERS)
+        if jobs > 1 and away and verify_helper.available():
+            self.helper = verify_helper.Helper(_helper_main(plan, away))
+        else:
+            away = frozenset()
+        self.handlers = [h for h in handlers if h.name not in away]
+        self._local = Router(self.handlers)
+        self._away = Router([h for h in handlers if h.name in away])
+        self.phases = Phases(window or Window())
+        self.result = VerifyResult(notes=list(plan.notes))
+        self.max_reported = max_reported
+        self.done = False
+        self._at = 0  # position of the entry being fed: where a decision is made
+        self._expected: dict[UUID, tuple[Expected, str, int]] = {}  # + where decided
+        # Recorded derived events nobody decided yet, with their positions.
+        self._early: dict[UUID, tuple[LogEntry, int]] = {}
+        self._orphans: dict[UUID, list[LogEntry]] = {}  # cause id -> events recorded before it
+        self._reported_early: set[UUID] = set()
+        # Recent events: id.int -> (type, occurred_at, causation id, phase), in two
+        # generations of `recent_limit` (bounded memory without per-event eviction; int keys
+        # hash in C where UUID.__hash__ is Python).
+        self._recent: dict[int, tuple[str, datetime, UUID | None, int]] = {}
+        self._recent_old: dict[int, tuple[str, datetime, UUID | None, int]] = {}
+        self._recent_limit = recent_limit
+        self._max_order: int | None = None
+        self._holes: list[list[Any]] = []  # [first, last, entry after the hole]
+        self._found: list[tuple[int, int, Divergence]] = []  # a max-heap of the first found
+        self._found_seq = 0
+
+    # --- plumbing ----------------------------------------------------------------------------
 
     def _recent_get(self, eid: UUID) -> tuple[str, datetime, UUID | None, int] | None:
         k = eid.int
@@ -437,10 +542,17 @@ class Verifier:
             cause = info[2]
         return tuple(out)
 
-    def _report(self, d: Divergence) -> None:
+    def _report(self, d: Divergence, at: int | None = None) -> None:
+        """Count `d`; keep the first `max_reported` in log order: by the position where one
+        process finds it (`at`, default: the entry being fed), then as found. A helper's
+        decisions arrive late, so the order is restored here, not assumed."""
         self.result.divergences += 1
-        if len(self.result.reported) < self.max_reported:
-            self.result.reported.append(d)
+        self._found_seq += 1
+        item = (-(self._at if at is None else at), -self._found_seq, d)
+        if len(self._found) < self.max_reported:
+            heapq.heappush(self._found, item)
+        elif item > self._found[0]:
+            heapq.heapreplace(self._found, item)
 
     def _check_order(self, entry: LogEntry) -> None:
         """Dispatch positions must come 1, 2, 3...: a late one is out of order, a hole that
@@ -473,14 +585,6 @@ class Verifier:
                     h[1] = order - 1
                 return
 
-    def _use_config(self, ev: Event) -> None:
-        if isinstance(ev, RunStarted) and ev.config:
-            s = settings_from_config(ev.config)
-            if s is not None:
-                self.settings = s
-        elif isinstance(ev, ConfigChanged):
-            self.settings = apply_changes(self.settings, ev.changes)
-
     # --- the check ---------------------------------------------------------------------------
 
     def feed_many(self, batch: Iterable[LogEntry]) -> None:
@@ -488,6 +592,8 @@ class Verifier:
             if self.done:
                 return
             self.feed(e)
+        if self.helper is not None and not self.helper.closed:
+            self._take(self.helper.flush())
 
     def feed(self, entry: LogEntry) -> None:
         ev = entry.event
@@ -496,8 +602,12 @@ class Verifier:
         if phase == AFTER:
             self._drain(entry)
             return
-        if t in OUT_OF_BAND:
-            self._use_config(ev)
+        self._at += 1
+        helper = self.helper
+        if t in SETTINGS_EVENTS:
+            self.settings = next_settings(self.settings, ev)
+            if helper is not None:
+                helper.send((verify_helper.CONFIG, 0, t, entry.raw or ev.to_json()))
         order = entry.order
         if order is not None and order - 1 == self._max_order:
             self._max_order = order  # the common case of _check_order, inline
@@ -507,8 +617,10 @@ class Verifier:
         if phase == BEFORE:
             self.result.context += 1
             self._remember(ev, BEFORE)
-            for h in self._route(ev):
+            for h in self._local.route(ev):
                 h.apply(ev)
+            if helper is not None and self._away.route(ev):
+                helper.send((verify_helper.APPLY, 0, t, entry.raw or ev.to_json()))
             return
         self.result.events += 1
         eid, cid = ev.event_id, ev.causation_id
@@ -531,55 +643,81 @@ class Verifier:
                 self.result.derived += 1
                 exp = self._expected.pop(eid, None)
                 if exp is None:
-                    self._early[eid] = entry
+                    self._early[eid] = (entry, self._at)
                 else:
-                    self._compare(exp[0], exp[1], entry)
-        for h in self._route(ev):
+                    self._compare(exp[0], exp[1], entry, self._at)
+        if helper is not None and self._away.route(ev):
+            helper.send((verify_helper.HANDLE, self._at, t, entry.raw or ev.to_json()))
+        for h in self._local.route(ev):
             outs = h.handle(ev, settings)
             if outs:
-                self._decided(h, outs)
+                at = self._at
+                for o in outs:
+                    self._decided(o.event_id, o.type, h.name, at, o)
 
-    def _decided(self, h: Handler, outs: list[Event]) -> None:
-        for o in outs:
-            oid = o.event_id
-            if o.type not in self.derived_types:
-                self.derived_types.add(o.type)
-            rec = self._early.pop(oid, None)
-            if rec is not None:
-                self._compare(o, h.name, rec)
-                if oid not in self._reported_early:
-                    self._report(Divergence(
-                        "before_cause", o.type, oid,
-                        "recorded before the handler decided it", handler=h.name,
-                        recorded=rec, chain=self.chain(o.causation_id, o)))
-            else:
-                self._expected[oid] = (o, h.name)
+    def _take(self, decisions: list[verify_helper.Decision]) -> None:
+        for at, handler, type_, eid, data in decisions:
+            self._decided(UUID(bytes=eid), type_, handler, at, data)
 
-    def _compare(self, expected: Event, handler: str, entry: LogEntry) -> None:
+    def _decided(self, oid: UUID, type_: str, handler: str, at: int, o: Expected) -> None:
+        """A handler decided `o` while handling the entry at position `at`."""
+        if type_ not in self.derived_types:
+            self.derived_types.add(type_)
+        early = self._early.pop(oid, None)
+        if early is None:
+            self._expected[oid] = (o, handler, at)
+            return
+        rec, rec_at = early
+        self._compare(o, handler, rec, max(at, rec_at))
+        # A helper's decisions arrive late; what counts is where they were made.
+        if rec_at < at and oid not in self._reported_early:
+            ev = _event_of(o)
+            self._report(Divergence(
+                "before_cause", type_, oid, "recorded before the handler decided it",
+                handler=handler, recorded=rec, chain=self.chain(ev.causation_id, ev)), at)
+
+    def _compare(self, expected: Expected, handler: str, entry: LogEntry, at: int) -> None:
         rec = entry.event
-        exp = expected.to_json()
+        exp = expected if isinstance(expected, bytes) else expected.to_json()
         # The stored bytes first (the common case); then the recorded event re-serialised,
         # for a log written by another client with other formatting.
         if exp != entry.raw and exp != rec.to_json():
-            diffs = field_diffs(expected, rec)
+            exp_ev = _event_of(expected)
+            diffs = field_diffs(exp_ev, rec)
             what = ", ".join(k for k, _, _ in diffs[:6]) or "serialisation"
             self._report(Divergence("differs", rec.type, rec.event_id,
                                     f"recorded content differs ({what})", handler=handler,
-                                    expected=expected, recorded=entry,
-                                    chain=self.chain(rec.causation_id, rec)))
+                                    expected=exp_ev, recorded=entry,
+                                    chain=self.chain(rec.causation_id, rec)), at)
 
     def _drain(self, entry: LogEntry) -> None:
         """After the window: only the recorded copies of decisions still awaited."""
+        helper = self.helper
+        if helper is not None and helper.in_flight:
+            self._take(helper.sync())  # every decision made inside the window, first
         if not self._expected:
             self.done = True
             return
         exp = self._expected.pop(entry.event.event_id, None)
         if exp is not None:
             self.result.derived += 1
-            self._compare(exp[0], exp[1], entry)
+            self._compare(exp[0], exp[1], entry, self._at)
+
+    def close(self) -> None:
+        """Stop the helper (if any) without waiting for it: on errors and interruptions."""
+        if self.helper is not None:
+            self.helper.kill()
 
     def finish(self) -> VerifyResult:
-        for eid, entry in self._early.items():
+        if self.helper is not None:
+            self._take(self.helper.close())
+            self.result.helper_peak_rss_mb = self.helper.peak_rss_mb
+            self.result.helper_cpu_seconds = self.helper.cpu_seconds
+        # What the end of the log shows, after everything found on the way, in log order
+        # (by where it was recorded, or decided) however late a helper's decisions came.
+        end = self._at + 1
+        early = sorted(self._early.items(), key=lambda kv: kv[1][1])
+        for eid, (entry, _) in early:
             if eid in self._reported_early:
                 continue
             ev = entry.event
@@ -589,11 +727,12 @@ class Verifier:
                 "unexpected", ev.type, eid,
                 "recorded as decided by a handler, but no handler decides it"
                 + ("" if cause_known else f"; its cause {ev.causation_id} is not in the log"),
-                recorded=entry, chain=self.chain(ev.causation_id, ev)))
-        for eid, (exp, handler) in self._expected.items():
+                recorded=entry, chain=self.chain(ev.causation_id, ev)), end)
+        for eid, (o, handler, _) in sorted(self._expected.items(), key=lambda kv: kv[1][2]):
+            exp = _event_of(o)
             self._report(Divergence(
                 "missing", exp.type, eid, "decided by the handlers but not in the log",
-                handler=handler, expected=exp, chain=self.chain(exp.causation_id, exp)))
+                handler=handler, expected=exp, chain=self.chain(exp.causation_id, exp)), end)
         for first, last, entry in sorted(self._holes, key=lambda h: h[0]):
             n = last - first + 1
             ev = entry.event
@@ -601,10 +740,11 @@ class Verifier:
                 "gap", ev.type, ev.event_id,
                 f"{n} event{'s' if n > 1 else ''} missing from the log before this one "
                 f"(dispatch position{'s' if n > 1 else ''} {first}"
-                + (f"..{last})" if n > 1 else ")"), recorded=entry))
+                + (f"..{last})" if n > 1 else ")"), recorded=entry), end)
         self._holes.clear()
         self._early.clear()
         self._expected.clear()
+        self.result.reported = [d for _, _, d in sorted(self._found, reverse=True)]
         return self.result
 
 
@@ -613,16 +753,22 @@ def _link(type_: str, at: datetime, eid: UUID) -> str:
 
 
 async def verify(source: LogSource, plan: Plan, window: Window | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> VerifyResult:
-    v = Verifier(plan, window)
-    with bulk_gc():
-        async for batch in source.batches():
-            v.feed_many(batch)
-            if on_batch:
-                on_batch(len(batch))
-            if v.done:
-                break
-    return v.finish()
+                 on_batch: Callable[[int], None] | None = None,
+                 jobs: int | None = None) -> VerifyResult:
+    """`jobs` processes (None: `default_jobs()`); more than one runs the costliest handler
+    in a helper process (adapters.verify_helper), with the same result."""
+    v = Verifier(plan, window, jobs=default_jobs() if jobs is None else jobs)
+    try:
+        with bulk_gc():
+            async for batch in source.batches():
+                v.feed_many(batch)
+                if on_batch:
+                    on_batch(len(batch))
+                if v.done:
+                    break
+        return v.finish()
+    finally:
+        v.close()
 
 
 def print_result(r: VerifyResult, out: TextIO = sys.stdout) -> None:

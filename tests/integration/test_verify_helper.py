@@ -1,0 +1,90 @@
+"""The helper process of `replay --verify` (adapters.verify_helper): a real forked process and
+real pipes. Large frames both ways at once must not deadlock; a helper that fails or dies
+is an error with its reason, never a hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from adapters import verify_helper as vh
+from adapters.verify_helper import HANDLE, SYNC, Helper, HelperError, read_frames, write_frame
+
+pytestmark = pytest.mark.skipif(not vh.available(), reason="needs fork")
+
+
+def echo_big(fd_in: int, fd_out: int) -> None:
+    """Answers every item with a decision ten times its size (the pipes fill both ways)."""
+    for frame in read_frames(fd_in):
+        out: list[object] = []
+        for item in frame:
+            if item[0] == HANDLE:
+                out.append((item[1], "echo", "T", b"\0" * 16, item[3] * 10))
+            elif item[0] == SYNC:
+                out.append(("sync", item[1]))
+            elif item[0] == vh.END:
+                out.append(("end", vh.peak_rss_mb(), vh.cpu_seconds()))
+                write_frame(fd_out, out)
+                return
+        write_frame(fd_out, out)
+
+
+def test_big_frames_both_ways_arrive_whole_and_in_order() -> None:
+    helper = Helper(echo_big)
+    got = []
+    try:
+        for i in range(60):  # 60 x 200 KB out, 60 x 2 MB back: far beyond the pipes
+            helper.send((HANDLE, i, "T", bytes([i]) * 200_000))
+            got += helper.flush()
+        got += helper.close()
+    finally:
+        helper.kill()
+    assert [d[0] for d in got] == list(range(60))
+    assert all(d[4] == bytes([d[0]]) * 2_000_000 for d in got)
+    assert helper.peak_rss_mb and helper.peak_rss_mb > 0
+
+
+def test_sync_returns_every_decision_sent_before_it() -> None:
+    helper = Helper(echo_big)
+    try:
+        for i in range(5):
+            helper.send((HANDLE, i, "T", b"x"))
+        assert [d[0] for d in helper.sync()] == list(range(5))
+        assert not helper.in_flight
+        helper.close()
+    finally:
+        helper.kill()
+
+
+def failing(fd_in: int, fd_out: int) -> None:
+    for _ in read_frames(fd_in):
+        raise ValueError("scanner broke on bar 12")
+
+
+def test_a_helper_that_raises_is_an_error_with_its_traceback() -> None:
+    helper = Helper(failing)
+    try:
+        helper.send((HANDLE, 1, "T", b"x"))
+        with pytest.raises(HelperError, match="scanner broke on bar 12"):
+            helper.flush()
+            helper.sync()
+    finally:
+        helper.kill()
+
+
+def dies(fd_in: int, fd_out: int) -> None:
+    for _ in read_frames(fd_in):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_helper_that_dies_is_an_error_not_a_hang() -> None:
+    helper = Helper(dies)
+    try:
+        helper.send((HANDLE, 1, "T", b"x"))
+        with pytest.raises(HelperError, match="exited"):
+            helper.flush()
+            helper.sync()
+    finally:
+        helper.kill()
