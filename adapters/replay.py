@@ -49,7 +49,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from adapters import verify_helper
-from adapters.log_source import LogEntry, LogSource, bulk_gc
+from adapters.log_source import EventEnvelope, LogEntry, LogSource, NatsSource, bulk_gc
 from domain.calendar import NEW_YORK
 from domain.errors import CatalystError
 from domain.events import REGISTRY, ConfigChanged, Event, RunStarted, decode_event
@@ -76,9 +76,20 @@ HANDLER_OUTPUTS: dict[str, frozenset[str]] = {
 OUT_OF_BAND = frozenset({"RunStarted", "ConfigChanged", "ConfigRejected",
                          "HandlerCrashLooping"})
 SETTINGS_EVENTS = frozenset({"RunStarted", "ConfigChanged"})
-# Handlers a verification on more than one core re-runs in a helper process: the costliest
-# (see adapters.verify_helper). Each must have its outputs listed in HANDLER_OUTPUTS.
-HELPER_HANDLERS = frozenset({"scanner"})
+# Handlers a verification on more than one core re-runs in helper processes (see
+# adapters.verify_helper): the ones that take market data, the bulk of the log. With every
+# one of them in a helper, the main process reads market data as envelopes only, which is
+# what makes two processes pay on two cores. Each must have its outputs in HANDLER_OUTPUTS.
+MARKET_DATA_HANDLERS = frozenset({"scanner", "daily_pnl", "executor"})
+
+
+def helper_groups(jobs: int) -> list[frozenset[str]]:
+    """One helper for `jobs` 2; from 3 on, the scanner (the costliest) gets its own."""
+    if jobs <= 1:
+        return []
+    if jobs == 2:
+        return [MARKET_DATA_HANDLERS]
+    return [frozenset({"scanner"}), MARKET_DATA_HANDLERS - {"scanner"}]
 
 BEFORE, IN, AFTER = 0, 1, 2
 
@@ -387,6 +398,19 @@ class Router:
         self.handlers = handlers
         self._routes: dict[object, list[Handler]] = {}
 
+    def route_market_data(self, type_name: str) -> list[Handler]:
+        """The route of a market data type, by name (no event needed: see `route`)."""
+        cls = REGISTRY[type_name]
+        found = self._routes.get(cls)
+        if found is None:
+            from adapters.pipeline import routes
+
+            subject = cls.subject_template.format(symbol="ANY")
+            found = self._routes[cls] = [
+                h for h in self.handlers if routes(h.subjects, subject)
+                and (h.accepts is None or type_name in h.accepts)]
+        return found
+
     def route(self, ev: Event) -> list[Handler]:
         # Market data subjects differ only in the symbol, which no handler filters on: one
         # route per type. Other subjects are fixed per type unless they name a symbol.
@@ -408,8 +432,8 @@ class Router:
 
 
 def default_jobs() -> int:
-    """Two processes where there are two cores to run them (more give nothing: one handler
-    is worth moving out)."""
+    """Two processes where there are two cores to run them (on two cores a third gives
+    nothing: measured with bench/replay.py --jobs 3)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -441,8 +465,14 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
             for item in frame:
                 kind = item[0]
                 if kind == HANDLE:
-                    ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
                     at = item[1]
+                    try:
+                        ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
+                    except ValueError as e:
+                        # Read as an envelope by the main process (one process would skip
+                        # it and report its position as a gap): fail with where and why.
+                        raise ReplayError(f"a {item[2]} event at position {at} in the log "
+                                          f"does not decode: {e}") from None
                     for h in route(ev):
                         for o in h.handle(ev, settings):
                             out.append((at, h.name, o.type, o.event_id.bytes, o.to_json()))
@@ -481,15 +511,24 @@ class Verifier:
         self.derived_types: set[str] = set()
         for h in handlers:
             self.derived_types |= HANDLER_OUTPUTS.get(h.name, frozenset())
-        self.helper: verify_helper.Helper | None = None
-        away = frozenset(h.name for h in handlers if h.name in HELPER_HANDLERS)
-        if jobs > 1 and away and verify_helper.available():
-            self.helper = verify_helper.Helper(_helper_main(plan, away))
-        else:
-            away = frozenset()
+        # (helper, the router of its handlers)
+        self.helpers: list[tuple[verify_helper.Helper, Router]] = []
+        away: set[str] = set()
+        names = {h.name for h in handlers}
+        groups = [g & names for g in helper_groups(jobs) if g & names]
+        if verify_helper.available():
+            for group in groups:
+                helper = verify_helper.Helper(_helper_main(plan, group))
+                self.helpers.append((helper, Router([h for h in handlers if h.name in group])))
+                away |= group
         self.handlers = [h for h in handlers if h.name not in away]
         self._local = Router(self.handlers)
-        self._away = Router([h for h in handlers if h.name in away])
+        # Market data no handler here takes needs no decoding here: only its envelope, its
+        # stored bytes going to the helpers (which decode and validate it).
+        self.envelopes = frozenset(
+            name for name, cls in REGISTRY.items()
+            if self.helpers and cls.subject_template.startswith("catalyst.md.")
+            and name not in self.derived_types and not self._local.route_market_data(name))
         self.phases = Phases(window or Window())
         self.result = VerifyResult(notes=list(plan.notes))
         self.max_reported = max_reported
@@ -547,6 +586,9 @@ class Verifier:
         process finds it (`at`, default: the entry being fed), then as found. A helper's
         decisions arrive late, so the order is restored here, not assumed."""
         self.result.divergences += 1
+        r = d.recorded
+        if r is not None and isinstance(r.event, EventEnvelope) and r.raw is not None:
+            d.recorded = r._replace(event=decode_event(r.raw))  # shown in full
         self._found_seq += 1
         item = (-(self._at if at is None else at), -self._found_seq, d)
         if len(self._found) < self.max_reported:
@@ -592,8 +634,10 @@ class Verifier:
             if self.done:
                 return
             self.feed(e)
-        if self.helper is not None and not self.helper.closed:
-            self._take(self.helper.flush())
+        for helper, _ in self.helpers:
+            if not helper.closed:
+                helper.flush()
+                self._take(helper.take())
 
     def feed(self, entry: LogEntry) -> None:
         ev = entry.event
@@ -603,10 +647,10 @@ class Verifier:
             self._drain(entry)
             return
         self._at += 1
-        helper = self.helper
+        helpers = self.helpers
         if t in SETTINGS_EVENTS:
             self.settings = next_settings(self.settings, ev)
-            if helper is not None:
+            for helper, _ in helpers:
                 helper.send((verify_helper.CONFIG, 0, t, entry.raw or ev.to_json()))
         order = entry.order
         if order is not None and order - 1 == self._max_order:
@@ -614,13 +658,16 @@ class Verifier:
         else:
             self._check_order(entry)
         settings = self.settings
+        envelope = type(ev) is EventEnvelope
         if phase == BEFORE:
             self.result.context += 1
             self._remember(ev, BEFORE)
-            for h in self._local.route(ev):
-                h.apply(ev)
-            if helper is not None and self._away.route(ev):
-                helper.send((verify_helper.APPLY, 0, t, entry.raw or ev.to_json()))
+            if not envelope:
+                for h in self._local.route(ev):
+                    h.apply(ev)
+            for helper, router in helpers:
+                if router.route_market_data(t) if envelope else router.route(ev):
+                    helper.send((verify_helper.APPLY, 0, t, entry.raw or ev.to_json()))
             return
         self.result.events += 1
         eid, cid = ev.event_id, ev.causation_id
@@ -646,8 +693,11 @@ class Verifier:
                     self._early[eid] = (entry, self._at)
                 else:
                     self._compare(exp[0], exp[1], entry, self._at)
-        if helper is not None and self._away.route(ev):
-            helper.send((verify_helper.HANDLE, self._at, t, entry.raw or ev.to_json()))
+        for helper, router in helpers:
+            if router.route_market_data(t) if envelope else router.route(ev):
+                helper.send((verify_helper.HANDLE, self._at, t, entry.raw or ev.to_json()))
+        if envelope:
+            return
         for h in self._local.route(ev):
             outs = h.handle(ev, settings)
             if outs:
@@ -692,9 +742,9 @@ class Verifier:
 
     def _drain(self, entry: LogEntry) -> None:
         """After the window: only the recorded copies of decisions still awaited."""
-        helper = self.helper
-        if helper is not None and helper.in_flight:
-            self._take(helper.sync())  # every decision made inside the window, first
+        for helper, _ in self.helpers:
+            if helper.in_flight:
+                self._take(helper.sync())  # every decision made inside the window, first
         if not self._expected:
             self.done = True
             return
@@ -704,15 +754,16 @@ class Verifier:
             self._compare(exp[0], exp[1], entry, self._at)
 
     def close(self) -> None:
-        """Stop the helper (if any) without waiting for it: on errors and interruptions."""
-        if self.helper is not None:
-            self.helper.kill()
+        """Stop the helpers without waiting for them: on errors and interruptions."""
+        for helper, _ in self.helpers:
+            helper.kill()
 
     def finish(self) -> VerifyResult:
-        if self.helper is not None:
-            self._take(self.helper.close())
-            self.result.helper_peak_rss_mb = self.helper.peak_rss_mb
-            self.result.helper_cpu_seconds = self.helper.cpu_seconds
+        for helper, _ in self.helpers:
+            self._take(helper.close())
+        if self.helpers:
+            self.result.helper_peak_rss_mb = sum(h.peak_rss_mb or 0 for h, _ in self.helpers)
+            self.result.helper_cpu_seconds = sum(h.cpu_seconds or 0 for h, _ in self.helpers)
         # What the end of the log shows, after everything found on the way, in log order
         # (by where it was recorded, or decided) however late a helper's decisions came.
         end = self._at + 1
@@ -758,6 +809,8 @@ async def verify(source: LogSource, plan: Plan, window: Window | None = None,
     """`jobs` processes (None: `default_jobs()`); more than one runs the costliest handler
     in a helper process (adapters.verify_helper), with the same result."""
     v = Verifier(plan, window, jobs=default_jobs() if jobs is None else jobs)
+    if isinstance(source, NatsSource):
+        source.envelopes = v.envelopes
     try:
         with bulk_gc():
             async for batch in source.batches():

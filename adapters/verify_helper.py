@@ -89,9 +89,9 @@ class Helper:
         self._batch.append(item)
         self.in_flight = True
 
-    def flush(self) -> list[Decision]:
-        """Write what was sent (draining decisions while the pipe is full); returns the
-        decisions that have come back so far."""
+    def flush(self) -> None:
+        """Write what was sent, collecting decisions meanwhile (the helper may be waiting
+        for us to take them): `take` returns them."""
         if self._batch:
             frame = pickle.dumps(self._batch, pickle.HIGHEST_PROTOCOL)
             self._batch = []
@@ -105,9 +105,8 @@ class Helper:
             del self._out[:n]
             if self._out:
                 self._wait(write=True)
-                self._read()  # the helper may be waiting for us to take its decisions
+                self._read()
         self._read()
-        return self.take()
 
     def take(self) -> list[Decision]:
         out, self._decisions = self._decisions, []
@@ -128,7 +127,6 @@ class Helper:
         """The last decisions; the helper exits."""
         if self.closed:
             return []
-        out = self.sync()
         self.send((END,))
         self.flush()
         while self.peak_rss_mb is None:
@@ -136,7 +134,7 @@ class Helper:
             self._read()
         self._proc.join(timeout=10)
         self._shut()
-        return out + self.take()
+        return self.take()
 
     def kill(self) -> None:
         if not self.closed:

@@ -64,17 +64,26 @@ def rsi(closes: Sequence[Decimal], period: int = 14) -> float | None:
     """
     if period < 1 or len(closes) < period + 1:
         return None
-    # One pass; `ZERO if ZERO > x else x` is max(x, ZERO) exactly (max keeps the first of
-    # equals), so the values, and what Wilder makes of them, are the same to the digit.
-    gains: list[Decimal] = []
-    losses: list[Decimal] = []
-    prev = closes[0]
-    for close in closes[1:]:
-        change = close - prev
-        gains.append(ZERO if ZERO > change else change)
-        change = -change
-        losses.append(ZERO if ZERO > change else change)
-        prev = close
+    moves = [close_move(closes[i - 1], closes[i]) for i in range(1, len(closes))]
+    return rsi_from_moves([g for g, _ in moves], [lo for _, lo in moves], period)
+
+
+def close_move(prev: Decimal, close: Decimal) -> tuple[Decimal, Decimal]:
+    """(gain, loss) of a close against the one before: max(change, 0), max(-change, 0).
+    `ZERO if ZERO > x else x` is max(x, ZERO) exactly (max keeps the first of equals), so
+    the values, and what Wilder makes of them, are the same to the digit."""
+    change = close - prev
+    gain = ZERO if ZERO > change else change
+    change = -change
+    return gain, ZERO if ZERO > change else change
+
+
+def rsi_from_moves(gains: Sequence[Decimal], losses: Sequence[Decimal],
+                   period: int = 14) -> float | None:
+    """RSI from each close's gain and loss against the close before it (what `rsi` computes
+    first; `bar_moves` gives them one bar at a time, for a caller that keeps them)."""
+    if period < 1 or len(gains) < period:
+        return None
     avg_gain = _wilder(gains, period)
     avg_loss = _wilder(losses, period)
     if avg_loss == 0:
@@ -121,27 +130,26 @@ def macd(
     return Macd(line=line[-1], signal=sig[-1], histogram=hist, prev_histogram=prev)
 
 
+def bar_moves(prev: HasHLC, bar: HasHLC) -> tuple[Decimal, Decimal, Decimal]:
+    """One bar against the one before it: (true range, close gain, close loss), the very
+    values `true_ranges` and `rsi` compute for it (a scanner keeps them per bar instead of
+    recomputing them over the window at every scan)."""
+    prev_close, high, low = prev.close, bar.high, bar.low
+    # max(a, b, c) spelled out (it keeps the first of equals): same value, same digits.
+    tr = high - low
+    x = abs(high - prev_close)
+    if x > tr:
+        tr = x
+    x = abs(low - prev_close)
+    if x > tr:
+        tr = x
+    return (tr, *close_move(prev_close, bar.close))
+
+
 def true_ranges(bars: Sequence[HasHLC]) -> list[Decimal]:
     """True range of every bar after the first: max(high-low, |high-prev close|,
     |low-prev close|). The first bar has no previous close, so it has no true range."""
-    out: list[Decimal] = []
-    if not bars:
-        return out
-    prev_close = bars[0].close
-    for i in range(1, len(bars)):
-        bar = bars[i]
-        high, low = bar.high, bar.low
-        # max(a, b, c) spelled out (it keeps the first of equals): same value, same digits.
-        tr = high - low
-        x = abs(high - prev_close)
-        if x > tr:
-            tr = x
-        x = abs(low - prev_close)
-        if x > tr:
-            tr = x
-        out.append(tr)
-        prev_close = bar.close
-    return out
+    return [bar_moves(bars[i - 1], bars[i])[0] for i in range(1, len(bars))]
 
 
 def atr(bars: Sequence[HasHLC], period: int = 14) -> Decimal | None:
@@ -149,6 +157,13 @@ def atr(bars: Sequence[HasHLC], period: int = 14) -> Decimal | None:
     if period < 1 or len(bars) < period + 1:
         return None
     return _wilder(true_ranges(bars), period)
+
+
+def atr_from_ranges(ranges: Sequence[Decimal], period: int = 14) -> Decimal | None:
+    """`atr` from the bars' true ranges (every bar after the first)."""
+    if period < 1 or len(ranges) < period:
+        return None
+    return _wilder(ranges, period)
 
 
 def volume_ratio(volumes: Sequence[int], lookback: int = 20, recent: int = 1) -> float | None:

@@ -67,6 +67,24 @@ def _local_minima(lows: Sequence[Decimal], order: int) -> list[int]:
     return [j for j in range(n) if ok[j]]
 
 
+def _between(lows: Sequence[Decimal], highs: Sequence[Decimal], b: int
+             ) -> tuple[list[Decimal], list[Decimal]]:
+    """min(lows[a + 1 : b]) and max(highs[a + 1 : b]) for every a in 0..b-2."""
+    mins = [lows[0]] * (b - 1)
+    maxs = [highs[0]] * (b - 1)
+    lo, hi = lows[b - 1], highs[b - 1]
+    for a in range(b - 2, -1, -1):
+        mins[a] = lo
+        maxs[a] = hi
+        x = lows[a]
+        if x < lo:
+            lo = x
+        x = highs[a]
+        if x > hi:  # max keeps the first of equals; equal values are the same number
+            hi = x
+    return mins, maxs
+
+
 def double_bottom(
     bars: Sequence[HasHLC],
     lookback: int = 40,
@@ -89,17 +107,32 @@ def double_bottom(
     minima = _local_minima(lows, order)
     tol = Decimal(str(tolerance))
     rebound = Decimal(str(min_rebound))
+    sep = max(min_separation, 2)
+    # min(lows[i:]) for every i, and per second bottom min(lows[a+1:b]) for every a: the
+    # same tests as slicing each pair, in O(1) each (the scanner runs this per symbol and
+    # scan). The tests only reject a pair, so their order does not change the answer.
+    since = lows[:]
+    for i in range(len(since) - 2, -1, -1):
+        if since[i + 1] < since[i]:
+            since[i] = since[i + 1]
     for b in reversed(minima):
+        low_b = lows[b]
+        after = since[b]
+        between: tuple[list[Decimal], list[Decimal]] | None = None
         for a in minima:
-            if b - a < max(min_separation, 2):
+            if b - a < sep:
                 break
-            low_a, low_b = lows[a], lows[b]
+            low_a = lows[a]
             bottom = min(low_a, low_b)
+            if after < bottom:
+                continue
             if bottom <= 0 or abs(low_a - low_b) / bottom > tol:
                 continue
-            if min(lows[a + 1 : b]) < bottom or min(lows[b:]) < bottom:
+            if between is None:
+                between = _between(lows, highs, b)
+            if between[0][a] < bottom:
                 continue
-            peak = max(highs[a + 1 : b])
+            peak = between[1][a]
             if peak < max(low_a, low_b) * (1 + rebound):
                 continue
             return PatternResult(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from domain import indicators, patterns
 from domain.events import CandidateScore
@@ -235,6 +235,24 @@ def _r(x: float | None, places: int = 4) -> float | None:
     return None if x is None else round(x, places)
 
 
+class BarColumns(NamedTuple):
+    """The indicators' inputs, oldest first: every bar's close and volume, and
+    `indicators.bar_moves` (true range, close gain, close loss) of every bar after the
+    first against the one before it."""
+
+    closes: Sequence[Decimal]
+    volumes: Sequence[int]
+    ranges: Sequence[Decimal]
+    gains: Sequence[Decimal]
+    losses: Sequence[Decimal]
+
+    @classmethod
+    def of(cls, bars: Sequence[Bar]) -> BarColumns:
+        moves = [indicators.bar_moves(bars[i - 1], bars[i]) for i in range(1, len(bars))]
+        ranges, gains, losses = zip(*moves, strict=True) if moves else ((), (), ())
+        return cls([b.close for b in bars], [b.volume for b in bars], ranges, gains, losses)
+
+
 def score_symbol(
     symbol: str,
     bars: Sequence[Bar],
@@ -246,12 +264,17 @@ def score_symbol(
     climax_penalty_value: float,
     news_half_life_hours: float,
     params: ScanParams = ScanParams(),
+    columns: BarColumns | None = None,
 ) -> SymbolScore | None:
     """Every component for one symbol from its intraday bars (oldest first) and headlines.
 
+    `columns`: the bars' `BarColumns`, from a caller that keeps them per bar (computed here
+    otherwise; the same values).
+
     None when there are too few bars for an ATR: without it no stop can be placed, so the
     symbol is no candidate. Other missing indicators score 0 and show as None in details."""
-    exact_atr = indicators.atr(bars, params.atr_period)
+    closes, volumes, ranges, gains, losses = columns or BarColumns.of(bars)
+    exact_atr = indicators.atr_from_ranges(ranges, params.atr_period)
     if exact_atr is None:
         return None
     # Four places: exact enough for a stop in cents, short enough to read in the event.
@@ -259,9 +282,7 @@ def score_symbol(
     if atr <= 0:
         return None
     p = params
-    closes = [b.close for b in bars]
-    volumes = [b.volume for b in bars]
-    rsi = indicators.rsi(closes, p.rsi_period)
+    rsi = indicators.rsi_from_moves(gains, losses, p.rsi_period)
     macd = indicators.macd(closes, p.macd_fast, p.macd_slow, p.macd_signal)
     vol_ratio = indicators.volume_ratio(volumes, p.volume_lookback, p.volume_recent)
     mom = indicators.momentum(closes, p.momentum_bars)

@@ -194,10 +194,10 @@ class Executor(Handler):
     # --- decisions ---------------------------------------------------------------------------
 
     def decide(self, event: Event, settings: Settings) -> list[Event]:
-        if not isinstance(event, ScanRequested | BarReceived):
-            return []
         positions = self.state.positions
         if not positions:  # every bar comes here; most find nothing held
+            return []
+        if not isinstance(event, ScanRequested | BarReceived):
             return []
         max_hold = timedelta(minutes=settings.session.max_hold_time_minutes)
         now = event.occurred_at

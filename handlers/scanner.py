@@ -15,10 +15,20 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from datetime import datetime, timedelta
+from decimal import Decimal
+from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from domain.events import BarReceived, Event, NewsReceived, ScanCompleted, ScanRequested
-from domain.scoring import ScanParams, SymbolScore, rank_candidates, score_symbol, universe_check
+from domain.indicators import bar_moves
+from domain.scoring import (
+    BarColumns,
+    ScanParams,
+    SymbolScore,
+    rank_candidates,
+    score_symbol,
+    universe_check,
+)
 from domain.values import Bar, Headline
 from handlers.base import Handler
 
@@ -31,27 +41,46 @@ BAR_DURATION = {INTRADAY: timedelta(minutes=1), DAILY: timedelta(days=1)}
 MAX_HEADLINES = 50
 
 
-def _insert(bars: deque[Bar], bar: Bar) -> None:
+APPENDED, REPLACED, REBUILT = 0, 1, 2
+
+
+def _insert(bars: deque[Bar], bar: Bar) -> int:
     """Keep bars ordered by timestamp; a bar with a known timestamp replaces the old one
-    (Alpaca re-sends corrected bars)."""
+    (Alpaca re-sends corrected bars). Returns what it did to the deque."""
     if not bars or bar.timestamp > bars[-1].timestamp:
         bars.append(bar)
-    elif bar.timestamp == bars[-1].timestamp:
+        return APPENDED
+    if bar.timestamp == bars[-1].timestamp:
         bars[-1] = bar
-    else:  # late or corrected older bar: rare, so a rebuild is fine
-        kept = [b for b in bars if b.timestamp != bar.timestamp] + [bar]
-        kept.sort(key=lambda b: b.timestamp)
-        bars.clear()
-        bars.extend(kept[-(bars.maxlen or len(kept)) :])
+        return REPLACED
+    # late or corrected older bar: rare, so a rebuild is fine
+    kept = [b for b in bars if b.timestamp != bar.timestamp] + [bar]
+    kept.sort(key=lambda b: b.timestamp)
+    bars.clear()
+    bars.extend(kept[-(bars.maxlen or len(kept)) :])
+    return REBUILT
+
+
+# The move of the first bar kept: it has no bar before it, and no window uses its move.
+_NO_MOVE = (Decimal(0), Decimal(0), Decimal(0))
+# Per bar: (close, volume, true range, close gain, close loss), the last three against the
+# bar before it (indicators.bar_moves).
+_Column = tuple[Decimal, int, Decimal, Decimal, Decimal]
+
+
+def _column(prev: Bar | None, bar: Bar) -> _Column:
+    return (bar.close, bar.volume, *(bar_moves(prev, bar) if prev is not None else _NO_MOVE))
 
 
 class _SymbolState:
-    __slots__ = ("intraday", "daily", "news")
+    __slots__ = ("intraday", "columns", "daily", "news")
 
     def __init__(self, params: ScanParams) -> None:
-        self.intraday: deque[Bar] = deque(
-            maxlen=max(params.intraday_history, params.intraday_needed)
-        )
+        keep = max(params.intraday_history, params.intraday_needed)
+        self.intraday: deque[Bar] = deque(maxlen=keep)
+        # columns[i] = _column(intraday[i - 1], intraday[i]): the indicators' inputs, computed
+        # once per bar rather than over the whole window at every scan (the same values).
+        self.columns: deque[_Column] = deque(maxlen=keep)
         self.daily: deque[Bar] = deque(maxlen=max(params.daily_history, params.adv_lookback))
         self.news: OrderedDict[str, Headline] = OrderedDict()
 
@@ -87,7 +116,19 @@ class Scanner(Handler):
         if isinstance(event, BarReceived):
             tf = event.bar.timeframe
             if tf == INTRADAY:
-                _insert(self._state(event.symbol).intraday, event.bar)
+                st = self._state(event.symbol)
+                bars, columns = st.intraday, st.columns
+                done = _insert(bars, event.bar)
+                if done != REBUILT:
+                    col = _column(bars[-2] if len(bars) > 1 else None, bars[-1])
+                    if done == APPENDED:
+                        columns.append(col)  # drops the oldest with its bar when full
+                    else:
+                        columns[-1] = col
+                else:
+                    columns.clear()
+                    columns.extend(_column(bars[i - 1] if i else None, bars[i])
+                                   for i in range(len(bars)))
             elif tf == DAILY:
                 _insert(self._state(event.symbol).daily, event.bar)
         elif isinstance(event, NewsReceived):
@@ -124,6 +165,7 @@ class Scanner(Handler):
                 climax_penalty_value=wf.climax_penalty,
                 news_half_life_hours=wf.news_half_life_hours,
                 params=self.params,
+                columns=_columns(st.columns, len(bars)),
             )
             if scored is None:
                 continue
@@ -140,6 +182,12 @@ class Scanner(Handler):
                 candidates=rank_candidates(scores, universe_details),
             )
         ]
+
+
+def _columns(columns: deque[_Column], n: int) -> BarColumns:
+    """The BarColumns of the first `n` bars kept."""
+    closes, volumes, ranges, gains, losses = zip(*islice(columns, n), strict=True)
+    return BarColumns(closes, volumes, ranges[1:], gains[1:], losses[1:])
 
 
 def _complete(bars: deque[Bar], timeframe: str, as_of: datetime) -> list[Bar]:

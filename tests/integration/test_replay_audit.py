@@ -157,7 +157,7 @@ async def export_file(r: Recorded, name: str = "day.jsonl") -> Path:
 # --- replay and verify ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("jobs", [1, 2, 3])
 async def test_recorded_session_replays_with_zero_divergences(recorded: Recorded,
                                                               jobs: int) -> None:
     log = await connect(recorded)
@@ -172,8 +172,8 @@ async def test_recorded_session_replays_with_zero_divergences(recorded: Recorded
     assert result.ok and result.events == recorded.dispatched
     assert result.derived > 50  # signals, approvals, P&L changes, alerts... were all checked
     assert result.summary() == f"{recorded.dispatched} events, 0 divergences"
-    # Two processes: the scanner ran in the helper (its scans were checked all the same).
-    assert (result.helper_peak_rss_mb is not None) == (jobs == 2)
+    # More processes: the market data handlers ran in helpers (checked all the same).
+    assert (result.helper_peak_rss_mb is not None) == (jobs > 1)
 
 
 async def test_replay_prints_the_merged_log_in_dispatch_order(recorded: Recorded,
@@ -217,17 +217,17 @@ def _index(lines: list[str], type_: str, nth: int = 0) -> int:
 
 
 async def _verify_lines(lines: list[str], path: Path) -> list[str]:
-    """The divergences' kinds; one process and two (the scanner in a helper) must report
-    exactly the same divergences."""
+    """The divergences' kinds; one process, two and three (market data handlers in helpers)
+    must report exactly the same divergences."""
     path.write_text("\n".join(lines) + "\n")
     found = []
-    for jobs in (1, 2):
+    for jobs in (1, 2, 3):
         source = FileSource(path)
         result = await verify(source, plan_for_file(source, Settings()),
                               Window.from_dict(source.header["window"]), jobs=jobs)
         assert not result.ok
         found.append([d.lines() for d in result.reported])
-    assert found[0] == found[1]
+    assert found[0] == found[1] == found[2]
     return [line[0].split(":")[0] for line in found[0]]
 
 
@@ -360,6 +360,34 @@ async def test_export_then_import_on_a_fresh_server_gives_the_same_report(
     assert imported == original == from_file
     assert render(imported, "html") == render(original, "html")
     assert result.ok and result.events == recorded.dispatched
+
+
+async def test_a_tampered_log_on_nats_reports_the_same_in_one_process_and_two(
+        recorded: Recorded, tmp_path: Path) -> None:
+    """On NATS, two processes read market data as envelopes in the main process: the
+    divergences about bars (moved, removed) must read exactly as in one process."""
+    lines = _lines(await export_file(recorded))
+    k = _index(lines, "BarReceived", 40)
+    lines[k], lines[k + 1] = lines[k + 1], lines[k]  # a bar recorded out of its order
+    del lines[_index(lines, "BarReceived", 200)]  # and a bar missing
+    path = tmp_path / "tampered.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with EmbeddedNats(store_dir=tmp_path / "fresh") as fresh:
+        log = await EventLog.connect(fresh.url)
+        try:
+            await import_entries(log, FileSource(path))
+            plan = await plan_for_nats(log, Settings())
+            found = []
+            for jobs in (1, 2):
+                result = await verify(await NatsSource(log).open(), plan, jobs=jobs)
+                found.append((result.summary(), [d.lines() for d in result.reported]))
+        finally:
+            await log.close()
+    assert found[0] == found[1]
+    kinds = [d[0].split(":")[0] for d in found[0][1]]
+    assert "out_of_order" in kinds and "gap" in kinds
+    shown = "\n".join(line for d in found[1][1] for line in d)
+    assert "replayed: symbol=" in shown  # a bar's divergence shows the bar in full
 
 
 # --- status and metrics ----------------------------------------------------------------------

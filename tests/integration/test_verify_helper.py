@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -37,7 +38,8 @@ def test_big_frames_both_ways_arrive_whole_and_in_order() -> None:
     try:
         for i in range(60):  # 60 x 200 KB out, 60 x 2 MB back: far beyond the pipes
             helper.send((HANDLE, i, "T", bytes([i]) * 200_000))
-            got += helper.flush()
+            helper.flush()
+            got += helper.take()
         got += helper.close()
     finally:
         helper.kill()
@@ -51,7 +53,13 @@ def test_sync_returns_every_decision_sent_before_it() -> None:
     try:
         for i in range(5):
             helper.send((HANDLE, i, "T", b"x"))
-        assert [d[0] for d in helper.sync()] == list(range(5))
+        helper.flush()
+        time.sleep(0.2)  # the helper answers; the next flush reads its decisions
+        helper.send((HANDLE, 5, "T", b"x"))
+        helper.flush()
+        early = helper.take()
+        assert early  # taken here, so not returned again
+        assert [d[0] for d in early + helper.sync()] == list(range(6))
         assert not helper.in_flight
         helper.close()
     finally:

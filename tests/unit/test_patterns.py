@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from domain.patterns import breakout, double_bottom, tight_range
 from tests.unit.scan_builders import D, bar, hlc
@@ -109,3 +111,59 @@ def test_tight_range_relative_to_atr() -> None:
     assert at_limit is not None and at_limit.detected and at_limit.figures["range_atr"] == 2.0
     too_wide = tight_range(bars, atr=D("0.4"))  # 2.5 ATR
     assert too_wide is not None and not too_wide.detected
+
+
+# --- double bottom against the plain definition ----------------------------------------------
+
+
+def _reference_double_bottom(bars: list, lookback: int = 40, tolerance: float = 0.02,
+                             min_separation: int = 5, min_rebound: float = 0.01,
+                             order: int = 2) -> tuple | None:
+    """The detector as first written (a slice per pair): what the faster one must equal."""
+    from domain.patterns import _local_minima
+
+    if len(bars) < lookback:
+        return None
+    window = bars[-lookback:]
+    lows = [b.low for b in window]
+    highs = [b.high for b in window]
+    minima = _local_minima(lows, order)
+    tol = Decimal(str(tolerance))
+    rebound = Decimal(str(min_rebound))
+    for b in reversed(minima):
+        for a in minima:
+            if b - a < max(min_separation, 2):
+                break
+            low_a, low_b = lows[a], lows[b]
+            bottom = min(low_a, low_b)
+            if bottom <= 0 or abs(low_a - low_b) / bottom > tol:
+                continue
+            if min(lows[a + 1 : b]) < bottom or min(lows[b:]) < bottom:
+                continue
+            peak = max(highs[a + 1 : b])
+            if peak < max(low_a, low_b) * (1 + rebound):
+                continue
+            return (True, float(low_a), float(low_b), float(peak), b - a)
+    return (False,)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.integers(-40, 40), min_size=40, max_size=60), st.integers(0, 60),
+       st.sampled_from([0.001, 0.005, 0.02]), st.sampled_from([0.001, 0.005, 0.01]))
+def test_double_bottom_equals_the_plain_definition(steps: list[int], spread: int,
+                                                   tolerance: float, rebound: float) -> None:
+    cents = [10_000]
+    for s in steps[1:]:
+        cents.append(cents[-1] + s)
+    bars = hlc([(D(c + spread) / 100, D(c) / 100, D(c + spread // 2) / 100) for c in cents])
+    res = double_bottom(bars, tolerance=tolerance, min_rebound=rebound)
+    ref = _reference_double_bottom(bars, tolerance=tolerance, min_rebound=rebound)
+    assert res is not None and ref is not None
+    event(f"detected: {ref[0]}")
+    if not ref[0]:
+        assert not res.detected
+    else:
+        f = res.figures
+        assert res.detected
+        assert (f["first_low"], f["second_low"], f["peak"], f["bars_apart"]) == (
+            round(ref[1], 4), round(ref[2], 4), round(ref[3], 4), ref[4])

@@ -7,6 +7,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from config.settings import ScoringWeights, Settings, Universe
 from domain.events import Event, ScanCompleted, decode_event
@@ -263,3 +266,31 @@ def test_other_timeframes_are_ignored() -> None:
     feed(s, settings, [bar("100", symbol="AAA", timeframe="5Min")])
     st = s.symbols.get("AAA")
     assert st is None or (not st.intraday and not st.daily)
+
+
+# --- the per-bar moves it keeps ----------------------------------------------------------------
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2, 6), st.integers(9_900, 10_100),
+                          st.integers(0, 30)), min_size=1, max_size=260))
+def test_kept_moves_equal_the_window_recomputed(ops: list[tuple[int, int, int]]) -> None:
+    """New bars (past the history's length), corrected last bars and late older bars: what
+    the scanner keeps per bar is what the indicators would compute over its window."""
+    scanner = Scanner()
+    minute = 0
+    for n, (back, cents, spread) in enumerate(ops):
+        # back > 0: a new minute; 0: the last one again (a correction); < 0: a late bar
+        minute = minute + 1 if back > 0 else max(0, minute + back)
+        b = bar(D(cents) / 100, high=D(cents + spread) / 100, low=D(cents - spread) / 100,
+                i=minute, volume=1000 + n)
+        scanner.apply(bar_event(b))
+    from domain.scoring import BarColumns
+    from handlers.scanner import _columns
+
+    st_ = scanner.symbols["AAA"]
+    bars = list(st_.intraday)
+    assert len(st_.columns) == len(bars)
+    for n in {1, 2, len(bars) // 2, len(bars)} - {0}:
+        kept = [list(c) for c in _columns(st_.columns, n)]
+        assert kept == [list(c) for c in BarColumns.of(bars[:n])]
