@@ -171,6 +171,12 @@ class SessionDateCache:
         if start is not None and end is not None and start <= ts < end:
             return self._date  # type: ignore[return-value]
         d = ny_session_date(ts)
-        self._start, self._end = ny_day_bounds(d)
+        start, end = ny_day_bounds(d)
+        tz = ts.tzinfo
+        if tz is not UTC and tz is not None and tz.utcoffset(ts) == timedelta(0):
+            # The same instants in the events' own UTC tzinfo object: comparing datetimes
+            # that share one tzinfo skips two utcoffset() calls (this runs for every bar).
+            start, end = start.replace(tzinfo=tz), end.replace(tzinfo=tz)
+        self._start, self._end = start, end
         self._date = d
         return d

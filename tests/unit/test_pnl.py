@@ -179,3 +179,21 @@ def test_session_date_cache_agrees_with_the_direct_conversion():
         assert cache.date_of(t) == ny_session_date(t)
         back = t - timedelta(hours=7)
         assert cache.date_of(back) == ny_session_date(back)
+
+
+def test_session_date_cache_agrees_whatever_utc_tzinfo_the_times_carry() -> None:
+    """Times decoded from JSON carry pydantic's own UTC tzinfo, times made in Python carry
+    datetime.UTC; the cache keeps its bounds in the events' tzinfo, same dates either way."""
+    from domain.pnl import ny_session_date
+    from domain.values import Bar
+
+    cache = SessionDateCache()
+    start = datetime(2025, 11, 2, 3, 0, tzinfo=UTC)  # around a DST change and midnights
+    for i in range(0, 72 * 60, 17):
+        t = start + timedelta(minutes=i)
+        decoded = Bar.model_validate_json(
+            f'{{"symbol":"A","timestamp":"{t.isoformat().replace("+00:00", "Z")}",'
+            '"open":"1","high":"1","low":"1","close":"1","volume":1}').timestamp
+        assert decoded.tzinfo is not UTC
+        for ts in (decoded, t) if i % 2 else (t, decoded):
+            assert cache.date_of(ts) == ny_session_date(t)
