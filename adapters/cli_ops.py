@@ -80,10 +80,11 @@ def register(app: typer.Typer) -> None:
                                              "the recorded inputs and compare every decision; "
                                              "exit 1 on any divergence.")] = False,
         jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Processes "
-                                                 "for --verify (default: 2 on two cores or "
-                                                 "more, the scanner re-run in a helper; 1: "
-                                                 "all in this process). Same result either "
-                                                 "way.")] = None,
+                                                 "for --verify: 1 all in this one; 2 (the "
+                                                 "default on two cores or more) the scanner "
+                                                 "and executor in a helper; 3 every market "
+                                                 "data handler in helpers. Same result "
+                                                 "every way.")] = None,
         run: Run = None,
         file: File = None,
         config_dir: ConfigDir = None,

@@ -58,6 +58,10 @@ def test_a_demo_run_replays_with_zero_divergences(demo: Demo) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     n, rest = r.stdout.splitlines()[-1].split(" events, ", 1)
     assert rest.startswith("0 divergences") and int(n) > demo.events > 100, r.stdout
+    # However many processes check it, the same report.
+    for jobs in ("1", "3"):
+        j = catalyst(demo.cwd, "replay", "--run", "latest", "--verify", "--jobs", jobs)
+        assert (j.returncode, j.stdout) == (0, r.stdout), j.stdout + j.stderr
 
 
 def test_replay_prints_readable_lines_and_json(demo: Demo) -> None:
