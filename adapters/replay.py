@@ -923,6 +923,9 @@ async def print_entries(source: LogSource, window: Window, subject: str | None,
 
         console = Console(file=out, highlight=False, soft_wrap=True)
     n = 0
+    if as_json and isinstance(source, NatsSource):
+        # JSON lines are the stored bytes: ordering and windows need only each envelope.
+        source.envelopes = frozenset(REGISTRY)
     with Progress(source.total, "replay") as bar, bulk_gc():
         # JSON lines go to the byte stream under `out` when it has one (no decode/encode).
         binary = getattr(out, "buffer", None) if as_json else None

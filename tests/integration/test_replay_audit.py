@@ -187,10 +187,14 @@ async def test_replay_prints_the_merged_log_in_dispatch_order(recorded: Recorded
         with text.open("w") as f:
             await print_entries(await NatsSource(log, subject="catalyst.risk.>").open(),
                                 Window.for_date(DAY), None, False, f)
+        # Decoded in full (no envelopes), for what --json must have printed.
+        stored = [e.raw async for batch in (await NatsSource(log).open()).batches()
+                  for e in batch]
     finally:
         await log.close()
     lines = out.read_text().splitlines()
     assert n == len(lines) == recorded.dispatched
+    assert [line.encode() for line in lines] == stored  # verbatim, in dispatch order
     assert json.loads(lines[0])["type"] == "RunStarted"
     risk = text.read_text()
     assert "EmergencyStopTriggered" in risk and "BarReceived" not in risk
