@@ -98,6 +98,7 @@ def register(app: typer.Typer) -> None:
             raise cli.fail("--verify needs every input: it cannot take --subject")
         from adapters import replay as rp
         from adapters.log_source import FileSource, LogReadError, NatsSource
+        from adapters.verify_helper import HelperError
 
         async def resolve_session(make_source: Any) -> Any:
             if not session:
@@ -146,7 +147,7 @@ def register(app: typer.Typer) -> None:
                     plan = await rp.plan_for_nats(log, settings) if verify else None
                     source = await NatsSource(log, subject=subject).open()
                     return await go(source, plan, w)
-            except (LogReadError, rp.ReplayError) as e:
+            except (LogReadError, rp.ReplayError, HelperError) as e:
                 raise cli.fail(str(e)) from None
 
         code = cli.run_async(main())

@@ -37,7 +37,6 @@ replays everything before it into the handlers' state first (evolve only, no dec
 from __future__ import annotations
 
 import ast
-import heapq
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -477,8 +476,8 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
                         raise ReplayError(f"a {item[2]} event at position {at} in the log "
                                           f"does not decode: {e}") from None
                     for h in route(ev):
-                        for o in h.handle(ev, settings):
-                            out.append((at, h.name, o.type, o.event_id.bytes, o.to_json()))
+                        for i, o in enumerate(h.handle(ev, settings)):
+                            out.append((at, h.name, i, o.type, o.event_id.bytes, o.to_json()))
                 elif kind == APPLY:
                     ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
                     for h in route(ev):
@@ -498,6 +497,8 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
     return run
 
 
+# What is remembered of a recent event: type, occurred_at, causation id, phase, position.
+Recent = tuple[str, datetime, UUID | None, int, int]
 # An expected decision: the event a handler emitted here, or its JSON from a helper.
 Expected = Event | bytes
 
@@ -526,6 +527,8 @@ class Verifier:
                 away |= group
         self.handlers = [h for h in handlers if h.name not in away]
         self._local = Router(self.handlers)
+        # Where one process calls each handler at an event: ties in the report follow it.
+        self._rank = {h.name: i for i, h in enumerate(handlers)}
         # Market data no handler here takes needs no decoding here: only its envelope, its
         # stored bytes going to the helpers (which decode and validate it).
         self.envelopes = frozenset(
@@ -537,25 +540,27 @@ class Verifier:
         self.max_reported = max_reported
         self.done = False
         self._at = 0  # position of the entry being fed: where a decision is made
-        self._expected: dict[UUID, tuple[Expected, str, int]] = {}  # + where decided
-        # Recorded derived events nobody decided yet, with their positions.
-        self._early: dict[UUID, tuple[LogEntry, int]] = {}
+        # Decisions awaiting their recorded copy: (decision, handler, report key).
+        self._expected: dict[UUID, tuple[Expected, str, tuple[int, ...]]] = {}
+        # Recorded derived events nobody decided yet, each copy with its position.
+        self._early: dict[UUID, list[tuple[LogEntry, int]]] = {}
         self._orphans: dict[UUID, list[LogEntry]] = {}  # cause id -> events recorded before it
-        self._reported_early: set[UUID] = set()
-        # Recent events: id.int -> (type, occurred_at, causation id, phase), in two
+        # Reported as recorded before their cause: id -> the position where that was found.
+        self._reported_early: dict[UUID, int] = {}
+        # Recent events: id.int -> (type, occurred_at, causation id, phase, position), in two
         # generations of `recent_limit` (bounded memory without per-event eviction; int keys
         # hash in C where UUID.__hash__ is Python).
-        self._recent: dict[int, tuple[str, datetime, UUID | None, int]] = {}
-        self._recent_old: dict[int, tuple[str, datetime, UUID | None, int]] = {}
+        self._recent: dict[int, Recent] = {}
+        self._recent_old: dict[int, Recent] = {}
         self._recent_limit = recent_limit
         self._max_order: int | None = None
         self._holes: list[list[Any]] = []  # [first, last, entry after the hole]
-        self._found: list[tuple[int, int, Divergence]] = []  # a max-heap of the first found
+        self._found: list[tuple[tuple[int, ...], int, Divergence]] = []
         self._found_seq = 0
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _recent_get(self, eid: UUID) -> tuple[str, datetime, UUID | None, int] | None:
+    def _recent_get(self, eid: UUID) -> Recent | None:
         k = eid.int
         found = self._recent.get(k)
         return found if found is not None else self._recent_old.get(k)
@@ -568,36 +573,41 @@ class Verifier:
         if len(recent) >= self._recent_limit:
             self._recent_old = recent
             recent = self._recent = {}
-        recent[k] = (ev.type, ev.occurred_at, ev.causation_id, phase)
+        recent[k] = (ev.type, ev.occurred_at, ev.causation_id, phase, self._at)
 
-    def chain(self, cause: UUID | None, first: Event | None = None, depth: int = 8
-              ) -> tuple[str, ...]:
+    def chain(self, cause: UUID | None, first: Event | None = None, depth: int = 8,
+              upto: int | None = None) -> tuple[str, ...]:
+        """The causation chain as known at position `upto` (default: the entry being fed),
+        so a divergence reads the same however late a helper's decision came."""
         out = []
         if first is not None:
             out.append(_link(first.type, first.occurred_at, first.event_id))
+        upto = self._at if upto is None else upto
         while cause is not None and len(out) < depth:
             info = self._recent_get(cause)
-            if info is None:
+            if info is None or info[4] > upto:
                 out.append(f"{cause} (not in the replayed part of the log)")
                 break
             out.append(_link(info[0], info[1], cause))
             cause = info[2]
         return tuple(out)
 
-    def _report(self, d: Divergence, at: int | None = None) -> None:
-        """Count `d`; keep the first `max_reported` in log order: by the position where one
-        process finds it (`at`, default: the entry being fed), then as found. A helper's
-        decisions arrive late, so the order is restored here, not assumed."""
+    def _report(self, d: Divergence, key: tuple[int, ...] | None = None) -> None:
+        """Count `d`; keep the first `max_reported` in the order one process finds them.
+
+        `key`: (position, 0) for what feeding the entry at that position finds (the
+        default: the entry being fed), (position, 1, handler rank, output index) for what a
+        decision made there finds; then as found. A helper's decisions arrive late, so the
+        order is restored here, not assumed."""
         self.result.divergences += 1
         r = d.recorded
         if r is not None and isinstance(r.event, EventEnvelope) and r.raw is not None:
             d.recorded = r._replace(event=decode_event(r.raw))  # shown in full
         self._found_seq += 1
-        item = (-(self._at if at is None else at), -self._found_seq, d)
-        if len(self._found) < self.max_reported:
-            heapq.heappush(self._found, item)
-        elif item > self._found[0]:
-            heapq.heapreplace(self._found, item)
+        self._found.append((key or (self._at, 0), self._found_seq, d))
+        if len(self._found) >= 2 * self.max_reported:
+            self._found.sort(key=lambda f: f[:2])
+            del self._found[self.max_reported:]
 
     def _check_order(self, entry: LogEntry) -> None:
         """Dispatch positions must come 1, 2, 3...: a late one is out of order, a hole that
@@ -680,7 +690,7 @@ class Verifier:
         waiting = self._orphans.pop(eid, None) if self._orphans else None
         if waiting:
             for w in waiting:
-                self._reported_early.add(w.event.event_id)
+                self._reported_early.setdefault(w.event.event_id, self._at)
                 self._report(Divergence(
                     "before_cause", w.event.type, w.event.event_id,
                     f"recorded before its cause {t} {eid}", recorded=w,
@@ -693,9 +703,9 @@ class Verifier:
                 self.result.derived += 1
                 exp = self._expected.pop(eid, None)
                 if exp is None:
-                    self._early[eid] = (entry, self._at)
+                    self._early.setdefault(eid, []).append((entry, self._at))
                 else:
-                    self._compare(exp[0], exp[1], entry, self._at)
+                    self._compare(exp[0], exp[1], entry, (self._at, 0))
         for helper, router in helpers:
             if router.route_market_data(t) if envelope else router.route(ev):
                 helper.send((verify_helper.HANDLE, self._at, t, entry.raw or ev.to_json()))
@@ -705,31 +715,44 @@ class Verifier:
             outs = h.handle(ev, settings)
             if outs:
                 at = self._at
-                for o in outs:
-                    self._decided(o.event_id, o.type, h.name, at, o)
+                for i, o in enumerate(outs):
+                    self._decided(o.event_id, o.type, h.name, at, i, o)
 
     def _take(self, decisions: list[verify_helper.Decision]) -> None:
-        for at, handler, type_, eid, data in decisions:
-            self._decided(UUID(bytes=eid), type_, handler, at, data)
+        for at, handler, index, type_, eid, data in decisions:
+            self._decided(UUID(bytes=eid), type_, handler, at, index, data)
 
-    def _decided(self, oid: UUID, type_: str, handler: str, at: int, o: Expected) -> None:
-        """A handler decided `o` while handling the entry at position `at`."""
+    def _decided(self, oid: UUID, type_: str, handler: str, at: int, index: int,
+                 o: Expected) -> None:
+        """`handler` decided `o` (its output `index`) handling the entry at position `at`.
+
+        A helper's decisions arrive late: everything is judged by where they were made. The
+        decision takes the first recorded copy; if that was recorded before `at`, it was
+        recorded before it was decided. Any other copy is left over ("unexpected")."""
         if type_ not in self.derived_types:
             self.derived_types.add(type_)
-        early = self._early.pop(oid, None)
-        if early is None:
-            self._expected[oid] = (o, handler, at)
+        key = (at, 1, self._rank.get(handler, 0), index)
+        copies = self._early.get(oid)
+        if not copies:
+            self._expected[oid] = (o, handler, key)
             return
-        rec, rec_at = early
-        self._compare(o, handler, rec, max(at, rec_at))
-        # A helper's decisions arrive late; what counts is where they were made.
-        if rec_at < at and oid not in self._reported_early:
+        rec, rec_at = copies.pop(0)
+        if not copies:
+            del self._early[oid]
+        if rec_at > at:  # recorded after the decision: one process compares it there
+            self._compare(o, handler, rec, (rec_at, 0))
+            return
+        self._compare(o, handler, rec, key)
+        reported = self._reported_early.get(oid)
+        if reported is None or reported > at:
             ev = _event_of(o)
             self._report(Divergence(
                 "before_cause", type_, oid, "recorded before the handler decided it",
-                handler=handler, recorded=rec, chain=self.chain(ev.causation_id, ev)), at)
+                handler=handler, recorded=rec, chain=self.chain(ev.causation_id, ev, upto=at)),
+                key)
 
-    def _compare(self, expected: Expected, handler: str, entry: LogEntry, at: int) -> None:
+    def _compare(self, expected: Expected, handler: str, entry: LogEntry,
+                 key: tuple[int, ...]) -> None:
         rec = entry.event
         exp = expected if isinstance(expected, bytes) else expected.to_json()
         # The stored bytes first (the common case); then the recorded event re-serialised,
@@ -741,7 +764,8 @@ class Verifier:
             self._report(Divergence("differs", rec.type, rec.event_id,
                                     f"recorded content differs ({what})", handler=handler,
                                     expected=exp_ev, recorded=entry,
-                                    chain=self.chain(rec.causation_id, rec)), at)
+                                    chain=self.chain(rec.causation_id, rec, upto=key[0])),
+                         key)
 
     def _drain(self, entry: LogEntry) -> None:
         """After the window: only the recorded copies of decisions still awaited."""
@@ -754,7 +778,7 @@ class Verifier:
         exp = self._expected.pop(entry.event.event_id, None)
         if exp is not None:
             self.result.derived += 1
-            self._compare(exp[0], exp[1], entry, self._at)
+            self._compare(exp[0], exp[1], entry, (self._at, 0))
 
     def close(self) -> None:
         """Stop the helpers without waiting for them: on errors and interruptions."""
@@ -770,8 +794,9 @@ class Verifier:
         # What the end of the log shows, after everything found on the way, in log order
         # (by where it was recorded, or decided) however late a helper's decisions came.
         end = self._at + 1
-        early = sorted(self._early.items(), key=lambda kv: kv[1][1])
-        for eid, (entry, _) in early:
+        left = sorted(((rec_at, eid, entry) for eid, copies in self._early.items()
+                       for entry, rec_at in copies), key=lambda c: c[0])
+        for rec_at, eid, entry in left:
             if eid in self._reported_early:
                 continue
             ev = entry.event
@@ -781,12 +806,13 @@ class Verifier:
                 "unexpected", ev.type, eid,
                 "recorded as decided by a handler, but no handler decides it"
                 + ("" if cause_known else f"; its cause {ev.causation_id} is not in the log"),
-                recorded=entry, chain=self.chain(ev.causation_id, ev)), end)
-        for eid, (o, handler, _) in sorted(self._expected.items(), key=lambda kv: kv[1][2]):
+                recorded=entry, chain=self.chain(ev.causation_id, ev)), (end, 0, rec_at))
+        for eid, (o, handler, key) in sorted(self._expected.items(), key=lambda kv: kv[1][2]):
             exp = _event_of(o)
             self._report(Divergence(
                 "missing", exp.type, eid, "decided by the handlers but not in the log",
-                handler=handler, expected=exp, chain=self.chain(exp.causation_id, exp)), end)
+                handler=handler, expected=exp, chain=self.chain(exp.causation_id, exp)),
+                (end, 1, *key))
         for first, last, entry in sorted(self._holes, key=lambda h: h[0]):
             n = last - first + 1
             ev = entry.event
@@ -794,11 +820,12 @@ class Verifier:
                 "gap", ev.type, ev.event_id,
                 f"{n} event{'s' if n > 1 else ''} missing from the log before this one "
                 f"(dispatch position{'s' if n > 1 else ''} {first}"
-                + (f"..{last})" if n > 1 else ")"), recorded=entry), end)
+                + (f"..{last})" if n > 1 else ")"), recorded=entry), (end, 2, first))
         self._holes.clear()
         self._early.clear()
         self._expected.clear()
-        self.result.reported = [d for _, _, d in sorted(self._found, reverse=True)]
+        self._found.sort(key=lambda f: f[:2])
+        self.result.reported = [d for _, _, d in self._found[:self.max_reported]]
         return self.result
 
 
@@ -869,16 +896,20 @@ class Progress:
             self._task = self._bar.add_task(label, total=total)
 
     def __enter__(self) -> Progress:
-        if self._bar is not None:
-            self._bar.start()
+        # Started by the first advance: its refresh thread must not exist yet when a
+        # verification forks its helpers.
+        self._started = False
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
+        if self._bar is not None and self._started:
             self._bar.stop()
 
     def advance(self, n: int) -> None:
         if self._bar is not None:
+            if not self._started:
+                self._started = True
+                self._bar.start()
             self._bar.advance(self._task, n)
 
 

@@ -10,7 +10,7 @@ and decodes the log and runs the rest.
 Protocol (two pipes, pickled frames, length-prefixed):
 
     main -> helper   [(HANDLE, index, type, json), (APPLY, ...), (CONFIG, ...), (SYNC, token)]
-    helper -> main   [(index, handler, type, event id bytes, json), ...]
+    helper -> main   [(index, handler, output index, type, event id bytes, json), ...]
                      ("sync", token) / ("end", peak RSS MB, CPU s) / ("error", traceback)
 
 `index` is the main process's position of the event being handled, so a decision made in
@@ -32,16 +32,19 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from domain.errors import CatalystError
+
 HANDLE, APPLY, CONFIG, SYNC, END = 0, 1, 2, 3, 4
 _LEN = struct.Struct("<Q")
 _PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
-# Output of a helper: (index decided at, handler name, event type, event id bytes, JSON).
-Decision = tuple[int, str, str, bytes, bytes]
+# Output of a helper: (position decided at, handler name, index among the handler's outputs
+# there, event type, event id bytes, JSON).
+Decision = tuple[int, str, int, str, bytes, bytes]
 
 
-class HelperError(RuntimeError):
+class HelperError(CatalystError):
     pass
 
 
@@ -102,6 +105,11 @@ class Helper:
                 n = os.write(self._to_w, self._out)
             except BlockingIOError:
                 n = 0
+            except BrokenPipeError:  # it stopped reading: its last words say why
+                os.set_blocking(self._from_r, True)
+                self._read()
+                raise HelperError("the verification helper exited "
+                                  f"(code {self._proc.exitcode})") from None
             del self._out[:n]
             if self._out:
                 self._wait(write=True)
@@ -133,6 +141,9 @@ class Helper:
             self._wait(write=False)
             self._read()
         self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=10)
         self._shut()
         return self.take()
 

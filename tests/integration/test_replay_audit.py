@@ -366,6 +366,59 @@ async def test_export_then_import_on_a_fresh_server_gives_the_same_report(
     assert result.ok and result.events == recorded.dispatched
 
 
+async def _reports(rows: list[dict[str, Any]], header: str, path: Path) -> list[list[str]]:
+    """Verify an edited export with 1, 2 and 3 processes; all must report the same."""
+    path.write_text("\n".join([header] + [json.dumps(r) for r in rows]) + "\n")
+    out = []
+    for jobs in (1, 2, 3):
+        src = FileSource(path)
+        r = await verify(src, plan_for_file(src, Settings()),
+                         Window.from_dict(src.header["window"]), jobs=jobs)
+        out.append([line for d in r.reported for line in d.lines()] + [r.summary()])
+    assert out[0] == out[1] == out[2], "\n".join(out[0]) + "\n---\n" + "\n".join(out[1])
+    return out[0]
+
+
+async def _rows(r: Recorded) -> tuple[str, list[dict[str, Any]]]:
+    lines = _lines(await export_file(r))
+    return lines[0], [json.loads(x) for x in lines[1:]]
+
+
+async def test_a_decision_recorded_twice_is_reported_the_same_by_any_number_of_processes(
+        recorded: Recorded, tmp_path: Path) -> None:
+    header, rows = await _rows(recorded)
+    for r in rows:
+        r.pop("order", None)  # no positions: only the duplicate itself can show
+    i = [k for k, r in enumerate(rows) if r["event"]["type"] == "ScanCompleted"][1]
+    rows.insert(i + 1, rows[i])
+    report = await _reports(rows, header, tmp_path / "dup.jsonl")
+    assert report[0].startswith("unexpected: ScanCompleted")
+    assert report[-1].endswith("1 divergence")
+
+
+async def test_ties_at_one_position_are_listed_in_the_handlers_order(
+        recorded: Recorded, tmp_path: Path) -> None:
+    header, rows = await _rows(recorded)
+    rows[0]["event"]["config"]["trading"]["trading_session"]["max_hold_time_minutes"] = 2
+    k = next(k for k, r in enumerate(rows) if r["event"]["type"] == "DailyPnLChanged")
+    del rows[k]  # the executor and the daily P&L both miss decisions at one bar
+    report = await _reports(rows, header, tmp_path / "ties.jsonl")
+    missing = [line for line in report if line.startswith("missing")]
+    assert any("PositionCloseRequested" in m for m in missing)
+
+
+async def test_before_cause_is_judged_where_the_decision_was_made(
+        recorded: Recorded, tmp_path: Path) -> None:
+    header, rows = await _rows(recorded)
+    i = [k for k, r in enumerate(rows) if r["event"]["type"] == "ScanCompleted"][1]
+    j = next(k for k, r in enumerate(rows)
+             if r["event"]["event_id"] == rows[i]["event"]["causation_id"])
+    rows[i]["event"]["causation_id"] = rows[i + 5]["event"]["event_id"]
+    rows.insert(j, rows.pop(i))
+    report = await _reports(rows, header, tmp_path / "early.jsonl")
+    assert sum(line.startswith("before_cause") for line in report) == 2
+
+
 async def test_a_tampered_log_on_nats_reports_the_same_in_one_process_or_more(
         recorded: Recorded, tmp_path: Path) -> None:
     """On NATS, with three processes the main one reads market data as envelopes: the

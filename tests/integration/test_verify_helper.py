@@ -22,7 +22,7 @@ def echo_big(fd_in: int, fd_out: int) -> None:
         out: list[object] = []
         for item in frame:
             if item[0] == HANDLE:
-                out.append((item[1], "echo", "T", b"\0" * 16, item[3] * 10))
+                out.append((item[1], "echo", 0, "T", b"\0" * 16, item[3] * 10))
             elif item[0] == SYNC:
                 out.append(("sync", item[1]))
             elif item[0] == vh.END:
@@ -44,7 +44,7 @@ def test_big_frames_both_ways_arrive_whole_and_in_order() -> None:
     finally:
         helper.kill()
     assert [d[0] for d in got] == list(range(60))
-    assert all(d[4] == bytes([d[0]]) * 2_000_000 for d in got)
+    assert all(d[5] == bytes([d[0]]) * 2_000_000 for d in got)
     assert helper.peak_rss_mb and helper.peak_rss_mb > 0
 
 
@@ -92,6 +92,25 @@ def test_a_helper_that_dies_is_an_error_not_a_hang() -> None:
     try:
         helper.send((HANDLE, 1, "T", b"x"))
         with pytest.raises(HelperError, match="exited"):
+            helper.flush()
+            helper.sync()
+    finally:
+        helper.kill()
+
+
+def fails_quietly(fd_in: int, fd_out: int) -> None:
+    for _ in read_frames(fd_in):
+        raise ValueError("a BarReceived event at position 12 does not decode")
+
+
+def test_the_reason_a_helper_failed_survives_a_broken_pipe() -> None:
+    helper = Helper(fails_quietly)
+    try:
+        helper.send((HANDLE, 1, "T", b"x"))
+        helper.flush()
+        time.sleep(0.3)  # it has failed and closed its end by now
+        helper.send((HANDLE, 2, "T", b"y"))
+        with pytest.raises(HelperError, match="position 12"):
             helper.flush()
             helper.sync()
     finally:
