@@ -98,19 +98,14 @@ def test_a_helper_that_dies_is_an_error_not_a_hang() -> None:
         helper.kill()
 
 
-def fails_quietly(fd_in: int, fd_out: int) -> None:
-    for _ in read_frames(fd_in):
-        raise ValueError("a BarReceived event at position 12 does not decode")
-
-
 def test_the_reason_a_helper_failed_survives_a_broken_pipe() -> None:
-    helper = Helper(fails_quietly)
+    helper = Helper(failing)
     try:
         helper.send((HANDLE, 1, "T", b"x"))
         helper.flush()
         time.sleep(0.3)  # it has failed and closed its end by now
         helper.send((HANDLE, 2, "T", b"y"))
-        with pytest.raises(HelperError, match="position 12"):
+        with pytest.raises(HelperError, match="scanner broke on bar 12"):
             helper.flush()
             helper.sync()
     finally:
