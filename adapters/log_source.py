@@ -70,6 +70,7 @@ class EventEnvelope(BaseModel):
     type: str
     occurred_at: UtcDatetime
     causation_id: UUID | None = None
+    symbol: str | None = None  # market data's: what `Handler.ignores` is asked about
 
 
 ENVELOPE = EventEnvelope.__pydantic_validator__

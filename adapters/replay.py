@@ -76,9 +76,9 @@ OUT_OF_BAND = frozenset({"RunStarted", "ConfigChanged", "ConfigRejected",
                          "HandlerCrashLooping"})
 SETTINGS_EVENTS = frozenset({"RunStarted", "ConfigChanged"})
 # Handlers a verification on more than one core re-runs in helper processes (see
-# adapters.verify_helper): ones that take market data, the bulk of the log. With every one
-# of them in a helper, the main process reads market data as envelopes only. Each must have
-# its outputs in HANDLER_OUTPUTS.
+# adapters.verify_helper): ones that take market data, the bulk of the log. The main process
+# then reads market data as envelopes, decoding one only for a handler of its own that does
+# not `ignores` it. Each must have its outputs in HANDLER_OUTPUTS.
 MARKET_DATA_HANDLERS = frozenset({"scanner", "daily_pnl", "executor"})
 
 
@@ -88,8 +88,8 @@ def helper_groups(jobs: int) -> list[frozenset[str]]:
     if jobs <= 1:
         return []
     if jobs == 2:
-        # The daily P&L stays here: this process decodes every bar either way then, and the
-        # two processes' loads come out about even (measured: bench/replay.py).
+        # The daily P&L stays here, decoding only the bars it does not ignore (its held
+        # symbols'): the two processes' loads come out about even (docs/replay-audit.md).
         return [frozenset({"scanner", "executor"})]
     return [frozenset({"scanner"}), MARKET_DATA_HANDLERS - {"scanner"}]
 
@@ -443,6 +443,17 @@ def default_jobs() -> int:
     return 2 if cores >= 2 else 1
 
 
+def decode_stored(type_name: str, raw: bytes | None, at: int) -> Event:
+    """An event read as its envelope, decoded in full from its stored bytes. One that does
+    not decode fails the verification, saying where and why (one process, reading it in full
+    from the start, would skip it and report its position as a gap)."""
+    try:
+        return REGISTRY[type_name].__pydantic_validator__.validate_json(raw or b"")
+    except ValueError as e:
+        raise ReplayError(f"a {type_name} event at position {at} in the log "
+                          f"does not decode: {e}") from None
+
+
 def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None]:
     """The helper process's loop: the named handlers over the events forwarded to it."""
 
@@ -468,13 +479,7 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
                 kind = item[0]
                 if kind == HANDLE:
                     at = item[1]
-                    try:
-                        ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
-                    except ValueError as e:
-                        # Read as an envelope by the main process (one process would skip
-                        # it and report its position as a gap): fail with where and why.
-                        raise ReplayError(f"a {item[2]} event at position {at} in the log "
-                                          f"does not decode: {e}") from None
+                    ev = decode_stored(item[2], item[3], at)
                     for h in route(ev):
                         for i, o in enumerate(h.handle(ev, settings)):
                             out.append((at, h.name, i, o.type, o.event_id.bytes, o.to_json()))
@@ -529,12 +534,15 @@ class Verifier:
         self._local = Router(self.handlers)
         # Where one process calls each handler at an event: ties in the report follow it.
         self._rank = {h.name: i for i, h in enumerate(handlers)}
-        # Market data no handler here takes needs no decoding here: only its envelope, its
-        # stored bytes going to the helpers (which decode and validate it).
+        # With helpers, market data is read here as its envelope: its stored bytes go to the
+        # helpers (which decode and validate it), and a handler here decodes it only when it
+        # does not `ignores` it (the daily P&L wants the bars of symbols it holds).
         self.envelopes = frozenset(
             name for name, cls in REGISTRY.items()
             if self.helpers and cls.subject_template.startswith("catalyst.md.")
-            and name not in self.derived_types and not self._local.route_market_data(name))
+            and name not in self.derived_types
+            and (not self._local.route_market_data(name)
+                 or any(r.route_market_data(name) for _, r in self.helpers)))
         self.phases = Phases(window or Window())
         self.result = VerifyResult(notes=list(plan.notes))
         self.max_reported = max_reported
@@ -675,7 +683,15 @@ class Verifier:
         if phase == BEFORE:
             self.result.context += 1
             self._remember(ev, BEFORE)
-            if not envelope:
+            if envelope:
+                full = None
+                for h in self._local.route_market_data(t):
+                    if h.ignores(t, ev.occurred_at, ev.symbol):  # type: ignore[union-attr]
+                        h.skip(ev.event_id)
+                    else:
+                        full = full or decode_stored(t, entry.raw, self._at)
+                        h.apply(full)
+            else:
                 for h in self._local.route(ev):
                     h.apply(ev)
             for helper, router in helpers:
@@ -710,13 +726,23 @@ class Verifier:
             if router.route_market_data(t) if envelope else router.route(ev):
                 helper.send((verify_helper.HANDLE, self._at, t, entry.raw or ev.to_json()))
         if envelope:
+            full = None
+            for h in self._local.route_market_data(t):
+                if h.ignores(t, ev.occurred_at, ev.symbol):  # type: ignore[union-attr]
+                    h.skip(ev.event_id)
+                    continue
+                full = full or decode_stored(t, entry.raw, self._at)
+                self._handle(h, full, settings)
             return
         for h in self._local.route(ev):
-            outs = h.handle(ev, settings)
-            if outs:
-                at = self._at
-                for i, o in enumerate(outs):
-                    self._decided(o.event_id, o.type, h.name, at, i, o)
+            self._handle(h, ev, settings)
+
+    def _handle(self, h: Handler, ev: Event, settings: Settings) -> None:
+        outs = h.handle(ev, settings)
+        if outs:
+            at = self._at
+            for i, o in enumerate(outs):
+                self._decided(o.event_id, o.type, h.name, at, i, o)
 
     def _take(self, decisions: list[verify_helper.Decision]) -> None:
         for at, handler, index, type_, eid, data in decisions:

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from domain.events import Event
 
 if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
+
     from config.settings import Settings
 
 _SEEN_LIMIT = 10_000
@@ -46,6 +49,17 @@ class Handler:
 
     def decide(self, event: Event, settings: Settings) -> list[Event]:
         return []
+
+    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None) -> bool:
+        """True when an event known only by its type, time and symbol would change nothing
+        here and decide nothing: `handle` would return [] and leave the state as it is. A
+        reader may then skip decoding it for this handler (`skip`). Default: never."""
+        return False
+
+    def skip(self, event_id: UUID) -> None:
+        """Take an event this handler `ignores` without it: remembered as seen, so a copy
+        delivered again is dropped exactly as `handle` would drop it."""
+        self._first_time(event_id.int)
 
     def _first_time(self, key: int) -> bool:
         """Remember `key`; False when it was already remembered."""

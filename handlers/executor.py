@@ -188,6 +188,10 @@ class Executor(Handler):
                 )
         self.state.realized[day] = realized
 
+    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None) -> bool:
+        # A bar moves no state here and, with nothing held, decides nothing.
+        return type_name == "BarReceived" and not self.state.positions
+
     def realized_pnl(self, session_date: date) -> Decimal:
         return self.state.realized.get(session_date, _ZERO)
 

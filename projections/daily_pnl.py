@@ -17,13 +17,14 @@
   the rounded total differs from the last one emitted for the date (a new date starts
   from 0). The intraday low is the lowest rounded total on the date, starting at 0.
 - Hot path: every bar passes through here. A bar for a symbol without a position costs a
-  date-bounds comparison and a dict lookup; nothing else.
+  date-bounds comparison and a dict lookup; nothing else. On a date already rolled it
+  changes nothing at all, so a verification need not even decode it (`ignores`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -145,6 +146,15 @@ class DailyPnLProjection(Handler):
         self._total_c = total
         if total < self._low:
             self._low = total
+
+    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None) -> bool:
+        # A bar of a symbol without a position, on the current date (or an earlier one,
+        # which never goes back a day): `evolve` finds no date to roll and no mark to move,
+        # `decide` finds no position. The first bar of a new date is not ignored: it may
+        # roll the date (a 1Min bar does, a 1Day one does not; only the payload says which).
+        return (type_name == "BarReceived" and symbol not in self._unreal
+                and self._date is not None
+                and self._dates.date_of(occurred_at) <= self._date)
 
     # --- decision --------------------------------------------------------------------------
 

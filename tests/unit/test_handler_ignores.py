@@ -1,0 +1,111 @@
+"""`Handler.ignores`: an event a handler says it ignores, skipped, leaves every decision and
+the state exactly as handling it would. A verification relies on this to skip decoding
+most bars (adapters.replay)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config.settings import Settings
+from domain.events import BarReceived, Event
+from domain.values import Bar
+from handlers.base import Handler
+from handlers.executor import Executor
+from projections.daily_pnl import DailyPnLProjection
+from tests.unit.risk_builders import D, at, bar, fill
+
+SYMBOLS = ("AAA", "BBB", "CCC")
+S = Settings.model_validate({"trading": {"trading_session": {"max_hold_time_minutes": 30}}})
+
+
+def daily_bar(symbol: str, close: str, when: Any) -> BarReceived:
+    c = D(close)
+    ev = bar(symbol, close, when)
+    return ev.model_copy(update={"bar": Bar(symbol=symbol, timestamp=when, open=c, high=c,
+                                            low=c, close=c, volume=10**6, timeframe="1Day")})
+
+
+step = st.one_of(
+    st.tuples(st.just("bar"), st.sampled_from(SYMBOLS), st.integers(90, 110)),
+    st.tuples(st.just("daily"), st.sampled_from(SYMBOLS), st.integers(90, 110)),
+    st.tuples(st.just("buy"), st.sampled_from(SYMBOLS), st.integers(1, 5)),
+    st.tuples(st.just("sell"), st.sampled_from(SYMBOLS), st.integers(1, 5)),
+    st.tuples(st.just("again"), st.integers(0, 10**6), st.just(0)),  # a copy, redelivered
+    st.tuples(st.just("late"), st.sampled_from(SYMBOLS), st.integers(90, 110)),
+)
+
+
+def events_of(steps: list[tuple[str, Any, int]], minutes_per_step: int) -> list[Event]:
+    """Over several New York dates: every step moves the clock, some across midnight."""
+    out: list[Event] = []
+    for n, (kind, a, b) in enumerate(steps):
+        when = at(n * minutes_per_step)
+        if kind == "bar":
+            out.append(bar(a, str(b), when))
+        elif kind == "daily":
+            out.append(daily_bar(a, str(b), when))
+        elif kind in ("buy", "sell"):
+            out.append(fill(a, kind, b, "100", fee="0.10", when=when))
+        elif kind == "late":
+            out.append(bar(a, str(b), when - timedelta(days=2)))
+        elif out:
+            out.append(out[a % len(out)])
+    return out
+
+
+def run(handler: Handler, events: list[Event], skipping: bool) -> list[bytes]:
+    decided: list[bytes] = []
+    for ev in events:
+        if skipping and handler.ignores(ev.type, ev.occurred_at, getattr(ev, "symbol", None)):
+            handler.skip(ev.event_id)
+            continue
+        decided.extend(o.to_json() for o in handler.handle(ev, S))
+    return decided
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=60), st.sampled_from([7, 90, 400]))
+def test_daily_pnl_decides_the_same_skipping_what_it_ignores(steps, minutes) -> None:
+    events = events_of(steps, minutes)
+    whole, skipping = DailyPnLProjection(), DailyPnLProjection()
+    assert run(whole, events, False) == run(skipping, events, True)
+    assert whole.snapshot() == skipping.snapshot()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=60), st.sampled_from([7, 90, 400]))
+def test_executor_decides_the_same_skipping_what_it_ignores(steps, minutes) -> None:
+    events = events_of(steps, minutes)
+    whole, skipping = Executor(), Executor()
+    assert run(whole, events, False) == run(skipping, events, True)
+    assert whole.state == skipping.state
+
+
+def test_what_the_daily_pnl_ignores() -> None:
+    proj = DailyPnLProjection()
+    first = bar("AAA", "100", at(0))
+    # Nothing known yet: the first bar sets the date.
+    assert not proj.ignores("BarReceived", first.occurred_at, "AAA")
+    proj.handle(first, S)
+    assert proj.ignores("BarReceived", at(1), "AAA")
+    assert proj.ignores("BarReceived", at(1, days=-1), "AAA")  # an earlier date: no roll
+    assert not proj.ignores("BarReceived", at(1, days=1), "AAA")  # may roll the date
+    proj.handle(fill("AAA", "buy", 10, "100", when=at(2)), S)
+    assert not proj.ignores("BarReceived", at(3), "AAA")  # held: its mark moves
+    assert proj.ignores("BarReceived", at(3), "BBB")
+    assert not proj.ignores("OrderFilled", at(3), "BBB")
+
+
+def test_a_skipped_event_delivered_again_is_dropped_as_handle_drops_it() -> None:
+    ex = Executor()
+    tick = bar("AAA", "100", at(100))
+    assert ex.ignores(tick.type, tick.occurred_at, "AAA")
+    ex.skip(tick.event_id)
+    ex.handle(fill("AAA", "buy", 10, "100", when=at(0)), S)
+    # Held for 100 minutes: a new bar would close it, the skipped one must not.
+    assert ex.handle(tick, S) == []
+    assert len(ex.handle(bar("AAA", "100", at(101)), S)) == 1
