@@ -83,14 +83,14 @@ MARKET_DATA_HANDLERS = frozenset({"scanner", "daily_pnl", "executor"})
 
 
 def helper_groups(jobs: int) -> list[frozenset[str]]:
-    """For `jobs` 2, one helper: the scanner (the costliest by far) and the executor. From
-    3 on, every market data handler is in a helper, the scanner in its own."""
+    """For `jobs` 2, one helper: the scanner, the costliest by far. From 3 on, every market
+    data handler is in a helper, the scanner in its own."""
     if jobs <= 1:
         return []
     if jobs == 2:
-        # The daily P&L stays here, decoding only the bars it does not ignore (its held
-        # symbols'): the two processes' loads come out about even (docs/replay-audit.md).
-        return [frozenset({"scanner", "executor"})]
+        # The daily P&L and the executor stay here, decoding only the bars they do not
+        # ignore: the two processes' loads come out about even (docs/replay-audit.md).
+        return [frozenset({"scanner"})]
     return [frozenset({"scanner"}), MARKET_DATA_HANDLERS - {"scanner"}]
 
 BEFORE, IN, AFTER = 0, 1, 2
@@ -536,7 +536,8 @@ class Verifier:
         self._rank = {h.name: i for i, h in enumerate(handlers)}
         # With helpers, market data is read here as its envelope: its stored bytes go to the
         # helpers (which decode and validate it), and a handler here decodes it only when it
-        # does not `ignores` it (the daily P&L wants the bars of symbols it holds).
+        # does not `ignores` it (the daily P&L wants the bars of symbols it holds, the
+        # executor any bar once a position is due to close).
         self.envelopes = frozenset(
             name for name, cls in REGISTRY.items()
             if self.helpers and cls.subject_template.startswith("catalyst.md.")
@@ -686,7 +687,8 @@ class Verifier:
             if envelope:
                 full = None
                 for h in self._local.route_market_data(t):
-                    if h.ignores(t, ev.occurred_at, ev.symbol):  # type: ignore[union-attr]
+                    if h.ignores(t, ev.occurred_at, ev.symbol,  # type: ignore[union-attr]
+                                 self.settings):
                         h.skip(ev.event_id)
                     else:
                         full = full or decode_stored(t, entry.raw, self._at)
@@ -728,7 +730,7 @@ class Verifier:
         if envelope:
             full = None
             for h in self._local.route_market_data(t):
-                if h.ignores(t, ev.occurred_at, ev.symbol):  # type: ignore[union-attr]
+                if h.ignores(t, ev.occurred_at, ev.symbol, settings):  # type: ignore[union-attr]
                     h.skip(ev.event_id)
                     continue
                 full = full or decode_stored(t, entry.raw, self._at)

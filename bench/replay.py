@@ -16,9 +16,8 @@
      json       `catalyst replay --json`'s work: read + one JSON line per event to /dev/null
      text       `catalyst replay`'s work: read + one readable line per event to /dev/null
      verify     `catalyst replay --verify`: read + every handler re-run + every decision checked,
-                with the processes it uses by default (two on two cores: the scanner and
-                the executor run in a helper, see docs/replay-audit.md; its peak RSS is
-                added in)
+                with the processes it uses by default (two on two cores: the scanner runs
+                in a helper, see docs/replay-audit.md; its peak RSS is added in)
      verify_1proc  the same in one process (--jobs 1), for comparison
      verify_half  --verify over the first half of the days: peak memory against log length
    Modules are imported before each clock starts: the rates are over the log, not start-up.

@@ -50,10 +50,12 @@ class Handler:
     def decide(self, event: Event, settings: Settings) -> list[Event]:
         return []
 
-    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None) -> bool:
+    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None,
+                settings: Settings) -> bool:
         """True when an event known only by its type, time and symbol would change nothing
-        here and decide nothing: `handle` would return [] and leave the state as it is. A
-        reader may then skip decoding it for this handler (`skip`). Default: never."""
+        here and decide nothing under `settings`: `handle` would return [] and leave the
+        state as it is. A reader may then skip decoding it for this handler (`skip`).
+        Default: never."""
         return False
 
     def skip(self, event_id: UUID) -> None:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 NEW_YORK = ZoneInfo("America/New_York")
 _ZERO = Decimal(0)
+_UNKNOWN = object()  # `Executor._oldest_open` not computed since the state last changed
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -144,12 +145,17 @@ class Executor(Handler):
     def __init__(self) -> None:
         super().__init__()
         self.state = ExecutorState()
+        # For `ignores`, which a verification asks about every bar: kept until the state
+        # next changes.
+        self._oldest_open: datetime | None | object = _UNKNOWN
+        self._max_hold: tuple[int, timedelta] = (0, timedelta(0))
 
     # --- state -------------------------------------------------------------------------------
 
     def evolve(self, event: Event) -> None:
         if isinstance(event, BarReceived):  # most events; they move no state here
             return
+        self._oldest_open = _UNKNOWN
         if isinstance(event, OrderFilled | OrderPartiallyFilled):
             self._on_fill(event)
         elif isinstance(event, PositionCloseRequested):
@@ -188,9 +194,23 @@ class Executor(Handler):
                 )
         self.state.realized[day] = realized
 
-    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None) -> bool:
-        # A bar moves no state here and, with nothing held, decides nothing.
-        return type_name == "BarReceived" and not self.state.positions
+    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None,
+                settings: Settings) -> bool:
+        # A bar moves no state here and decides nothing until a position is due to close:
+        # before the oldest hold clock still running reaches the maximum.
+        if type_name != "BarReceived":
+            return False
+        oldest = self._oldest_open
+        if oldest is _UNKNOWN:
+            oldest = self._oldest_open = min(
+                (p.opened_at for p in self.state.positions.values() if not p.close_requested),
+                default=None)
+        if oldest is None:
+            return True
+        minutes = settings.session.max_hold_time_minutes
+        if minutes != self._max_hold[0]:
+            self._max_hold = (minutes, timedelta(minutes=minutes))
+        return occurred_at - oldest < self._max_hold[1]  # type: ignore[operator]
 
     def realized_pnl(self, session_date: date) -> Decimal:
         return self.state.realized.get(session_date, _ZERO)

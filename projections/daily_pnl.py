@@ -147,7 +147,8 @@ class DailyPnLProjection(Handler):
         if total < self._low:
             self._low = total
 
-    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None) -> bool:
+    def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None,
+                settings: Settings) -> bool:
         # A bar of a symbol without a position, on the current date (or an earlier one,
         # which never goes back a day): `evolve` finds no date to roll and no mark to move,
         # `decide` finds no position. The first bar of a new date is not ignored: it may

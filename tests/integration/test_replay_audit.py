@@ -379,6 +379,29 @@ async def _reports(rows: list[dict[str, Any]], header: str, path: Path) -> list[
     return out[0]
 
 
+async def _nats_reports(rows: list[dict[str, Any]], header: str, tmp: Path) -> list[str]:
+    """`_reports` from a fresh NATS server, where more than one process reads market data as
+    envelopes (and handlers of the main process decode only what they do not ignore): the
+    same report with 1, 2 and 3 processes, and the same as from the file."""
+    from_file = await _reports(rows, header, tmp / "edited.jsonl")
+    out = []
+    with EmbeddedNats(store_dir=tmp / "fresh") as fresh:
+        log = await EventLog.connect(fresh.url)
+        try:
+            src = FileSource(tmp / "edited.jsonl")
+            await import_entries(log, src)
+            plan = await plan_for_nats(log, Settings())
+            for jobs in (1, 2, 3):
+                r = await verify(await NatsSource(log).open(), plan,
+                                 Window.from_dict(src.header["window"]), jobs=jobs)
+                out.append([line for d in r.reported for line in d.lines()] + [r.summary()])
+        finally:
+            await log.close()
+    assert out[0] == out[1] == out[2] == from_file, "\n".join(out[0]) + "\n---\n" + "\n".join(
+        out[1]) + "\n---\n" + "\n".join(from_file)
+    return from_file
+
+
 async def _rows(r: Recorded) -> tuple[str, list[dict[str, Any]]]:
     lines = _lines(await export_file(r))
     return lines[0], [json.loads(x) for x in lines[1:]]
@@ -402,7 +425,7 @@ async def test_ties_at_one_position_are_listed_in_the_handlers_order(
     rows[0]["event"]["config"]["trading"]["trading_session"]["max_hold_time_minutes"] = 2
     k = next(k for k, r in enumerate(rows) if r["event"]["type"] == "DailyPnLChanged")
     del rows[k]  # the executor and the daily P&L both miss decisions at one bar
-    report = await _reports(rows, header, tmp_path / "ties.jsonl")
+    report = await _nats_reports(rows, header, tmp_path)
     missing = [line for line in report if line.startswith("missing")]
     assert any("PositionCloseRequested" in m for m in missing)
 

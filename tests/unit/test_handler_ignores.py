@@ -60,7 +60,8 @@ def events_of(steps: list[tuple[str, Any, int]], minutes_per_step: int) -> list[
 def run(handler: Handler, events: list[Event], skipping: bool) -> list[bytes]:
     decided: list[bytes] = []
     for ev in events:
-        if skipping and handler.ignores(ev.type, ev.occurred_at, getattr(ev, "symbol", None)):
+        symbol = getattr(ev, "symbol", None)
+        if skipping and handler.ignores(ev.type, ev.occurred_at, symbol, S):
             handler.skip(ev.event_id)
             continue
         decided.extend(o.to_json() for o in handler.handle(ev, S))
@@ -89,23 +90,35 @@ def test_what_the_daily_pnl_ignores() -> None:
     proj = DailyPnLProjection()
     first = bar("AAA", "100", at(0))
     # Nothing known yet: the first bar sets the date.
-    assert not proj.ignores("BarReceived", first.occurred_at, "AAA")
+    assert not proj.ignores("BarReceived", first.occurred_at, "AAA", S)
     proj.handle(first, S)
-    assert proj.ignores("BarReceived", at(1), "AAA")
-    assert proj.ignores("BarReceived", at(1, days=-1), "AAA")  # an earlier date: no roll
-    assert not proj.ignores("BarReceived", at(1, days=1), "AAA")  # may roll the date
+    assert proj.ignores("BarReceived", at(1), "AAA", S)
+    assert proj.ignores("BarReceived", at(1, days=-1), "AAA", S)  # an earlier date: no roll
+    assert not proj.ignores("BarReceived", at(1, days=1), "AAA", S)  # may roll the date
     proj.handle(fill("AAA", "buy", 10, "100", when=at(2)), S)
-    assert not proj.ignores("BarReceived", at(3), "AAA")  # held: its mark moves
-    assert proj.ignores("BarReceived", at(3), "BBB")
-    assert not proj.ignores("OrderFilled", at(3), "BBB")
+    assert not proj.ignores("BarReceived", at(3), "AAA", S)  # held: its mark moves
+    assert proj.ignores("BarReceived", at(3), "BBB", S)
+    assert not proj.ignores("OrderFilled", at(3), "BBB", S)
 
 
 def test_a_skipped_event_delivered_again_is_dropped_as_handle_drops_it() -> None:
     ex = Executor()
     tick = bar("AAA", "100", at(100))
-    assert ex.ignores(tick.type, tick.occurred_at, "AAA")
+    assert ex.ignores(tick.type, tick.occurred_at, "AAA", S)
     ex.skip(tick.event_id)
     ex.handle(fill("AAA", "buy", 10, "100", when=at(0)), S)
-    # Held for 100 minutes: a new bar would close it, the skipped one must not.
+    # Held 100 minutes (max 30): a new bar closes it; the skipped one, seen again, must not.
+    assert not ex.ignores("BarReceived", at(100), "AAA", S)
     assert ex.handle(tick, S) == []
     assert len(ex.handle(bar("AAA", "100", at(101)), S)) == 1
+    # Its close requested, nothing more is due.
+    assert ex.ignores("BarReceived", at(102), "AAA", S)
+
+
+def test_what_the_executor_ignores() -> None:
+    ex = Executor()
+    assert ex.ignores("BarReceived", at(0), "AAA", S)
+    ex.handle(fill("AAA", "buy", 10, "100", when=at(0)), S)
+    assert ex.ignores("BarReceived", at(29), "BBB", S)  # held under the 30 minutes
+    assert not ex.ignores("BarReceived", at(30), "BBB", S)  # due: any bar is the clock
+    assert not ex.ignores("ScanRequested", at(1), None, S)
