@@ -39,7 +39,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
@@ -685,14 +685,8 @@ class Verifier:
             self.result.context += 1
             self._remember(ev, BEFORE)
             if envelope:
-                full = None
-                for h in self._local.route_market_data(t):
-                    if h.ignores(t, ev.occurred_at, ev.symbol,  # type: ignore[union-attr]
-                                 self.settings):
-                        h.skip(ev.event_id)
-                    else:
-                        full = full or decode_stored(t, entry.raw, self._at)
-                        h.apply(full)
+                for h, full in self._not_ignoring(entry, settings):
+                    h.apply(full)
             else:
                 for h in self._local.route(ev):
                     h.apply(ev)
@@ -728,16 +722,25 @@ class Verifier:
             if router.route_market_data(t) if envelope else router.route(ev):
                 helper.send((verify_helper.HANDLE, self._at, t, entry.raw or ev.to_json()))
         if envelope:
-            full = None
-            for h in self._local.route_market_data(t):
-                if h.ignores(t, ev.occurred_at, ev.symbol, settings):  # type: ignore[union-attr]
-                    h.skip(ev.event_id)
-                    continue
-                full = full or decode_stored(t, entry.raw, self._at)
+            for h, full in self._not_ignoring(entry, settings):
                 self._handle(h, full, settings)
             return
         for h in self._local.route(ev):
             self._handle(h, ev, settings)
+
+    def _not_ignoring(self, entry: LogEntry, settings: Settings
+                      ) -> Iterator[tuple[Handler, Event]]:
+        """This process's handlers of an entry read as its envelope, with the event decoded
+        in full (once) for those that do not `ignores` it; the others `skip` it."""
+        env = entry.event
+        t = env.type
+        full = None
+        for h in self._local.route_market_data(t):
+            if h.ignores(t, env.occurred_at, env.symbol, settings):  # type: ignore[attr-defined]
+                h.skip(env.event_id)
+            else:
+                full = full or decode_stored(t, entry.raw, self._at)
+                yield h, full
 
     def _handle(self, h: Handler, ev: Event, settings: Settings) -> None:
         outs = h.handle(ev, settings)
