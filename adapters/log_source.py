@@ -251,9 +251,12 @@ class _PullFeed:
         return msgs
 
     def entries(self, msgs: list[tuple[RawMsg, int]],
-                envelopes: frozenset[str] = frozenset()) -> list[LogEntry]:
+                envelopes: frozenset[str] = frozenset(),
+                keep_undecoded: bool = False) -> list[LogEntry]:
         """Decoded entries; events of the `envelopes` types as an EventEnvelope (with their
-        stored bytes) when they are one line of JSON."""
+        stored bytes) when they are one line of JSON. An event that does not decode is
+        skipped, or with `keep_undecoded` kept as its envelope when it is market data whose
+        envelope reads (a verification reports it)."""
         out: list[LogEntry] = []
         append = out.append
         role = self.role
@@ -286,11 +289,13 @@ class _PullFeed:
                     if not one_line:
                         raw = None
             except (ValueError, EventDecodeError):
-                raw = None
                 try:
                     ev = decode_event(data)
+                    raw = None
                 except EventDecodeError:
-                    continue  # dead letters are the consumers' business; replay skips them
+                    ev = _undecoded(name, data) if keep_undecoded and one_line else None
+                    if ev is None:
+                        continue  # dead letters are the consumers' business: skipped
             i = hdr.find(ORDER_KEY)
             order = int(hdr[i + len(ORDER_KEY):hdr.find(b"\r\n", i + 1)]) if i >= 0 else None
             subject = subjects.get(m.subject)
@@ -316,6 +321,17 @@ class _PullFeed:
             self._consumer = None
 
 
+def _undecoded(name: str | None, data: bytes) -> EventEnvelope | None:
+    cls = REGISTRY.get(name) if name is not None else None
+    if cls is None or not cls.subject_template.startswith("catalyst.md."):
+        return None
+    try:
+        env = ENVELOPE.validate_json(data)
+    except ValueError:
+        return None
+    return env if env.type == name else None
+
+
 class NatsSource:
     """Both streams of a JetStream log, merged (see the module docstring)."""
 
@@ -329,6 +345,8 @@ class NatsSource:
         self._feeds: dict[str, _PullFeed] = {}
         # Types read as EventEnvelope (set by a reader that needs only their envelope).
         self.envelopes: frozenset[str] = frozenset()
+        # Market data whose payload does not decode, kept as its envelope (see entries).
+        self.keep_undecoded = False
 
     async def open(self) -> NatsSource:
         names = {ROLE_RECORD: self.log.names.record, ROLE_MD: self.log.names.market_data}
@@ -358,7 +376,7 @@ class NatsSource:
                 if only is None:
                     return
                 while msgs := await only.take():
-                    yield only.entries(msgs, self.envelopes)
+                    yield only.entries(msgs, self.envelopes, self.keep_undecoded)
                 return
             qa: deque[LogEntry] = deque()
             qb: deque[LogEntry] = deque()
@@ -367,11 +385,11 @@ class NatsSource:
                 if not qa and not a_done:
                     msgs = await md.take()
                     a_done = not msgs
-                    qa.extend(md.entries(msgs, self.envelopes))
+                    qa.extend(md.entries(msgs, self.envelopes, self.keep_undecoded))
                 if not qb and not b_done:
                     msgs = await rec.take()
                     b_done = not msgs
-                    qb.extend(rec.entries(msgs, self.envelopes))
+                    qb.extend(rec.entries(msgs, self.envelopes, self.keep_undecoded))
                 if not qa and not qb:
                     if a_done and b_done:
                         return

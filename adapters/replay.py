@@ -37,6 +37,7 @@ replays everything before it into the handlers' state first (evolve only, no dec
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -48,10 +49,24 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from adapters import verify_helper
-from adapters.log_source import EventEnvelope, LogEntry, LogSource, NatsSource, bulk_gc
+from adapters.log_source import (
+    ENVELOPE,
+    EventEnvelope,
+    LogEntry,
+    LogSource,
+    NatsSource,
+    bulk_gc,
+)
 from domain.calendar import NEW_YORK
 from domain.errors import CatalystError
-from domain.events import REGISTRY, ConfigChanged, Event, RunStarted, decode_event
+from domain.events import (
+    REGISTRY,
+    ConfigChanged,
+    Event,
+    EventDecodeError,
+    RunStarted,
+    decode_event,
+)
 from handlers.base import Handler
 
 if TYPE_CHECKING:
@@ -443,15 +458,23 @@ def default_jobs() -> int:
     return 2 if cores >= 2 else 1
 
 
-def decode_stored(type_name: str, raw: bytes | None, at: int) -> Event:
-    """An event read as its envelope, decoded in full from its stored bytes. One that does
-    not decode fails the verification, saying where and why (one process, reading it in full
-    from the start, would skip it and report its position as a gap)."""
+def decode_stored(type_name: str, raw: bytes | None) -> Event | str:
+    """An event read as its envelope, decoded in full from its stored bytes; or, when its
+    payload does not decode, why not (one line: a verification reports it and goes on)."""
     try:
         return REGISTRY[type_name].__pydantic_validator__.validate_json(raw or b"")
+    except ValidationError as e:
+        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'event'}: {err['msg']}"
+                         for err in e.errors()[:3])
     except ValueError as e:
-        raise ReplayError(f"a {type_name} event at position {at} in the log "
-                          f"does not decode: {e}") from None
+        return str(e).splitlines()[0]
+
+
+def undecodable(type_name: str, event_id: UUID, at: int, reason: str) -> Divergence:
+    """A market data event whose envelope reads but whose payload does not decode. Said the
+    same way whichever process decoded it: by its id and its position in the read."""
+    return Divergence("undecodable", type_name, event_id,
+                      f"does not decode ({reason}); position {at} of this read")
 
 
 def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None]:
@@ -464,6 +487,7 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
             END,
             HANDLE,
             SYNC,
+            UNDECODABLE,
             cpu_seconds,
             peak_rss_mb,
             read_frames,
@@ -477,16 +501,19 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
             out: list[Any] = []
             for item in frame:
                 kind = item[0]
-                if kind == HANDLE:
+                if kind == HANDLE or kind == APPLY:
                     at = item[1]
-                    ev = decode_stored(item[2], item[3], at)
-                    for h in route(ev):
-                        for i, o in enumerate(h.handle(ev, settings)):
-                            out.append((at, h.name, i, o.type, o.event_id.bytes, o.to_json()))
-                elif kind == APPLY:
-                    ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
-                    for h in route(ev):
-                        h.apply(ev)
+                    ev = decode_stored(item[2], item[3])
+                    if isinstance(ev, str):
+                        out.append((UNDECODABLE, at, item[2], item[3], ev))
+                    elif kind == HANDLE:
+                        for h in route(ev):
+                            for i, o in enumerate(h.handle(ev, settings)):
+                                out.append((at, h.name, i, o.type, o.event_id.bytes,
+                                            o.to_json()))
+                    else:
+                        for h in route(ev):
+                            h.apply(ev)
                 elif kind == CONFIG:
                     ev = registry[item[2]].__pydantic_validator__.validate_json(item[3])
                     settings = next_settings(settings, ev)
@@ -538,12 +565,12 @@ class Verifier:
         # helpers (which decode and validate it), and a handler here decodes it only when it
         # does not `ignores` it (the daily P&L wants the bars of symbols it holds, the
         # executor any bar once a position is due to close).
+        # (Market data nobody takes is read in full: its payload is checked all the same.)
         self.envelopes = frozenset(
             name for name, cls in REGISTRY.items()
-            if self.helpers and cls.subject_template.startswith("catalyst.md.")
+            if cls.subject_template.startswith("catalyst.md.")
             and name not in self.derived_types
-            and (not self._local.route_market_data(name)
-                 or any(r.route_market_data(name) for _, r in self.helpers)))
+            and any(r.route_market_data(name) for _, r in self.helpers))
         self.phases = Phases(window or Window())
         self.result = VerifyResult(notes=list(plan.notes))
         self.max_reported = max_reported
@@ -565,6 +592,7 @@ class Verifier:
         self._max_order: int | None = None
         self._holes: list[list[Any]] = []  # [first, last, entry after the hole]
         self._found: list[tuple[tuple[int, ...], int, Divergence]] = []
+        self._undecodable_at: set[int] = set()  # positions reported as undecodable
         self._found_seq = 0
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -611,7 +639,8 @@ class Verifier:
         self.result.divergences += 1
         r = d.recorded
         if r is not None and isinstance(r.event, EventEnvelope) and r.raw is not None:
-            d.recorded = r._replace(event=decode_event(r.raw))  # shown in full
+            with contextlib.suppress(EventDecodeError):  # shown in full, when it decodes
+                d.recorded = r._replace(event=decode_event(r.raw))
         self._found_seq += 1
         self._found.append((key or (self._at, 0), self._found_seq, d))
         if len(self._found) >= 2 * self.max_reported:
@@ -692,7 +721,7 @@ class Verifier:
                     h.apply(ev)
             for helper, router in helpers:
                 if router.route_market_data(t) if envelope else router.route(ev):
-                    helper.send((verify_helper.APPLY, 0, t, entry.raw or ev.to_json()))
+                    helper.send((verify_helper.APPLY, self._at, t, entry.raw or ev.to_json()))
             return
         self.result.events += 1
         eid, cid = ev.event_id, ev.causation_id
@@ -734,13 +763,31 @@ class Verifier:
         in full (once) for those that do not `ignores` it; the others `skip` it."""
         env = entry.event
         t = env.type
-        full = None
+        full: Event | str | None = None
+        if t not in self.envelopes:  # read in full, yet an envelope: it did not decode
+            full = self._decode(entry)
         for h in self._local.route_market_data(t):
             if h.ignores(t, env.occurred_at, env.symbol, settings):  # type: ignore[attr-defined]
                 h.skip(env.event_id)
-            else:
-                full = full or decode_stored(t, entry.raw, self._at)
+                continue
+            if full is None:
+                full = self._decode(entry)
+            if not isinstance(full, str):
                 yield h, full
+
+    def _decode(self, entry: LogEntry) -> Event | str:
+        """`decode_stored`, reporting an event that does not decode (no handler takes it)."""
+        full = decode_stored(entry.event.type, entry.raw)
+        if isinstance(full, str):
+            self._undecodable(self._at, entry.event.type, entry.raw, full)
+        return full
+
+    def _undecodable(self, at: int, type_name: str, raw: bytes | None, reason: str) -> None:
+        if at in self._undecodable_at:
+            return  # found here and in a helper: once
+        self._undecodable_at.add(at)
+        env = ENVELOPE.validate_json(raw or b"")
+        self._report(undecodable(type_name, env.event_id, at, reason), (at, 0))
 
     def _handle(self, h: Handler, ev: Event, settings: Settings) -> None:
         outs = h.handle(ev, settings)
@@ -750,7 +797,12 @@ class Verifier:
                 self._decided(o.event_id, o.type, h.name, at, i, o)
 
     def _take(self, decisions: list[verify_helper.Decision]) -> None:
-        for at, handler, index, type_, eid, data in decisions:
+        for d in decisions:
+            if d[0] == verify_helper.UNDECODABLE:
+                _, at, type_, raw, reason = d
+                self._undecodable(at, type_, raw, reason)
+                continue
+            at, handler, index, type_, eid, data = d
             self._decided(UUID(bytes=eid), type_, handler, at, index, data)
 
     def _decided(self, oid: UUID, type_: str, handler: str, at: int, index: int,
@@ -872,6 +924,7 @@ async def verify(source: LogSource, plan: Plan, window: Window | None = None,
     v = Verifier(plan, window, jobs=default_jobs() if jobs is None else jobs)
     if isinstance(source, NatsSource):
         source.envelopes = v.envelopes
+        source.keep_undecoded = True  # reported, the same way with any number of processes
     try:
         with bulk_gc():
             async for batch in source.batches():

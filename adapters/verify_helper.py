@@ -11,6 +11,7 @@ Protocol (two pipes, pickled frames, length-prefixed):
 
     main -> helper   [(HANDLE, index, type, json), (APPLY, ...), (CONFIG, ...), (SYNC, token)]
     helper -> main   [(index, handler, output index, type, event id bytes, json), ...]
+                     (UNDECODABLE, index, type, json, why) for an event it cannot decode
                      ("sync", token) / ("end", peak RSS MB, CPU s) / ("error", traceback)
 
 `index` is the main process's position of the event being handled, so a decision made in
@@ -35,12 +36,13 @@ from typing import Any
 from domain.errors import CatalystError
 
 HANDLE, APPLY, CONFIG, SYNC, END = 0, 1, 2, 3, 4
+UNDECODABLE = "undecodable"  # first item of a helper's output that is not a decision
 _LEN = struct.Struct("<Q")
 _PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # Output of a helper: (position decided at, handler name, index among the handler's outputs
-# there, event type, event id bytes, JSON).
+# there, event type, event id bytes, JSON); or (UNDECODABLE, position, type, JSON, why).
 Decision = tuple[int, str, int, str, bytes, bytes]
 
 

@@ -60,8 +60,11 @@ class Handler:
 
     def skip(self, event_id: UUID) -> None:
         """Take an event this handler `ignores` without it: remembered as seen, so a copy
-        delivered again is dropped exactly as `handle` would drop it."""
-        self._first_time(event_id.int)
+        delivered again is dropped exactly as `handle` would drop it. One whose decision
+        had failed is decided now, as nothing: `handle` would forget it was undecided."""
+        key = event_id.int
+        if not self._first_time(key):
+            self._undecided.discard(key)
 
     def _first_time(self, key: int) -> bool:
         """Remember `key`; False when it was already remembered."""

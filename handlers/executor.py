@@ -146,7 +146,7 @@ class Executor(Handler):
         super().__init__()
         self.state = ExecutorState()
         # For `ignores`, which a verification asks about every bar: kept until the state
-        # next changes.
+        # next changes (only `evolve` changes it, and it clears this).
         self._oldest_open: datetime | None | object = _UNKNOWN
         self._max_hold: tuple[int, timedelta] = (0, timedelta(0))
 

@@ -20,7 +20,7 @@ from adapters.app import build_sim_pipeline
 from adapters.audit import build_report, render
 from adapters.config_watcher import SettingsHolder
 from adapters.embedded_nats import EmbeddedNats, free_port
-from adapters.event_log import EventLog, StreamNames
+from adapters.event_log import MSG_ID_HEADER, ORDER_HEADER, TYPE_HEADER, EventLog, StreamNames
 from adapters.log_source import FileSource, NatsSource, import_entries
 from adapters.metrics import Metrics, start_metrics_server
 from adapters.pipeline import Recorder
@@ -468,6 +468,46 @@ async def test_a_tampered_log_on_nats_reports_the_same_in_one_process_or_more(
     assert "out_of_order" in kinds and "gap" in kinds
     shown = "\n".join(line for d in found[2][1] for line in d)
     assert "replayed: symbol=" in shown  # a bar's divergence shows the bar in full
+
+
+async def test_a_bar_that_does_not_decode_is_reported_the_same_by_any_number_of_processes(
+        recorded: Recorded, tmp_path: Path) -> None:
+    """Its envelope reads, its payload does not. However many processes and whichever of
+    them decodes it: one `undecodable` divergence each, by id and position, and the rest of
+    the log still verified."""
+    header, rows = await _rows(recorded)
+    ev = [r["event"] for r in rows]
+    minute = [k for k, e in enumerate(ev)
+              if e["type"] == "BarReceived" and e["bar"]["timeframe"] == "1Min"]
+    f = next(k for k, e in enumerate(ev) if e["type"] == "OrderFilled")
+    bad = [
+        minute[5],  # nothing held: the main process's handlers ignore it, the scanner's don't
+        next(k for k in minute if k > f and ev[k]["symbol"] == ev[f]["symbol"]),  # held
+    ]
+    for k in bad:
+        ev[k]["bar"]["close"] = "not a price"
+    found = []
+    with EmbeddedNats(store_dir=tmp_path / "fresh") as fresh:
+        log = await EventLog.connect(fresh.url)
+        try:
+            for r in rows:  # as the recorder stores them (an import would refuse the bad ones)
+                headers = {MSG_ID_HEADER: r["event"]["event_id"], TYPE_HEADER: r["event"]["type"]}
+                if r.get("order") is not None:
+                    headers[ORDER_HEADER] = str(r["order"])
+                await log.js.publish(r["subject"], json.dumps(r["event"]).encode(),
+                                     headers=headers)
+            plan = await plan_for_nats(log, Settings())
+            for jobs in (1, 2, 3):
+                result = await verify(await NatsSource(log).open(), plan, jobs=jobs)
+                found.append([line for d in result.reported for line in d.lines()]
+                             + [result.summary()])
+        finally:
+            await log.close()
+    assert found[0] == found[1] == found[2], "\n---\n".join("\n".join(f) for f in found)
+    lines = [line for line in found[0] if line.startswith("undecodable")]
+    assert [line.split()[2].rstrip(":") for line in lines] == [ev[k]["event_id"] for k in bad]
+    assert all("bar.close" in line for line in lines)
+    assert not any(line.startswith("gap") for line in found[0])
 
 
 # --- status and metrics ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,29 @@ def test_what_the_executor_ignores() -> None:
     assert ex.ignores("BarReceived", at(29), "BBB", S)  # held under the 30 minutes
     assert not ex.ignores("BarReceived", at(30), "BBB", S)  # due: any bar is the clock
     assert not ex.ignores("ScanRequested", at(1), None, S)
+
+
+class _FailsOnce(Handler):
+    name = "fails_once"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def decide(self, event: Event, settings: Settings) -> list[Event]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("first try")
+        return []
+
+
+def test_skipping_an_undecided_event_leaves_the_state_handling_it_leaves() -> None:
+    tick = bar("AAA", "100", at(0))
+    handled, skipped = _FailsOnce(), _FailsOnce()
+    for h in (handled, skipped):
+        with pytest.raises(RuntimeError):
+            h.handle(tick, S)
+    assert handled.handle(tick, S) == []  # redelivered: decided again, then forgotten
+    skipped.skip(tick.event_id)
+    assert handled._undecided == skipped._undecided == set()
+    assert handled.handle(tick, S) == skipped.handle(tick, S) == []
