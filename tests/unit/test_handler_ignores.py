@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.settings import Settings
-from domain.events import BarReceived, Event
+from domain.events import BarReceived, Event, FlattenRequested, PositionCloseRequested
 from domain.values import Bar
 from handlers.base import Handler
 from handlers.executor import Executor
 from projections.daily_pnl import DailyPnLProjection
-from tests.unit.risk_builders import D, at, bar, fill
+from tests.unit.risk_builders import D, at, bar, fill, new_id
 
 SYMBOLS = ("AAA", "BBB", "CCC")
 S = Settings.model_validate({"trading": {"trading_session": {"max_hold_time_minutes": 30}}})
@@ -37,6 +37,8 @@ step = st.one_of(
     st.tuples(st.just("sell"), st.sampled_from(SYMBOLS), st.integers(1, 5)),
     st.tuples(st.just("again"), st.integers(0, 10**6), st.just(0)),  # a copy, redelivered
     st.tuples(st.just("late"), st.sampled_from(SYMBOLS), st.integers(90, 110)),
+    st.tuples(st.just("close"), st.sampled_from(SYMBOLS), st.just(0)),  # asked, not filled
+    st.tuples(st.just("flatten"), st.just(""), st.just(0)),
 )
 
 
@@ -53,6 +55,14 @@ def events_of(steps: list[tuple[str, Any, int]], minutes_per_step: int) -> list[
             out.append(fill(a, kind, b, "100", fee="0.10", when=when))
         elif kind == "late":
             out.append(bar(a, str(b), when - timedelta(days=2)))
+        elif kind == "close":
+            out.append(PositionCloseRequested(
+                event_id=new_id(), type="PositionCloseRequested", occurred_at=when,
+                correlation_id="t", symbol=a, reason="manual"))
+        elif kind == "flatten":
+            out.append(FlattenRequested(
+                event_id=new_id(), type="FlattenRequested", occurred_at=when,
+                correlation_id="t", session_id="s", reason="market_close"))
         elif out:
             out.append(out[a % len(out)])
     return out
