@@ -459,15 +459,16 @@ def default_jobs() -> int:
 
 
 def decode_stored(type_name: str, raw: bytes | None) -> Event | str:
-    """An event read as its envelope, decoded in full from its stored bytes; or, when its
-    payload does not decode, why not (one line: a verification reports it and goes on)."""
+    """An event read as its envelope, decoded in full from its stored bytes as a full read
+    decodes it (log_source: the typed validator, then `decode_event`); or, when its payload
+    does not decode, why not (a verification reports it and goes on)."""
     try:
         return REGISTRY[type_name].__pydantic_validator__.validate_json(raw or b"")
-    except ValidationError as e:
-        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'event'}: {err['msg']}"
-                         for err in e.errors()[:3])
-    except ValueError as e:
-        return str(e).splitlines()[0]
+    except ValueError:
+        try:
+            return decode_event(raw or b"")
+        except EventDecodeError as e:
+            return str(e)
 
 
 def undecodable(type_name: str, event_id: UUID, at: int, reason: str) -> Divergence:
