@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -71,27 +72,20 @@ def failing(fd_in: int, fd_out: int) -> None:
         raise ValueError("scanner broke on bar 12")
 
 
-def test_a_helper_that_raises_is_an_error_with_its_traceback() -> None:
-    helper = Helper(failing)
-    try:
-        helper.send((HANDLE, 1, "T", b"x"))
-        with pytest.raises(HelperError, match="scanner broke on bar 12"):
-            helper.flush()
-            helper.sync()
-    finally:
-        helper.kill()
-
-
 def dies(fd_in: int, fd_out: int) -> None:
     for _ in read_frames(fd_in):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_a_helper_that_dies_is_an_error_not_a_hang() -> None:
-    helper = Helper(dies)
+@pytest.mark.parametrize(("child", "says"), [
+    (failing, "scanner broke on bar 12"),  # raises: an error with its traceback
+    (dies, "exited"),  # killed: an error, not a hang
+])
+def test_a_helper_that_fails_is_an_error(child: Callable[[int, int], None], says: str) -> None:
+    helper = Helper(child)
     try:
         helper.send((HANDLE, 1, "T", b"x"))
-        with pytest.raises(HelperError, match="exited"):
+        with pytest.raises(HelperError, match=says):
             helper.flush()
             helper.sync()
     finally:

@@ -4,6 +4,7 @@ most bars (adapters.replay)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -79,22 +80,22 @@ def run(handler: Handler, events: list[Event], skipping: bool) -> list[bytes]:
     return decided
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(step, max_size=60), st.sampled_from([7, 90, 400]))
-def test_daily_pnl_decides_the_same_skipping_what_it_ignores(steps, minutes) -> None:
-    events = events_of(steps, minutes)
-    whole, skipping = DailyPnLProjection(), DailyPnLProjection()
-    assert run(whole, events, False) == run(skipping, events, True)
-    assert whole.snapshot() == skipping.snapshot()
+# Each handler that ignores events, and what its state looks like from outside.
+IGNORING: dict[str, tuple[Callable[[], Handler], Callable[[Any], Any]]] = {
+    "daily_pnl": (DailyPnLProjection, lambda h: h.snapshot()),
+    "executor": (Executor, lambda h: h.state),
+}
 
 
+@pytest.mark.parametrize("name", sorted(IGNORING))
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, max_size=60), st.sampled_from([7, 90, 400]))
-def test_executor_decides_the_same_skipping_what_it_ignores(steps, minutes) -> None:
+def test_a_handler_decides_the_same_skipping_what_it_ignores(name, steps, minutes) -> None:
+    make, state = IGNORING[name]
     events = events_of(steps, minutes)
-    whole, skipping = Executor(), Executor()
+    whole, skipping = make(), make()
     assert run(whole, events, False) == run(skipping, events, True)
-    assert whole.state == skipping.state
+    assert state(whole) == state(skipping)
 
 
 def test_what_the_daily_pnl_ignores() -> None:
