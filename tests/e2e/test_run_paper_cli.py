@@ -4,10 +4,12 @@ servers (trading and data), interrupted with Ctrl-C like a person would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 from pathlib import Path
 
+import nats.js.errors
 import yaml
 
 from adapters.event_log import EventLog
@@ -29,6 +31,22 @@ def paper_config(tmp_path: Path, trading: FakeAlpaca, data: FakeAlpacaData) -> P
     return cfg
 
 
+async def wait_for_run_started(log: EventLog, seconds: float = 30.0) -> list:
+    """The server URL is written before the streams exist: until then a read finds no
+    stream, which is not yet a failure. Waits on the record itself, not on a fixed count of
+    polls, so a loaded machine only makes it slower."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            started = [s.event async for s in log.read(["catalyst.ops.run_started"])]
+            if started:
+                return started
+        if loop.time() > deadline:
+            raise AssertionError(f"no RunStarted recorded within {seconds:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 async def test_run_with_keys_trades_paper_and_stops_cleanly_on_ctrl_c(
     fake_alpaca: FakeAlpaca, tmp_path: Path,  # noqa: F811
 ) -> None:
@@ -45,17 +63,13 @@ async def test_run_with_keys_trades_paper_and_stops_cleanly_on_ctrl_c(
         banner = await asyncio.wait_for(proc.stdout.readline(), 30)  # type: ignore[union-attr]
         assert b"paper trading" in banner and b"LIVE" not in banner
         url_file = tmp_path / "var" / "nats" / "server.url"
-        for _ in range(200):
+        for _ in range(600):
             if url_file.exists():
                 break
             await asyncio.sleep(0.05)
         log = await EventLog.connect(url_file.read_text().strip(), create_streams=False)
         try:
-            for _ in range(200):
-                started = [s.event async for s in log.read(["catalyst.ops.run_started"])]
-                if started:
-                    break
-                await asyncio.sleep(0.05)
+            started = await wait_for_run_started(log)
             assert started[0].kind == "paper" and started[0].broker == "paper"  # type: ignore[attr-defined]
             recorded = started[0].model_dump_json()
             assert fake_alpaca.secret_key not in recorded and fake_alpaca.api_key not in recorded
