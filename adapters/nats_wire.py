@@ -13,13 +13,17 @@ bulk traffic whose shape we control.
 - `hpub` builds an HPUB frame for headers we make ourselves (ids, type names, numbers), so
   a whole batch can be handed to the connection as one write.
 
-Both lean on nats-py internals (`Client._ps`, `Parser`, `Client._send_command`), pinned by
-`nats-py>=2.16,<3`; when those are not what we expect, `FastLane.install` returns None and
-callers use the public API instead (tests/integration/test_nats_wire.py covers both).
+Both lean on nats-py internals (`Client._ps`, `Parser`, `Client._send_command`), checked
+against the nats-py minor version pinned in pyproject.toml. `PRIVATE_API_OK` checks at import
+every one of them that can be checked without a connection; the rest (the parser object's
+state) are checked when a lane is installed. When any is missing, or `CATALYST_FAST_LANE=0`
+is set, the lane and the frame writer stand aside and callers use nats-py's public API
+(the read-path tests run both ways: tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -31,6 +35,23 @@ _HMSG = b"HMSG "
 _MSG = b"MSG "
 _CRLF = b"\r\n"
 _STATUS_LINE = b"NATS/1.0 "  # "NATS/1.0 408 Request Timeout\r\n...": a status, no payload
+
+
+def _private_api_present() -> bool:
+    parser_names = ("AWAITING_CONTROL_LINE", "CRLF_SIZE", "Parser")
+    client_names = ("_send_command", "_flush_pending", "_process_msg")
+    return (all(hasattr(nats_parser, n) for n in parser_names)
+            and callable(getattr(nats_parser.Parser, "parse", None))
+            and all(callable(getattr(NATS, n, None)) for n in client_names))
+
+
+PRIVATE_API_OK = _private_api_present()
+
+
+def lane_enabled() -> bool:
+    """Read per call, so a test (or an operator chasing a suspected client bug) can turn the
+    lane off for one connection without reloading anything."""
+    return PRIVATE_API_OK and os.environ.get("CATALYST_FAST_LANE", "1") != "0"
 
 
 class RawMsg(NamedTuple):
@@ -85,7 +106,7 @@ async def send_frames(nc: NATS, frames: bytes) -> None:
 
 
 def can_send_frames(nc: NATS) -> bool:
-    return hasattr(nc, "_send_command") and hasattr(nc, "_flush_pending")
+    return lane_enabled() and hasattr(nc, "_send_command") and hasattr(nc, "_flush_pending")
 
 
 class FastLane(nats_parser.Parser):
@@ -99,10 +120,13 @@ class FastLane(nats_parser.Parser):
 
     @classmethod
     def install(cls, nc: NATS) -> FastLane | None:
+        if not lane_enabled():
+            return None
         ps = getattr(nc, "_ps", None)
         if isinstance(ps, FastLane):
             return ps
-        if type(ps) is not nats_parser.Parser or not hasattr(ps, "buf"):
+        if type(ps) is not nats_parser.Parser or not all(
+                hasattr(ps, n) for n in ("buf", "state", "needed")):
             return None
         ps.__class__ = cls
         ps._lanes = {}
@@ -207,11 +231,12 @@ async def lane_subscribe(nc: NATS, subject: str, lane: Lane) -> tuple[Any, FastL
                      _raw_headers(msg), msg.data)])
 
     fast = FastLane.install(nc)
-    if fast is None:
-        return await nc.subscribe(subject, cb=cb), None
     # The plain callback stays as the way in for anything nats-py parses itself.
     sub = await nc.subscribe(subject, cb=cb)
-    fast.open(sub._id, lane)
+    sid = getattr(sub, "_id", None)
+    if fast is None or not isinstance(sid, int):
+        return sub, None
+    fast.open(sid, lane)
     return sub, fast
 
 

@@ -14,6 +14,9 @@ from domain.errors import ConcurrencyError
 from domain.events import Event, ScanRequested, SessionStartRequested
 from tests.builders import T0, bar_event, make, start_requested
 
+# The read path runs through the fast lane and through nats-py's public API alone.
+pytestmark = pytest.mark.usefixtures("fast_lane_on_and_off")
+
 
 async def wait_until(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout

@@ -9,10 +9,13 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from adapters.nats_wire import (
+    PRIVATE_API_OK,
     FastLane,
     RawMsg,
+    can_send_frames,
     header_value,
     hpub,
+    lane_enabled,
     lane_subscribe,
     send_frames,
     status_of,
@@ -140,6 +143,26 @@ async def test_without_the_expected_parser_the_lane_falls_back_to_a_callback(
     finally:
         await nc.close()
         await pub.close()
+
+
+def test_the_pinned_nats_py_has_every_internal_the_lane_uses() -> None:
+    # If this fails after a nats-py upgrade, the lane is off (slower, still correct):
+    # check the new internals against adapters/nats_wire.py before moving the pin.
+    assert PRIVATE_API_OK
+
+
+async def test_switched_off_the_lane_and_frames_stand_aside(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATALYST_FAST_LANE", "0")
+    nc = await connect(nats_url)
+    try:
+        assert not lane_enabled()
+        assert FastLane.install(nc) is None
+        assert not can_send_frames(nc)
+        _, lane = await lane_subscribe(nc, "wire.off", lambda msgs: None)
+        assert lane is None
+    finally:
+        await nc.close()
 
 
 async def test_prebuilt_frames_arrive_as_nats_py_would_send_them(nats_url: str) -> None:

@@ -41,6 +41,9 @@ from domain.calendar import NEW_YORK
 from domain.events import ConfigChanged
 from domain.values import Bar, Headline
 
+# The read path runs through the fast lane and through nats-py's public API alone.
+pytestmark = pytest.mark.usefixtures("fast_lane_on_and_off")
+
 DAY = date(2026, 3, 2)  # a Monday
 OPEN = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # 09:30 New York
 GAP_MINUTE = 45
