@@ -72,20 +72,6 @@ from handlers.base import Handler
 if TYPE_CHECKING:
     from config.settings import Settings
 
-# What each pure handler emits (by handler name). Learned at run time as well: an output of
-# a type missing here is added the first time a handler emits it.
-HANDLER_OUTPUTS: dict[str, frozenset[str]] = {
-    "session": frozenset({"SessionStarted", "SessionStartRejected", "ScanRequested",
-                          "EntriesStopped", "FlattenRequested", "SessionEnded"}),
-    "scanner": frozenset({"ScanCompleted"}),
-    "strategy": frozenset({"SignalGenerated"}),
-    "risk_guard": frozenset({"OrderApproved", "OrderDenied", "DailyLossWarningIssued",
-                             "EmergencyStopTriggered"}),
-    "executor": frozenset({"PositionCloseRequested"}),
-    "positions": frozenset(),
-    "daily_pnl": frozenset({"DailyPnLChanged"}),
-    "alerter": frozenset({"AlertRaised", "AlertSuppressed"}),
-}
 # Stamped by wall clocks or operators, not by the data: they never move a window's phase.
 OUT_OF_BAND = frozenset({"RunStarted", "ConfigChanged", "ConfigRejected",
                          "HandlerCrashLooping"})
@@ -93,7 +79,7 @@ SETTINGS_EVENTS = frozenset({"RunStarted", "ConfigChanged"})
 # Handlers a verification on more than one core re-runs in helper processes (see
 # adapters.verify_helper): ones that take market data, the bulk of the log. The main process
 # then reads market data as envelopes, decoding one only for a handler of its own that does
-# not `ignores` it. Each must have its outputs in HANDLER_OUTPUTS.
+# not `ignores` it.
 MARKET_DATA_HANDLERS = frozenset({"scanner", "daily_pnl", "executor"})
 
 
@@ -547,7 +533,7 @@ class Verifier:
         handlers = plan.handlers()
         self.derived_types: set[str] = set()
         for h in handlers:
-            self.derived_types |= HANDLER_OUTPUTS.get(h.name, frozenset())
+            self.derived_types |= h.emits
         # (helper, the router of its handlers)
         self.helpers: list[tuple[verify_helper.Helper, Router]] = []
         away: set[str] = set()

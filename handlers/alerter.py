@@ -126,6 +126,7 @@ class Alerter(Handler):
     """See the module docstring. State follows the log; `decide` is pure."""
 
     name: ClassVar[str] = "alerter"
+    emits: ClassVar[frozenset[str]] = frozenset({"AlertRaised", "AlertSuppressed"})
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.session.>",
         "catalyst.signal.>",

@@ -27,6 +27,9 @@ _SEEN_LIMIT = 10_000
 
 class Handler:
     name: ClassVar[str] = "handler"
+    # Event types `decide` may return. Verification treats them as derived (re-decided and
+    # compared, never taken from the log); a test checks it against the code.
+    emits: ClassVar[frozenset[str]] = frozenset()
     # NATS filter subjects this handler consumes (wildcards allowed).
     subjects: ClassVar[tuple[str, ...]] = ()
     # Event types it reacts to; None means every event on its subjects.

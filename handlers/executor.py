@@ -127,6 +127,7 @@ def session_date_of(ts: datetime) -> date:
 
 class Executor(Handler):
     name: ClassVar[str] = "executor"
+    emits: ClassVar[frozenset[str]] = frozenset({"PositionCloseRequested"})
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.order.>",
         "catalyst.position.close_requested",

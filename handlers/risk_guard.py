@@ -117,6 +117,8 @@ class Account:
 
 class RiskGuard(Handler):
     name: ClassVar[str] = "risk_guard"
+    emits: ClassVar[frozenset[str]] = frozenset({
+        "OrderApproved", "OrderDenied", "DailyLossWarningIssued", "EmergencyStopTriggered"})
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.signal.generated", "catalyst.pnl.daily_changed", "catalyst.order.>",
         "catalyst.risk.>",

@@ -87,6 +87,7 @@ class _SymbolState:
 
 class Scanner(Handler):
     name: ClassVar[str] = "scanner"
+    emits: ClassVar[frozenset[str]] = frozenset({"ScanCompleted"})
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.md.bar.>",
         "catalyst.md.news.>",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from domain.calendar import MarketCalendar, MarketSession, session_date
 from domain.events import (
@@ -63,6 +63,9 @@ class SessionState:
 
 class SessionHandler(Handler):
     name = "session"
+    emits: ClassVar[frozenset[str]] = frozenset({
+        "SessionStarted", "SessionStartRejected", "ScanRequested", "EntriesStopped",
+        "FlattenRequested", "SessionEnded"})
     subjects = ("catalyst.session.>", "catalyst.order.filled", "catalyst.risk.>")
     accepts = frozenset({
         "SessionStartRequested", "SessionStarted", "ClockTicked", "ScanRequested",

@@ -77,6 +77,7 @@ def reason_text(c: CandidateScore) -> str:
 
 class Strategy(Handler):
     name: ClassVar[str] = "strategy"
+    emits: ClassVar[frozenset[str]] = frozenset({"SignalGenerated"})
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.scan.completed",
         "catalyst.session.started",

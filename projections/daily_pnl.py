@@ -42,6 +42,7 @@ _EMITTED_DATES_KEPT = 8
 
 class DailyPnLProjection(Handler):
     name: ClassVar[str] = "daily_pnl"
+    emits: ClassVar[frozenset[str]] = frozenset({"DailyPnLChanged"})
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.order.filled", "catalyst.order.partially_filled", "catalyst.md.bar.>",
         "catalyst.pnl.daily_changed",

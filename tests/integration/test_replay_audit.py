@@ -576,20 +576,19 @@ async def test_metrics_count_handlers_orders_pnl_and_alerts(tmp_path: Path) -> N
 
 
 def test_every_event_a_handler_emits_is_known_as_derived() -> None:
-    """HANDLER_OUTPUTS must list what each handler builds with `X.caused_by(`: an event type
-    missing there would only be learned when first emitted."""
+    """Each handler's `emits` lists exactly what it builds with `X.caused_by(`: a type
+    missing there would be taken from the log as an input instead of re-decided."""
     import ast
     import inspect
 
     from adapters.app import build_handlers
-    from adapters.replay import HANDLER_OUTPUTS
 
     for h in build_handlers(Settings(), "sim"):
         tree = ast.parse(inspect.getsource(inspect.getmodule(type(h))))  # type: ignore[arg-type]
         built = {node.func.value.id for node in ast.walk(tree)
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                  and node.func.attr == "caused_by" and isinstance(node.func.value, ast.Name)}
-        assert built == HANDLER_OUTPUTS[h.name], h.name
+        assert built == h.emits, h.name
 
 
 def test_recorded_config_changes_apply_to_the_settings() -> None:
