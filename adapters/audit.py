@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.log_source import LogEntry, LogSource, bulk_gc
-from adapters.replay import BEFORE, Window, apply_changes, settings_from_config, window_entries
+from adapters.replay import BEFORE, Window, next_settings, recorded_settings, window_entries
 from domain.calendar import NEW_YORK
 from domain.events import (
     AlertFailed,
@@ -135,7 +135,7 @@ class AuditBuilder:
         if isinstance(ev, RunStarted):
             self.run = {"run_id": ev.run_id, "kind": ev.kind, "broker": ev.broker,
                         "handlers": list(ev.handlers), "started_at": _t(ev.occurred_at)}
-            s = settings_from_config(ev.config) if ev.config else None
+            s = recorded_settings(ev) if ev.config else None
             if s is not None:
                 self._settings = s
                 self.config = redacted(s)
@@ -144,7 +144,7 @@ class AuditBuilder:
                 self._note(ev, f"run {ev.run_id} started ({ev.kind}, broker {ev.broker})")
         elif isinstance(ev, ConfigChanged):
             if self._settings is not None:
-                self._settings = apply_changes(self._settings, ev.changes)
+                self._settings = next_settings(self._settings, ev)
                 self.config = redacted(self._settings)
             if inside:
                 self.changes.append({"time": _t(ev.occurred_at), "source": ev.source,

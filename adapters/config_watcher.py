@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from uuid import uuid4
 
-from config.loader import DEFAULT_DIR, FILES, ConfigError, diff, load_settings
+from config.loader import DEFAULT_DIR, FILES, ConfigError, diff, load_settings, redacted
 from config.settings import Settings
 from domain.events import ConfigChanged, ConfigRejected, Event
 
@@ -58,7 +58,8 @@ class SettingsHolder:
         self.current = new
         log.info("config changed: %s", ", ".join(changes))
         return ConfigChanged(event_id=uuid4(), type="ConfigChanged", occurred_at=now,
-                             correlation_id=correlation_id, changes=changes, source=source)
+                             correlation_id=correlation_id, changes=changes, source=source,
+                             config=redacted(new))
 
     async def watch(self, publish: Callable[[Event], Awaitable[object]],
                     clock: Callable[[], datetime], interval: float = 0.5) -> None:

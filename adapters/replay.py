@@ -205,6 +205,23 @@ def settings_from_config(config: dict[str, Any]) -> Settings | None:
         return None
 
 
+def recorded_settings(ev: Event) -> Settings:
+    """The settings a RunStarted or ConfigChanged records. One that does not validate is an
+    error: verifying under other settings than those in force would report what the run
+    did as divergences, or worse, hide one."""
+    from config.settings import Settings
+
+    try:
+        return Settings.model_validate(ev.config)  # type: ignore[attr-defined]
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ReplayError(
+            f"{ev.type} {ev.event_id} at {ev.occurred_at.isoformat()} records a config that "
+            f"does not validate ({where}: {first['msg']}); the settings in force are unknown"
+        ) from None
+
+
 def _parse_value(new: str, current: Any) -> Any:
     if new == "None":
         return None
@@ -231,14 +248,16 @@ def apply_changes(settings: Settings, changes: dict[str, list[str]]) -> Settings
             node[parts[-1]] = _parse_value(pair[1], node.get(parts[-1]))
     try:
         return Settings.model_validate(data)
-    except ValidationError:
-        return settings
+    except ValidationError as e:
+        raise ReplayError(f"recorded config changes {sorted(changes)} do not validate "
+                          f"against the settings in force: {e.errors()[0]['msg']}") from None
 
 
 def next_settings(settings: Settings, ev: Event) -> Settings:
-    """The settings in force after a recorded RunStarted or ConfigChanged."""
-    if isinstance(ev, RunStarted) and ev.config:
-        return settings_from_config(ev.config) or settings
+    """The settings in force after a recorded RunStarted or ConfigChanged: the whole config
+    it records, or (a ConfigChanged written before events carried it) its changes applied."""
+    if isinstance(ev, (RunStarted, ConfigChanged)) and ev.config:
+        return recorded_settings(ev)
     if isinstance(ev, ConfigChanged):
         return apply_changes(settings, ev.changes)
     return settings

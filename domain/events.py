@@ -445,6 +445,9 @@ class AlertFailed(Event):
 class ConfigChanged(Event):
     changes: dict[str, list[str]]  # dotted key -> [old, new] (secrets redacted)
     source: str
+    # The whole effective config after the change (secrets redacted), so a verification
+    # runs under exactly the settings that were in force; empty in logs written before it.
+    config: dict[str, Any] = Field(default_factory=dict)
 
 
 @event("catalyst.config.rejected")

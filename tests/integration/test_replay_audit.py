@@ -603,6 +603,27 @@ def test_recorded_config_changes_apply_to_the_settings() -> None:
     assert apply_changes(old, diff(old, new)) == new
 
 
+def test_a_recorded_config_is_the_one_verified_under_and_an_invalid_one_is_an_error() -> None:
+    from adapters.replay import ReplayError, next_settings
+    from config.loader import redacted
+    from tests.builders import make
+
+    new = Settings.model_validate({"risk": {"risk_limits": {"max_positions": 2}}})
+    changed = make(ConfigChanged, "cfg-1", changes={}, source="cfg", config=redacted(new))
+    # The recorded config wins over the changes, so nothing is lost in a diff's round trip.
+    assert next_settings(Settings(), changed).limits.max_positions == 2
+
+    broken = redacted(new)
+    broken["risk"]["risk_limits"]["max_positions"] = -3
+    bad = make(ConfigChanged, "cfg-2", changes={}, source="cfg", config=broken)
+    with pytest.raises(ReplayError, match=r"ConfigChanged .*risk\.risk_limits\.max_positions"):
+        next_settings(Settings(), bad)
+    # An old-style change (no whole config) that does not validate is no longer ignored.
+    with pytest.raises(ReplayError, match="do not validate"):
+        next_settings(Settings(), make(ConfigChanged, "cfg-3", source="cfg", changes={
+            "risk.risk_limits.max_positions": ["5", "-3"]}))
+
+
 def test_windows_follow_the_log_order() -> None:
     from adapters.replay import AFTER, BEFORE, IN, Phases, make_window, parse_time
     from tests.builders import bar_event, make

@@ -173,6 +173,9 @@ async def test_hot_reload_publishes_changed_and_rejects_bad_edits(cfg: Path) -> 
         assert isinstance(published[0], ConfigChanged)
         assert published[0].changes == {"risk.risk_limits.max_positions": ["5", "2"]}
         assert holder.current.limits.max_positions == 2  # in force for the next event
+        # The whole effective config rides along, secrets redacted: what a verification
+        # needs to run under the settings in force.
+        assert published[0].config == redacted(holder.current)
 
         edit(risk, "max_positions: 2", "max_positions: -1")
         await _until(lambda: len(published) == 2, msg=lambda: published)
