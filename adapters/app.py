@@ -293,7 +293,7 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
     holder = SettingsHolder(settings, config_dir)
     summary = RunSummary(run_id, store, "sim", run_days,
                          mailbox=settings.trading.alerts.mailbox_dir)
-    async with open_event_log(settings, store, announce=True) as log:
+    async with open_event_log(settings, store, announce=True, run_id=run_id) as log:
         mark_latest_run(run_id)
         recorder = Recorder(log)
         pipeline, _ = build_sim_pipeline(settings, holder, recorder, [summary.observe])

@@ -310,7 +310,8 @@ async def _run(settings: Settings, spool: SpooledBars, rows: list[SignalRow] | N
         if record:
             # A backtest's log can be made again from its inputs: the server syncs it to disk
             # periodically and on exit rather than on every write (several times faster).
-            async with open_event_log(settings, store, sync_always=False) as log:
+            async with open_event_log(settings, store, sync_always=False,
+                                      run_id=run_id) as log:
                 mark_latest_run(run_id)
                 await go(Recorder(log))
         else:

@@ -36,14 +36,15 @@ def _cli() -> Any:
 
 @contextlib.asynccontextmanager
 async def _nats_log(settings: Any, run: str | None) -> AsyncIterator[Any]:
-    from adapters.connection import default_store, open_event_log
+    from adapters.connection import default_store, open_event_log, resolve_run
 
     store = default_store(settings, run)
-    if not settings.trading.nats.url and not (store / "jetstream").exists():
+    if not settings.trading.nats.server_urls and not (store / "jetstream").exists():
         where = f"run {run!r}" if run else str(store)
         raise _cli().fail(f"no event log at {where} ({store}); run `catalyst run` first, "
                           "or pass --run ID / --file EXPORT.jsonl")
-    async with open_event_log(settings, store, create_streams=False) as log:
+    async with open_event_log(settings, store, create_streams=False,
+                              run_id=resolve_run(run) if run else None) as log:
         yield log
 
 
@@ -256,7 +257,7 @@ def register(app: typer.Typer) -> None:
         async def main() -> int:
             try:
                 src = FileSource(file)
-                async with open_event_log(settings, store) as log:
+                async with open_event_log(settings, store, run_id=name) as log:
                     if await log.last_seq() or await log.last_seq(log.names.market_data):
                         raise cli.fail(f"{store} already holds a log; import into a new run")
                     return await import_entries(log, src)
@@ -264,7 +265,7 @@ def register(app: typer.Typer) -> None:
                 raise cli.fail(str(e)) from None
 
         n = cli.run_async(main())
-        where = (settings.trading.nats.url or str(store))
+        where = (",".join(settings.trading.nats.server_urls) or str(store))
         cli.err.print(f"imported {n} events into {where}; read it with --run {name}")
 
     @app.command("status")

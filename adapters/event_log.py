@@ -7,6 +7,12 @@
 - Durable pull consumers with explicit ack: validate, hand to the handler, publish its
   outputs, then ack. A malformed message goes to `catalyst.dlq.<consumer>` with the reason
   and is acked; the consumer keeps going.
+- On a cluster, connecting, stream and consumer setup and JetStream API calls retry through
+  leader elections and node restarts (tenacity, bounded by `retry_timeout`), then fail with
+  one clear error. Stream replicas are set at creation and never lowered by a later start.
+- A simulated run on a shared server publishes under `subject_prefix` into its own streams,
+  which store the events under their usual `catalyst.` subjects (a stream subject
+  transform): readers see an ordinary log; live consumers never see the run's events.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -36,7 +42,10 @@ from nats.js.api import (
     PubAck,
     StorageType,
     StreamConfig,
+    SubjectTransform,
 )
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay
+from tenacity.wait import wait_exponential, wait_random
 
 from adapters.nats_wire import can_send_frames, hpub, plain_subject, send_frames
 from domain.errors import CatalystError, ConcurrencyError, EventDecodeError
@@ -72,6 +81,57 @@ TRANSIENT = (
     nats.js.errors.NoStreamResponseError,
     asyncio.TimeoutError,
 )
+# JetStream API errors of a cluster in transition: no suitable peers (a node is down),
+# incomplete results, system temporarily unavailable (no meta leader), not the leader.
+TRANSIENT_API_CODES = {10004, 10005, 10008, 10009}
+# Default bound for retries (config: nats.retry_timeout_seconds).
+RETRY_TIMEOUT = 120.0
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error a leader election or node restart causes, which the same call may not get a
+    second later. A consumer that does not exist or a bad config is not one."""
+    if isinstance(exc, (*TRANSIENT, nats.errors.NoServersError)):
+        return True
+    if isinstance(exc, nats.js.errors.APIError):
+        if exc.code == 503 or exc.err_code in TRANSIENT_API_CODES:
+            return True
+        text = (exc.description or "").lower()
+        return "temporarily unavailable" in text or "leader" in text or "offline" in text
+    return False
+
+
+class NatsUnavailableError(CatalystError):
+    """JetStream kept failing transiently for longer than the configured retry time."""
+
+
+async def with_retry(what: str, call: Callable[[], Awaitable[T]],
+                     timeout: float = RETRY_TIMEOUT) -> T:
+    """`await call()`, again with backoff while it fails transiently, for up to `timeout`
+    seconds; then NatsUnavailableError naming `what`. Other errors pass through at once."""
+
+    def note(state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        log.warning("nats: %s failed (%r); retrying (attempt %d)", what, err,
+                    state.attempt_number)
+
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient), stop=stop_after_delay(timeout),
+            wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
+            before_sleep=note, reraise=True,
+        ):
+            with attempt:
+                return await call()
+    except Exception as e:
+        if is_transient(e):
+            raise NatsUnavailableError(
+                f"NATS: {what} still failing after {timeout:.0f}s ({e!r}); is a majority of "
+                "the cluster's nodes up? (nats.retry_timeout_seconds sets how long to wait)"
+            ) from e
+        raise
+    raise AssertionError("unreachable")  # AsyncRetrying either returns or raises
 
 
 class Retry(Exception):
@@ -99,7 +159,7 @@ class StoredEvent:
 
 @dataclass
 class ConnectOptions:
-    url: str
+    url: str  # one server, or a cluster's servers comma-separated
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -243,12 +303,21 @@ class ConsumerStats:
 
 class EventLog:
     def __init__(self, nc: NATS, names: StreamNames, duplicate_window: float,
-                 md_max_age_days: int) -> None:
+                 md_max_age_days: int, replicas: int = 1,
+                 retry_timeout: float = RETRY_TIMEOUT, subject_prefix: str = "") -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.names = names
         self.duplicate_window = duplicate_window
         self.md_max_age_days = md_max_age_days
+        self.replicas = replicas
+        self.retry_timeout = retry_timeout
+        # Prepended to every subject published (a simulated run's own namespace); the
+        # streams store the events under the plain subject.
+        self.subject_prefix = subject_prefix
+        # What ensure_streams decided that an operator should hear about (e.g. replicas
+        # kept above the configured value).
+        self.notes: list[str] = []
         self.consumers: dict[str, Consumer] = {}
         # Atomic batch publish (nats-server 2.12+); switched off for this connection the
         # first time the server says it cannot, so an old server costs one refused batch.
@@ -271,10 +340,14 @@ class EventLog:
         duplicate_window: float = 120.0,
         md_max_age_days: int = 30,
         create_streams: bool = True,
+        replicas: int = 1,
+        retry_timeout: float = RETRY_TIMEOUT,
+        subject_prefix: str = "",
     ) -> EventLog:
         opts = target if isinstance(target, ConnectOptions) else ConnectOptions(url=target)
+        servers = [u.strip() for u in opts.url.split(",") if u.strip()]
         kwargs: dict[str, Any] = dict(
-            servers=[opts.url],
+            servers=servers,
             name=opts.name,
             max_reconnect_attempts=-1,  # ride out a server restart
             reconnect_time_wait=0.25,
@@ -293,17 +366,34 @@ class EventLog:
             kwargs["user_credentials"] = opts.creds_file
         if opts.tls is not None:
             kwargs["tls"] = opts.tls
-        nc = await _connect(kwargs, opts.url)
-        self = cls(nc, names or StreamNames(), duplicate_window, md_max_age_days)
+        nc = await with_retry(f"connecting to {', '.join(servers)}",
+                              lambda: _connect(kwargs, opts.url), retry_timeout)
+        self = cls(nc, names or StreamNames(), duplicate_window, md_max_age_days, replicas,
+                   retry_timeout, subject_prefix)
         if create_streams:
-            await self.ensure_streams()
+            try:
+                await self.ensure_streams()
+            except BaseException:
+                await nc.close()
+                raise
         return self
 
+    async def api(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A JetStream API call that rides out leader elections (see with_retry)."""
+        return await with_retry(what, call, self.retry_timeout)
+
     async def ensure_streams(self) -> None:
-        """Create or update both streams; safe to call on every start."""
+        """Create or update both streams; safe to call on every start.
+
+        Replicas: `self.replicas` for a new stream. An existing stream keeps more replicas
+        than configured (an operator scaled it up, or the config is a single-node one
+        pointed at the cluster): lowering the durability of the system of record is a
+        deliberate `nats stream edit`, never a side effect of a start. A configured value
+        above the stream's scales it up."""
+        p = self.subject_prefix
         record = StreamConfig(
             name=self.names.record,
-            subjects=[f"catalyst.{root}.>" for root in RECORD_SUBJECT_ROOTS],
+            subjects=[f"{p}catalyst.{root}.>" for root in RECORD_SUBJECT_ROOTS],
             storage=StorageType.FILE,
             duplicate_window=self.duplicate_window,
             deny_delete=True,
@@ -316,7 +406,7 @@ class EventLog:
         )
         market = StreamConfig(
             name=self.names.market_data,
-            subjects=[f"{MD_PREFIX}>"],
+            subjects=[f"{p}{MD_PREFIX}>"],
             storage=StorageType.FILE,
             duplicate_window=self.duplicate_window,
             max_age=self.md_max_age_days * 86400.0,
@@ -324,11 +414,39 @@ class EventLog:
             allow_atomic=True,
         )
         for cfg in (record, market):
-            try:
-                await self.js.add_stream(cfg)
-            except nats.js.errors.BadRequestError:
-                # Exists with another config (e.g. a new subject root): bring it up to date.
-                await self.js.update_stream(cfg)
+            if p:
+                cfg.subject_transform = SubjectTransform(src=f"{p}catalyst.>", dest="catalyst.>")
+            await self._ensure_stream(cfg)
+
+    async def _ensure_stream(self, cfg: StreamConfig) -> None:
+        name = cfg.name or ""
+        try:
+            existing = await self.api(f"stream info {name}", lambda: self.js.stream_info(name))
+        except nats.js.errors.NotFoundError:
+            existing = None
+        cfg.num_replicas = self.replicas
+        if existing is not None:
+            have = existing.config.num_replicas or 1
+            if have > self.replicas:
+                note = (f"stream {name} keeps its {have} replicas: nats.replicas is "
+                        f"{self.replicas}, and a start never lowers a stream's replicas "
+                        f"(lower them by hand: nats stream edit {name} --replicas "
+                        f"{self.replicas})")
+                log.warning("%s", note)
+                self.notes.append(note)
+                cfg.num_replicas = have
+            elif have < self.replicas:
+                log.warning("stream %s: scaling up from %d to %d replicas (nats.replicas)",
+                            name, have, self.replicas)
+        try:
+            await self.api(f"creating stream {name}", lambda: self.js.add_stream(cfg))
+        except nats.js.errors.BadRequestError as e:
+            if e.err_code == 10074:  # replicas > 1 on a server that is not clustered
+                raise NatsConnectError(
+                    f"nats.replicas is {self.replicas} but the NATS server is not a cluster: "
+                    "set nats.replicas: 1 for a single server") from None
+            # Exists with another config (e.g. a new subject root): bring it up to date.
+            await self.api(f"updating stream {name}", lambda: self.js.update_stream(cfg))
 
     async def close(self) -> None:
         for c in list(self.consumers.values()):
@@ -348,28 +466,30 @@ class EventLog:
         ack = await self._publish_with_retry(subject, data, headers)
         return ack.seq
 
-    async def _publish_with_retry(self, subject: str, data: bytes, headers: dict[str, str],
-                                  attempts: int = 120) -> Any:
-        delay = 0.05
-        for attempt in range(attempts):
+    async def _publish_with_retry(self, subject: str, data: bytes,
+                                  headers: dict[str, str]) -> Any:
+        """Publish and wait for the ack; through a leader election (no responders, 503,
+        timeouts) again with the same Nats-Msg-Id, so a publish that did land is not stored
+        twice. The first attempt goes straight out: retries cost nothing when none is due."""
+        wire = self.subject_prefix + subject
+
+        async def once() -> Any:
             try:
-                return await self.js.publish(subject, data, headers=headers)
+                return await self.js.publish(wire, data, headers=headers)
             except nats.js.errors.APIError as e:
                 if e.err_code == 10071:  # wrong last sequence
                     raise ConcurrencyError(
                         f"{subject}: expected last subject sequence "
                         f"{headers.get(EXPECTED_SUBJECT_SEQ)} but the log moved on"
                     ) from None
-                if e.code == 503 and attempt < attempts - 1:
-                    await asyncio.sleep(delay)
-                    continue
                 raise
-            except TRANSIENT:
-                if attempt == attempts - 1:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        raise RuntimeError("unreachable")
+
+        try:
+            return await once()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+        return await self.api(f"publishing to {subject}", once)
 
     async def publish_many(self, events: Iterable[Event],
                            orders: Sequence[int] | None = None) -> list[int]:
@@ -418,7 +538,8 @@ class EventLog:
                     for i in idx:
                         s, d, h = encoded[i]
                         reply, fut = await self._ack_future()
-                        await self.nc.publish(s, d, reply=reply, headers=h)
+                        await self.nc.publish(self.subject_prefix + s, d, reply=reply,
+                                              headers=h)
                         pending.add_single(i, fut)
         except (*TRANSIENT, nats.errors.Error) as e:
             pending.failed = e  # wait() publishes what was not acked one at a time
@@ -429,6 +550,8 @@ class EventLog:
         reply, fut = await self._ack_future()
         batch_id = reply.rsplit(".", 1)[1]
         last = len(msgs) - 1
+        if self.subject_prefix:
+            msgs = [(self.subject_prefix + s, d, h) for s, d, h in msgs]
         if self._frames_ok(msgs):
             # The whole batch as one write of pre-built frames: nats-py would re-validate
             # and re-encode every header of every message (the bulk of a recorded backtest's
@@ -508,13 +631,15 @@ class EventLog:
     # --- reading (replay) ------------------------------------------------------------------
 
     async def last_seq(self, stream: str | None = None) -> int:
-        info = await self.js.stream_info(stream or self.names.record)
+        name = stream or self.names.record
+        info = await self.api(f"stream info {name}", lambda: self.js.stream_info(name))
         return info.state.last_seq
 
     async def last_subject_seq(self, subject: str) -> int:
         """Sequence of the last message on a subject (0 if none): for optimistic concurrency."""
         try:
-            msg = await self.js.get_last_msg(stream_for(subject, self.names), subject)
+            msg = await self.api(f"last message on {subject}", lambda: self.js.get_last_msg(
+                stream_for(subject, self.names), subject))
         except nats.js.errors.NotFoundError:
             return 0
         return msg.seq or 0
@@ -533,7 +658,7 @@ class EventLog:
         messages match, so a read of nothing returns at once, and it only holds what was
         fetched (a push consumer in nats-py drops messages silently past its limits)."""
         stream = stream or self.names.record
-        info = await self.js.stream_info(stream)
+        info = await self.api(f"stream info {stream}", lambda: self.js.stream_info(stream))
         end = info.state.last_seq
         if end == 0 or (start_seq is not None and start_seq > end):
             return
@@ -552,9 +677,10 @@ class EventLog:
         elif start_time is not None:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
             config.opt_start_time = start_time
-        sub = await self.js.pull_subscribe("", stream=stream, config=config)
+        sub = await self.api(f"reading {stream}", lambda: self.js.pull_subscribe(
+            "", stream=stream, config=config))
         try:
-            remaining = (await sub.consumer_info()).num_pending
+            remaining = (await self.api(f"reading {stream}", sub.consumer_info)).num_pending
             while remaining > 0:
                 try:
                     msgs = await sub.fetch(min(remaining, 1000), timeout=5.0)
@@ -640,12 +766,13 @@ class Consumer:
         else:
             cfg.filter_subjects = list(self.subjects)
         cfg.name = self.name
+        js, api, what = self.log.js, self.log.api, f"consumer {self.stream}/{self.name}"
         try:
-            existing = await self.log.js.consumer_info(self.stream, self.name)
+            existing = await api(f"{what} info", lambda: js.consumer_info(self.stream, self.name))
         except nats.js.errors.NotFoundError:
             existing = None
         if existing is None:
-            await self.log.js.add_consumer(self.stream, config=cfg)
+            await api(f"creating {what}", lambda: js.add_consumer(self.stream, config=cfg))
         else:
             # Resume where it stopped. Only the subjects may change (a new release); the
             # deliver policy of an existing consumer is fixed by the server.
@@ -656,10 +783,10 @@ class Consumer:
             if wanted != have:
                 old.filter_subject = cfg.filter_subject
                 old.filter_subjects = cfg.filter_subjects
-                await self.log.js.add_consumer(self.stream, config=old)
-        self.sub = await self.log.js.pull_subscribe_bind(
+                await api(f"updating {what}", lambda: js.add_consumer(self.stream, config=old))
+        self.sub = await api(f"binding {what}", lambda: js.pull_subscribe_bind(
             durable=self.name, stream=self.stream, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
+        ))
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
 
     async def stop(self) -> None:
@@ -760,7 +887,8 @@ class Consumer:
         self.stats.last_stream_seq = meta.sequence.stream
 
     async def info(self) -> Any:
-        return await self.log.js.consumer_info(self.stream, self.name)
+        return await self.log.api(f"consumer {self.stream}/{self.name} info",
+                                  lambda: self.log.js.consumer_info(self.stream, self.name))
 
 
 class NatsConnectError(CatalystError):

@@ -533,7 +533,8 @@ async def import_entries(log: EventLog, source: LogSource, chunk: int = 1000) ->
                 headers = {MSG_ID_HEADER: str(e.event.event_id), TYPE_HEADER: e.event.type}
                 if e.order is not None:
                     headers[ORDER_HEADER] = str(e.order)
-                futures.append(await log.js.publish_async(e.subject, e.event.to_json(),
+                futures.append(await log.js.publish_async(log.subject_prefix + e.subject,
+                                                          e.event.to_json(),
                                                           headers=headers))
             await asyncio.gather(*futures)
             done += len(part)

@@ -240,7 +240,8 @@ class Services:
         while down is stale; deciding on it later would be worse than not at all)."""
         stream = self.log.names.market_data
         with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.log.js.delete_consumer(stream, name)
+            await self.log.api(f"deleting consumer {name}",
+                               lambda: self.log.js.delete_consumer(stream, name))
         if history is not None:
             since = self.clock() - timedelta(days=3)
             async for stored in self.log.read(subjects, start_time=since, stream=stream):
@@ -323,7 +324,8 @@ class Services:
 
     async def _ack_floor(self, stream: str, name: str) -> int | None:
         try:
-            info = await self.log.js.consumer_info(stream, name)
+            info = await self.log.api(f"consumer {stream}/{name} info",
+                                      lambda: self.log.js.consumer_info(stream, name))
         except nats.js.errors.NotFoundError:
             return None
         return info.ack_floor.stream_seq if info.ack_floor else 0

@@ -168,9 +168,10 @@ def nats_mode(settings: Settings, store: Path) -> dict[str, Any]:
     """Where the log is: a configured server, a running embedded one, or none running."""
     from adapters.connection import URL_FILE
 
-    url = settings.trading.nats.url
-    if url:
-        return {"mode": "configured server", "url": url, "running": _reachable(url)}
+    servers = settings.trading.nats.server_urls
+    if servers:
+        return {"mode": "configured server", "url": ",".join(servers),
+                "running": any(_reachable(u) for u in servers)}
     url_file = store / URL_FILE
     if url_file.exists():
         running = url_file.read_text().strip()

@@ -138,6 +138,9 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             node = node.setdefault(key, {}) if isinstance(node.get(key, {}), dict) else {}
         node[path[-1]] = value
         applied.append(var)
+    if "CATALYST_NATS_URL" in applied:
+        # The variable names the servers (one or comma-separated): it replaces the files'.
+        raw["trading"]["nats"].pop("servers", None)
     # The original sent mail whenever SMTP was configured: keep that promise.
     if env.get("SMTP_HOST"):
         alerts = raw.setdefault("trading", {}).setdefault("alerts", {})

@@ -270,8 +270,35 @@ class NatsTls(Strict):
     key_file: Path | None = None
 
 
+def _server_url(value: str) -> str:
+    """One server URL: nats:// or tls:// with a host (what nats-py and a cluster take)."""
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("nats", "tls") or not parts.hostname:
+        # The URL may carry user:password@: shown without it.
+        scheme, sep, rest = url.rpartition("://") if "://" in url else ("", "", url)
+        shown = scheme + sep + rest.rpartition("@")[2]
+        raise PydanticCustomError(
+            "nats_server_url", "'{shown}' is not a nats://host[:port] or tls://host[:port] URL",
+            {"shown": shown})
+    return url
+
+
 class Nats(Strict):
-    url: str | None = None  # None: start an embedded nats-server
+    # One server, or several comma-separated (CATALYST_NATS_URL=nats://a:4222,nats://b:4222):
+    # a shortcut for `servers`. Both unset: start an embedded nats-server.
+    url: str | None = None
+    servers: tuple[str, ...] = ()  # the cluster's URLs; the client fails over between them
+    # Stream replicas when a stream is created (1: the embedded server; 3 on a cluster). A
+    # later start never lowers an existing stream's replicas; a higher value scales it up.
+    replicas: int = Field(1, ge=1, le=5)
+    # Connecting, creating streams and consumers, and JetStream API calls retry through
+    # leader elections and node restarts for this long, then fail with a clear error.
+    retry_timeout_seconds: float = Field(120, gt=0, le=3600)
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
@@ -282,6 +309,35 @@ class Nats(Strict):
     market_data_stream: str = "CATALYST_MD"
     duplicate_window_seconds: int = Field(120, ge=1, le=7 * 24 * 3600)
     market_data_max_age_days: int = Field(30, ge=1, le=3650)
+
+    @field_validator("url")
+    @classmethod
+    def _urls(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        return ",".join(_server_url(u) for u in v.split(",") if u.strip())
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _server_list(cls, v: object) -> object:
+        if isinstance(v, str):  # "nats://a:4222,nats://b:4222" in YAML is a list too
+            v = [u for u in v.split(",") if u.strip()]
+        if isinstance(v, (list, tuple)):
+            return tuple(_server_url(u) if isinstance(u, str) else u for u in v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Nats:
+        if self.url and self.servers:
+            raise PydanticCustomError(
+                "nats_servers", "servers: give nats.url or nats.servers, not both",
+                {"config_field": "servers"})
+        return self
+
+    @property
+    def server_urls(self) -> tuple[str, ...]:
+        """The configured servers ((): the embedded one)."""
+        return tuple(self.url.split(",")) if self.url else self.servers
 
 
 class Logging(Strict):
