@@ -440,11 +440,13 @@ class EventLog:
                             name, have, self.replicas)
         try:
             await self.api(f"creating stream {name}", lambda: self.js.add_stream(cfg))
-        except nats.js.errors.BadRequestError as e:
+        except nats.js.errors.APIError as e:
             if e.err_code == 10074:  # replicas > 1 on a server that is not clustered
                 raise NatsConnectError(
                     f"nats.replicas is {self.replicas} but the NATS server is not a cluster: "
                     "set nats.replicas: 1 for a single server") from None
+            if not isinstance(e, nats.js.errors.BadRequestError):
+                raise
             # Exists with another config (e.g. a new subject root): bring it up to date.
             await self.api(f"updating stream {name}", lambda: self.js.update_stream(cfg))
 

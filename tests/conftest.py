@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.embedded_nats import EmbeddedNats
+from adapters.local_cluster import LocalCluster
 
 
 @pytest.fixture(scope="module")
@@ -21,3 +22,13 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 @pytest.fixture
 def nats_url(nats_server: EmbeddedNats) -> str:
     return nats_server.url
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-node JetStream cluster (the code `python -m adapters.local_cluster` runs), on
+    free loopback ports, one per test module."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
