@@ -40,6 +40,7 @@ ENV_MAP: dict[str, tuple[str, ...]] = {
     "ALERT_EMAIL_WARNING": ("trading", "alerts", "recipients", "warning"),
     "ALERT_EMAIL_INFO": ("trading", "alerts", "recipients", "info"),
     "CATALYST_NATS_URL": ("trading", "nats", "url"),
+    "CATALYST_NATS_REPLICAS": ("trading", "nats", "replicas"),
     "CATALYST_NATS_USER": ("trading", "nats", "user"),
     "CATALYST_NATS_PASSWORD": ("trading", "nats", "password"),
     "CATALYST_NATS_TOKEN": ("trading", "nats", "token"),

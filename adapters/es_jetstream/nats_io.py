@@ -100,7 +100,7 @@ class NatsThread:
         )
         self._thread.start()
         options: dict[str, Any] = dict(
-            servers=[url],
+            servers=[u.strip() for u in url.split(",") if u.strip()],  # a cluster: a,b,c
             name=name,
             connect_timeout=timeout,
             allow_reconnect=True,

@@ -79,3 +79,11 @@ def test_bad_values_name_file_line_and_field(cfg: Path, lines: str, field: str) 
     set_nats(cfg, lines)
     with pytest.raises(ConfigError, match=rf"trading_config\.yaml:\d+: field '{field}': "):
         load_settings(cfg, env={})
+
+
+def test_replicas_from_the_environment_and_a_bad_one_names_the_variable() -> None:
+    env = {"CATALYST_NATS_URL": CLUSTER, "CATALYST_NATS_REPLICAS": "3"}
+    assert load_settings(env=env).settings.trading.nats.replicas == 3
+    with pytest.raises(ConfigError, match="environment variable CATALYST_NATS_REPLICAS: "
+                       "field 'nats.replicas'"):
+        load_settings(env={"CATALYST_NATS_REPLICAS": "6"})
