@@ -279,10 +279,11 @@ def register(app: typer.Typer) -> None:
         P&L, consumer lag, NATS and broker. Exit 1 when NATS is not reachable."""
         cli = _cli()
         settings = cli.settings_or_exit(config_dir)
-        from adapters.connection import default_store
+        from adapters.connection import default_store, resolve_run
         from adapters.status import gather, print_status
 
-        st = cli.run_async(gather(settings, default_store(settings, run)))
+        st = cli.run_async(gather(settings, default_store(settings, run),
+                                  run_id=resolve_run(run) if run else None))
         if as_json:
             print(json.dumps(st, indent=2, default=str))
         else:

@@ -202,7 +202,8 @@ async def consumer_lag(log: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda c: (c["stream"], c["consumer"]))
 
 
-async def gather(settings: Settings, store: Path, timeout: float = 10.0) -> dict[str, Any]:
+async def gather(settings: Settings, store: Path, timeout: float = 10.0,
+                 run_id: str | None = None) -> dict[str, Any]:
     from adapters.connection import open_event_log
 
     b = settings.trading.broker
@@ -212,7 +213,8 @@ async def gather(settings: Settings, store: Path, timeout: float = 10.0) -> dict
     }
     try:
         async with asyncio.timeout(timeout):
-            async with open_event_log(settings, store, create_streams=False) as log:
+            async with open_event_log(settings, store, create_streams=False,
+                                      run_id=run_id) as log:
                 server = log.nc.connected_server_version
                 status["nats"].update(
                     connected=True, server_version=str(server) if server else None,

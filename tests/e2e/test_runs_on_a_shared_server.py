@@ -65,6 +65,10 @@ def test_a_run_records_where_its_log_is_and_latest_finds_it(
     assert record["market_data_stream"] == f"CATALYST_MD_{suffix}"
     r = verify(cwd, env, "latest")
     assert r.returncode == 0 and f"RunStarted ({ids[1]})" in r.stdout + r.stderr, r.stdout
+    status = catalyst(cwd, "status", "--json", "--run", ids[1], env=env)
+    assert status.returncode == 0, status.stderr
+    streams = json.loads(status.stdout)["nats"]["streams"]
+    assert streams[f"CATALYST_{suffix}"]["messages"] > 0
 
 
 def test_simulated_runs_leave_the_live_streams_alone(
