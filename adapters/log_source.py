@@ -155,7 +155,8 @@ class _PullFeed:
         )
         if self.subject:
             cfg.filter_subject = self.subject
-        info = await js.add_consumer(self.stream, config=cfg)
+        info = await self.log.api(f"reading {self.stream}",
+                                  lambda: js.add_consumer(self.stream, config=cfg))
         self._consumer = info.name
         self.total = info.num_pending or 0
         if self.total == 0:
@@ -352,9 +353,11 @@ class NatsSource:
         names = {ROLE_RECORD: self.log.names.record, ROLE_MD: self.log.names.market_data}
         for role in self.streams:
             stream = names[role]
-            info = await self.log.js.stream_info(stream)
-            if self.subject and not any(subjects_overlap(self.subject, s)
-                                        for s in info.config.subjects or ()):
+            info = await self.log.api(f"stream info {stream}",
+                                      lambda s=stream: self.log.js.stream_info(s))
+            # A run's own stream listens on `run.<id>.catalyst...` and stores `catalyst...`.
+            stored = [s.removeprefix(self.log.subject_prefix) for s in info.config.subjects or ()]
+            if self.subject and not any(subjects_overlap(self.subject, s) for s in stored):
                 continue
             if info.state.messages == 0:
                 continue

@@ -55,6 +55,18 @@ def test_each_of_two_runs_on_one_server_verifies_with_zero_divergences(
         assert f"RunStarted ({run})" in r.stdout + r.stderr
 
 
+def test_replay_of_a_run_filters_by_subject(
+        two_runs: tuple[Path, dict[str, str], list[str]]) -> None:
+    cwd, env, ids = two_runs
+    r = catalyst(cwd, "replay", "--run", ids[0], "--subject", "catalyst.session.>", "--json",
+                 env=env)
+
+    assert r.returncode == 0, r.stderr
+    types = {json.loads(line)["type"] for line in r.stdout.splitlines() if line.strip()}
+    assert "SessionStarted" in types and "SessionEnded" in types
+    assert not types & {"BarReceived", "OrderFilled", "SignalGenerated"}, types
+
+
 def test_a_run_records_where_its_log_is_and_latest_finds_it(
         two_runs: tuple[Path, dict[str, str], list[str]]) -> None:
     cwd, env, ids = two_runs
