@@ -200,23 +200,26 @@ class ExecutionService:
             log.info("order %s was already at the broker; continuing", cmd.client_order_id,
                      extra=log_context(cmd.cause, "executor"))
             order = existing
+        return [self.submitted(cmd, order)]
+
+    def submitted(self, cmd: SubmitOrder, order: BrokerOrder) -> OrderSubmitted:
+        """The broker holds `order` for `cmd`: remember it, and say so. Also how the runtime
+        adopts an order in flight at a crash (sent, never recorded): the same event, same id."""
         self.refs.remember(order, cmd.order_id)
-        return [
-            OrderSubmitted.caused_by(
-                cmd.cause, 0, "execution.submitted",
-                occurred_at=order.created_at,
-                order_id=cmd.order_id,
-                client_order_id=cmd.client_order_id,
-                broker_order_id=order.id,
-                symbol=cmd.symbol,
-                side=cmd.side,
-                qty=cmd.qty,
-                order_type=cmd.order_type,
-                stop_loss=cmd.stop_loss,
-                take_profit=cmd.take_profit,
-                legs=tuple(leg.id for leg in order.legs),
-            )
-        ]
+        return OrderSubmitted.caused_by(
+            cmd.cause, 0, "execution.submitted",
+            occurred_at=order.created_at,
+            order_id=cmd.order_id,
+            client_order_id=cmd.client_order_id,
+            broker_order_id=order.id,
+            symbol=cmd.symbol,
+            side=cmd.side,
+            qty=cmd.qty,
+            order_type=cmd.order_type,
+            stop_loss=cmd.stop_loss,
+            take_profit=cmd.take_profit,
+            legs=tuple(leg.id for leg in order.legs),
+        )
 
     # --- closing -----------------------------------------------------------------------------
 
