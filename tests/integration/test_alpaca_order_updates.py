@@ -14,8 +14,16 @@ import pytest
 
 from adapters.broker.alpaca import AlpacaBroker
 from adapters.broker.port import TradeUpdate
+from domain.events import EmergencyStopCompleted
 from tests.fakes.alpaca_server import FakeAlpaca
-from tests.integration.test_alpaca_broker import a_marker, buy, feed_of, is_
+from tests.integration.test_alpaca_broker import (
+    a_marker,
+    buy,
+    emergency_command,
+    execution,
+    feed_of,
+    is_,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +82,27 @@ async def test_two_orders_filling_in_reverse_order_during_an_outage_are_both_yie
         (first.id, None, Decimal(10), Decimal(50)),
         (second.id, None, Decimal(10), Decimal(51)),
     ])
+
+
+# --- the emergency stop: a close that executed although its answer was an error -------------
+
+
+async def test_a_close_answered_500_after_it_executed_is_in_the_emergency_summary(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    order = await alpaca_broker.submit_order(buy("em-500"))
+    await fake_alpaca.fill(order.id, "100")
+    fake_alpaca.auto_fill_market = True
+    fake_alpaca.set_price("AAPL", "94")
+    # Alpaca closes the position (the market order fills at 94), then the answer is a 500;
+    # our retry meets 404 "position does not exist".
+    fake_alpaca.fail_next(1, 500, method="DELETE", path="/v2/positions/AAPL", after=True)
+    events = await execution(alpaca_broker).execute(emergency_command("em-500"))
+
+    assert [e.type for e in events] == ["EmergencyStopCompleted"]
+    done = events[0]
+    assert isinstance(done, EmergencyStopCompleted)
+    assert [(p.symbol, p.qty, p.price, p.realized_pnl) for p in done.positions_closed] == [
+        ("AAPL", Decimal(10), Decimal(94), Decimal(-60))
+    ]
+    assert fake_alpaca.positions == {}
