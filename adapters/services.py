@@ -673,6 +673,16 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
     from adapters.connection import open_event_log
 
     broker = build_broker(settings)
+    check_keys = getattr(broker, "check_keys", None)
+    if check_keys is not None:
+        # Before anything starts: wrong keys are a refusal to run, not a runtime that
+        # waits, logs and trades on with every order rejected.
+        try:
+            await check_keys()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await broker.close()
+            raise
     mode = settings.trading.broker.mode
     if mode == "live":
         console.print(Panel.fit(

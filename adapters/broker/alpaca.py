@@ -73,6 +73,7 @@ from adapters.broker.translate import (
     listing_max_updated,
 )
 from config.settings import Broker
+from domain.errors import CatalystError
 from domain.values import Side
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,10 @@ ZERO = Decimal(0)
 # seen (clock granularity, a listing taken while the broker was still writing) is compared
 # again rather than skipped; the ledger makes the overlap harmless.
 _CURSOR_SLACK = timedelta(seconds=1)
+
+
+class BrokerKeysRefused(CatalystError):
+    """Alpaca answered 401/403 to the account read: the keys are wrong for this URL."""
 
 
 def _stream_stopped() -> Exception:
@@ -165,6 +170,21 @@ class AlpacaBroker:
         # Set once the first backfill of `trade_updates` has been handed out: what the
         # broker did while we were away is then known (reconciliation waits for it).
         self.caught_up = asyncio.Event()
+
+    async def check_keys(self) -> None:
+        """Refuse to run on keys Alpaca refuses: every order would be rejected, and the
+        update stream would retry its authentication forever. One clear error naming the
+        variables (never their values)."""
+        try:
+            await self.get_account()
+        except BrokerRejection as exc:
+            if exc.status not in (401, 403):
+                raise
+            raise BrokerKeysRefused(
+                f"Alpaca ({self.name}, {self._base_url}) refused the API keys "
+                f"(HTTP {exc.status}): check ALPACA_API_KEY and ALPACA_SECRET_KEY "
+                f"(a {self.name} account's keys for a {self.name} URL)"
+            ) from None
 
     def __repr__(self) -> str:  # never the keys
         return f"AlpacaBroker(mode={self.name!r}, url={self._base_url!r})"
