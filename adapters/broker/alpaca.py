@@ -453,7 +453,9 @@ class AlpacaBroker:
         order_type = str(raw.get("type") or raw.get("order_type") or "")
         leg = None
         if parent_id is not None:
-            leg = "stop_loss" if order_type.startswith(("stop", "trailing")) else "take_profit"
+            # The take-profit is the bracket's only limit leg; anything else is the stop:
+            # stop, stop_limit, trailing, or the order a triggered stop was `replaced` by.
+            leg = "take_profit" if order_type == "limit" else "stop_loss"
         return BrokerOrder(
             id=order_id,
             client_order_id=str(raw["client_order_id"]),
@@ -491,6 +493,8 @@ class AlpacaBroker:
             price=_dec(data.get("price")),
             qty=_dec(data.get("qty")),
             position_qty=_dec(data.get("position_qty")),
+            # Alpaca puts a reason on the event (not the order) when it gives one.
+            reason=str(data["reason"]) if data.get("reason") else None,
         )
         accepted = accept_update(update, state.ledger)
         out = [accepted] if accepted is not None else []

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -108,9 +108,9 @@ class OrderRefs:
 
 
 def _leg_from_type(order_type: str) -> str | None:
-    return {"stop": "stop_loss", "stop_limit": "stop_loss", "limit": "take_profit"}.get(
-        order_type
-    )
+    # "market": the order a triggered stop leg was `replaced` by.
+    return {"stop": "stop_loss", "stop_limit": "stop_loss", "trailing_stop": "stop_loss",
+            "market": "stop_loss", "limit": "take_profit"}.get(order_type)
 
 
 def trade_update_to_events(
@@ -172,7 +172,8 @@ def trade_update_to_events(
                 event_id=broker_event_id(order.id, "rejected"),
                 type="OrderRejected",
                 code="rejected",
-                message=f"the broker rejected order {order.id} ({order.status})",
+                message=f"the broker rejected order {order.id}: {update.reason}"
+                if update.reason else f"the broker rejected order {order.id} ({order.status})",
                 **common,  # type: ignore[arg-type]
             )
         ]
@@ -255,23 +256,32 @@ def catch_up(listing: Iterable[BrokerOrder], ledger: FeedLedger,
     updates: list[TradeUpdate] = []
     for entry in listing:
         family_known = entry.id in ledger.known
-        for order in (entry, *entry.legs):
-            if not (family_known or order.id in ledger.known or since is None
-                    or order.updated_at is None or order.updated_at >= since):
-                continue
-            when = order.updated_at or since or datetime.min
+        members = [
+            order for order in (entry, *entry.legs)
+            if family_known or order.id in ledger.known or since is None
+            or order.updated_at is None or order.updated_at >= since
+        ]
+        # Within a family, fills before ends: a leg's fill is what cancels its sibling.
+        for order in members:
             if order.filled_qty > ledger.fills.get(order.id, (_ZERO, None))[0]:
                 event = "fill" if order.status == "filled" else "partial_fill"
-                accepted = accept_update(TradeUpdate(event=event, order=order, timestamp=when),
-                                         ledger)
+                accepted = accept_update(
+                    TradeUpdate(event=event, order=order, timestamp=_when(order, since)),
+                    ledger)
                 if accepted is not None:
                     updates.append(accepted)
+        for order in members:
             if order.status in SNAPSHOT_EVENTS:
                 accepted = accept_update(
-                    TradeUpdate(event=order.status, order=order, timestamp=when), ledger)
+                    TradeUpdate(event=order.status, order=order,
+                                timestamp=_when(order, since)), ledger)
                 if accepted is not None:
                     updates.append(accepted)
     return updates
+
+
+def _when(order: BrokerOrder, since: datetime | None) -> datetime:
+    return order.updated_at or since or datetime.min.replace(tzinfo=UTC)
 
 
 def listing_max_updated(listing: Iterable[BrokerOrder], since: datetime) -> datetime:

@@ -13,8 +13,15 @@ from decimal import Decimal
 import pytest
 
 from adapters.broker.alpaca import AlpacaBroker
-from adapters.broker.port import TradeUpdate
-from domain.events import EmergencyStopCompleted
+from adapters.broker.port import BrokerOrder, OrderRequest, TradeUpdate
+from adapters.broker.translate import OrderRefs, trade_update_to_events
+from domain.events import (
+    EmergencyStopCompleted,
+    Event,
+    OrderCanceled,
+    OrderRejected,
+    OrderSubmitted,
+)
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.integration.test_alpaca_broker import (
     a_marker,
@@ -106,3 +113,101 @@ async def test_a_close_answered_500_after_it_executed_is_in_the_emergency_summar
         ("AAPL", Decimal(10), Decimal(94), Decimal(-60))
     ]
     assert fake_alpaca.positions == {}
+
+
+# --- Alpaca's order states beyond the happy path ----------------------------------------------
+
+
+def events_of(seen: list[TradeUpdate], *submitted: BrokerOrder) -> list[Event]:
+    refs = OrderRefs()  # as the execution service knows them: our orders and their legs
+    for order in submitted:
+        refs.remember(order, f"ord-{order.client_order_id}")
+    out: list[Event] = []
+    for u in seen:
+        out += trade_update_to_events(u, correlation_id="test", refs=refs)
+    return out
+
+
+def limit_buy(cid: str, **kwargs: object) -> OrderRequest:
+    return buy(cid, type="limit", limit_price=Decimal("50"), **kwargs)
+
+
+async def test_partially_filled_then_canceled_records_the_part_and_the_cancel(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    async with feed_of(alpaca_broker, fake_alpaca) as feed:
+        order = await alpaca_broker.submit_order(limit_buy("part-cancel"))
+        await fake_alpaca.fill(order.id, "50", qty="4")
+        await alpaca_broker.cancel_order(order.id)
+        seen = await feed.until(is_("canceled", order.id))
+
+    events = [e for e in events_of(seen) if not isinstance(e, OrderSubmitted)]
+    assert [(type(e).__name__, getattr(e, "qty", None), getattr(e, "reason", None))
+            for e in events] == [("OrderPartiallyFilled", Decimal(4), None),
+                                 ("OrderCanceled", None, "canceled")]
+
+
+async def test_expired_after_a_partial_fill_is_a_cancel_with_its_reason(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    async with feed_of(alpaca_broker, fake_alpaca) as feed:
+        order = await alpaca_broker.submit_order(limit_buy("expire"))
+        await fake_alpaca.fill(order.id, "50", qty="3")
+        await fake_alpaca.expire(order.id)
+        seen = await feed.until(is_("expired", order.id))
+
+    events = events_of(seen)
+    assert [type(e).__name__ for e in events] == ["OrderPartiallyFilled", "OrderCanceled"]
+    assert isinstance(events[1], OrderCanceled) and events[1].reason == "expired"
+
+
+async def test_done_for_day_records_nothing_and_later_states_still_flow(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    async with feed_of(alpaca_broker, fake_alpaca) as feed:
+        order = await alpaca_broker.submit_order(limit_buy("dfd", time_in_force="gtc"))
+        await fake_alpaca.fill(order.id, "50", qty="2")
+        await fake_alpaca.done_for_day(order.id)
+        seen = await feed.until(is_("done_for_day", order.id))
+        # Not an end: a GTC order works again the next day (here it expires later).
+        await fake_alpaca.expire(order.id)
+        seen += await feed.until(is_("expired", order.id))
+
+    assert [type(e).__name__ for e in events_of(seen)] == ["OrderPartiallyFilled",
+                                                           "OrderCanceled"]
+
+
+async def test_a_stop_leg_reported_replaced_then_filling_is_the_stop_loss_fill(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    async with feed_of(alpaca_broker, fake_alpaca) as feed:
+        entry = await alpaca_broker.submit_order(
+            buy("replaced", stop_loss=Decimal("94"), take_profit=Decimal("110")))
+        await fake_alpaca.fill(entry.id, "100")
+        stop = next(leg for leg in fake_alpaca.order(entry.id).legs if leg.type == "stop")
+        target = next(leg for leg in fake_alpaca.order(entry.id).legs if leg.type == "limit")
+        new_stop = await fake_alpaca.trigger_stop_replaced(stop.id)  # the stop triggers
+        await fake_alpaca.fill(new_stop.id, "93.50")
+        seen = await feed.until(is_("canceled", target.id))
+        seen += await feed.until(await a_marker(alpaca_broker))
+
+    events = [e for e in events_of(seen, entry) if e.order_id == "ord-replaced"]
+    assert [(type(e).__name__, getattr(e, "leg", None), getattr(e, "price", None))
+            for e in events] == [
+        ("OrderFilled", None, Decimal(100)),
+        ("OrderFilled", "stop_loss", Decimal("93.50")),  # not a cancel of the stop
+        ("OrderCanceled", "take_profit", None),
+    ]
+
+
+async def test_rejected_carries_the_brokers_reason_into_order_rejected(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    async with feed_of(alpaca_broker, fake_alpaca) as feed:
+        order = await alpaca_broker.submit_order(limit_buy("rejected"))
+        await fake_alpaca.reject(order.id, "insufficient day trading buying power")
+        seen = await feed.until(is_("rejected", order.id))
+
+    rejected = [e for e in events_of(seen) if isinstance(e, OrderRejected)]
+    assert len(rejected) == 1
+    assert "insufficient day trading buying power" in rejected[0].message
