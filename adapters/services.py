@@ -512,7 +512,9 @@ class Services:
         async for stored in self.log.read(["catalyst.order.>"]):
             ev = stored.event
             events.append(ev)
-            if isinstance(ev, _BROKER_UPDATES):
+            if isinstance(ev, (*_BROKER_UPDATES, OrderRejected)):
+                # (a rejection the stream reported is listed again by every backfill of a
+                # known order: its id must be known to be skipped)
                 recorded.add(ev.event_id)
             if isinstance(ev, (OrderSubmitted, *_BROKER_UPDATES)):  # broker-clock times
                 since = ev.occurred_at if since is None else max(since, ev.occurred_at)

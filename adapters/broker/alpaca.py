@@ -12,8 +12,10 @@ Why it is shaped like this:
   lost response (or a re-run after a crash) gets 422 "client_order_id must be unique", and we
   return the order that is already there instead of failing or placing a second one.
 - `trade_updates()` runs `TradingStream` in this event loop. After every (re)connect it
-  backfills from REST (orders updated since the last update seen) and de-duplicates per order
-  on the cumulative filled quantity, so each fill is yielded exactly once.
+  backfills from REST (the lookback window's orders, compared from a cursor that moves only
+  after a whole listing) and de-duplicates per order on the cumulative filled quantity,
+  starting from what the log holds, so each fill is yielded exactly once
+  (translate.py's ledger; docs/execution.md, "The order-update contract").
 - The API keys never reach a log line or an error message.
 """
 
