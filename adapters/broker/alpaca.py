@@ -179,6 +179,9 @@ class AlpacaBroker:
         variables (never their values)."""
         try:
             await self.get_account()
+        except BrokerUnavailable as exc:
+            # Unreachable is not wrong: the runtime retries its broker commands meanwhile.
+            log.warning("could not check the Alpaca keys (broker unreachable): %s", exc)
         except BrokerRejection as exc:
             if exc.status not in (401, 403):
                 raise
