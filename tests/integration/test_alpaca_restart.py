@@ -7,6 +7,8 @@ bracket's stop filling; an order in flight at a hard stop is ours, not a strange
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -222,3 +224,43 @@ async def test_an_order_in_flight_at_a_hard_stop_is_adopted_not_alarmed(
     assert adopted[0].event_id == derive_id(order.event_id, "execution.submitted:0")
     assert (adopted[0].order_id, adopted[0].broker_order_id) == (  # type: ignore[attr-defined]
         order.order_id, entry.id)
+
+
+async def test_an_order_in_flight_at_a_kill_9_is_adopted_not_alarmed(
+    fake_alpaca: FakeAlpaca, nats_url: str, tmp_path: Path
+) -> None:
+    """The same with a real SIGKILL of the process between the broker taking the order and
+    the runtime recording it."""
+    settings = settings_for(tmp_path)
+    async with fresh_log(nats_url) as log:
+        order = bracket_approval("kill-9")
+        fake_alpaca.delay_next(30.0, method="POST", path="/v2/orders")  # the answer is late
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.integration.hard_stop_runner", nats_url,
+            log.names.record, log.names.market_data, fake_alpaca.url, fake_alpaca.api_key,
+            fake_alpaca.secret_key, str(tmp_path / "mail"),
+            cwd=Path(__file__).parents[2], stdout=asyncio.subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line.strip() == b"started"
+            await log.publish(order)
+            async with asyncio.timeout(20):
+                while order.client_order_id not in fake_alpaca.by_client_id:
+                    await asyncio.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        assert of([s.event async for s in log.read()], OrderSubmitted) == []
+
+        services = await start_services(log, settings, alpaca(fake_alpaca), reconcile=True)
+        try:
+            events = [s.event async for s in log.read()]
+        finally:
+            await services.stop()
+
+    entry = fake_alpaca.order(order.client_order_id)
+    assert of(events, ReconciliationDiscrepancyFound) == []
+    adopted = of(events, OrderSubmitted)
+    assert [(e.event_id, e.order_id, e.broker_order_id) for e in adopted] == [  # type: ignore[attr-defined]
+        (derive_id(order.event_id, "execution.submitted:0"), order.order_id, entry.id)]
