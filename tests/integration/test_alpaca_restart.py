@@ -22,6 +22,7 @@ from adapters.services import Services
 from domain.events import (
     Event,
     OrderApproved,
+    OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
     OrderSubmitted,
@@ -264,3 +265,36 @@ async def test_an_order_in_flight_at_a_kill_9_is_adopted_not_alarmed(
     adopted = of(events, OrderSubmitted)
     assert [(e.event_id, e.order_id, e.broker_order_id) for e in adopted] == [  # type: ignore[attr-defined]
         (derive_id(order.event_id, "execution.submitted:0"), order.order_id, entry.id)]
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["clean-close", "tcp-abort"])
+async def test_a_stop_loss_filling_while_the_stream_is_down_is_recorded_by_the_runtime(
+    fake_alpaca: FakeAlpaca, nats_url: str, tmp_path: Path, clean: bool
+) -> None:
+    async with fresh_log(nats_url) as log:
+        services = await start_services(log, settings_for(tmp_path), alpaca(fake_alpaca),
+                                        reconcile=True)
+        try:
+            await fake_alpaca.wait_for_listen_count(1)
+            order = bracket_approval(f"leg-outage-{clean}")
+            await log.publish(order)
+            await submitted(log, 1)
+            entry = fake_alpaca.order(order.client_order_id)
+            await fake_alpaca.fill(entry.id, "100")
+            await wait_for(log, lambda evs: bool(of(evs, OrderFilled)))
+            stop = next(leg for leg in entry.legs if leg.type == "stop")
+
+            listens = fake_alpaca.listen_count
+            async with fake_alpaca.stream_outage(clean=clean):
+                await fake_alpaca.fill(stop.id, "94")
+            await fake_alpaca.wait_for_listen_count(listens + 1)
+            events = await wait_for(log, lambda evs: len(of(evs, OrderFilled)) >= 2
+                                    and bool(of(evs, OrderCanceled)))
+        finally:
+            await services.stop()
+
+    assert fills(events) == [("AAPL", None, Decimal(10), Decimal(100)),
+                             ("AAPL", "stop_loss", Decimal(10), Decimal(94))]
+    assert [(c.leg, c.reason) for c in of(events, OrderCanceled)] == [  # type: ignore[attr-defined]
+        ("take_profit", "canceled")]
+    assert positions(events) == {}
