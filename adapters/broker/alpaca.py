@@ -503,13 +503,15 @@ class AlpacaBroker:
         )
         accepted = accept_update(update, state.ledger)
         out = [accepted] if accepted is not None else []
-        if update.order.parent_id is not None or update.order.legs:
+        if (update.order.parent_id is not None or update.order.legs) and (
+            update.event in FILL_EVENTS or update.event == "replaced"
+        ):
             # A bracket: the stream is not a complete record of its legs (a sibling's cancel
-            # may never come; a triggered stop may be `replaced`). After any fill or end of a
-            # member, read the family over REST and record what it says (never silence).
-            if update.event in FILL_EVENTS or update.event in ("canceled", "replaced",
-                                                                "expired"):
-                out += await self._family_snapshot(update.order, state)
+            # may never come; a triggered stop may be `replaced`). After a member fills or
+            # is replaced, read the family over REST and record what it says (never
+            # silence). Not on cancels: an emergency cancels many, and its REST budget
+            # belongs to the closes.
+            out += await self._family_snapshot(update.order, state)
         return out
 
     async def _family_snapshot(self, member: BrokerOrder, state: _FeedState

@@ -205,6 +205,9 @@ class FakeAlpaca:
         self.auto_fill_market = False
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) as answered
         self.sent_updates: list[dict[str, Any]] = []  # every trade_updates payload emitted
+        # Update kinds never sent on the stream (as users report for a bracket leg's cancel
+        # after its sibling filled): the order's state changes, the stream stays silent.
+        self.mute: set[str] = set()
         self._faults: list[_Fault] = []
         self._conns: set[_StreamConn] = set()
         self._stream_gate = asyncio.Event()
@@ -935,6 +938,8 @@ class FakeAlpaca:
         data: dict[str, Any] = {"event": event, "order": order.to_json(),
                                 "timestamp": _ts(timestamp)}
         data.update({k: v for k, v in extra.items() if v is not None})
+        if event in self.mute:
+            return
         self.sent_updates.append(data)
         for conn in list(self._conns):
             if conn.listening and not conn.ws.closed:

@@ -91,6 +91,24 @@ async def test_two_orders_filling_in_reverse_order_during_an_outage_are_both_yie
     ])
 
 
+
+async def test_a_legs_cancel_the_stream_never_sends_is_read_over_rest_after_the_fill(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    fake_alpaca.mute.add("canceled")  # the stop's OCO cancel never comes on the stream
+    async with feed_of(alpaca_broker, fake_alpaca) as feed:
+        entry = await alpaca_broker.submit_order(
+            buy("silent", stop_loss=Decimal("94"), take_profit=Decimal("110")))
+        await fake_alpaca.fill(entry.id, "100")
+        target = next(leg for leg in fake_alpaca.order(entry.id).legs if leg.type == "limit")
+        stop = next(leg for leg in fake_alpaca.order(entry.id).legs if leg.type == "stop")
+        await fake_alpaca.fill(target.id, "110")
+        seen = await feed.until(is_("canceled", stop.id))
+
+    assert [(u.event, u.order.leg) for u in seen if u.event in (*FILLS, "canceled")] == [
+        ("fill", None), ("fill", "take_profit"), ("canceled", "stop_loss")]
+
+
 # --- the emergency stop: a close that executed although its answer was an error -------------
 
 
