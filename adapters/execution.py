@@ -31,7 +31,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
@@ -73,6 +73,9 @@ NOT_FOUND = "40410000"
 _ZERO = Decimal(0)
 # Orders whose cancel is already in flight: asking again only earns a 422.
 _CANCELING = frozenset({"pending_cancel"})
+# How far back a close whose answer was lost is looked for (it executed seconds ago; the
+# margin covers a broker clock that differs from ours).
+_CLOSE_LOOKBACK = timedelta(hours=1)
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
@@ -200,23 +203,26 @@ class ExecutionService:
             log.info("order %s was already at the broker; continuing", cmd.client_order_id,
                      extra=log_context(cmd.cause, "executor"))
             order = existing
+        return [self.submitted(cmd, order)]
+
+    def submitted(self, cmd: SubmitOrder, order: BrokerOrder) -> OrderSubmitted:
+        """The broker holds `order` for `cmd`: remember it, and say so. Also how the runtime
+        adopts an order in flight at a crash (sent, never recorded): the same event, same id."""
         self.refs.remember(order, cmd.order_id)
-        return [
-            OrderSubmitted.caused_by(
-                cmd.cause, 0, "execution.submitted",
-                occurred_at=order.created_at,
-                order_id=cmd.order_id,
-                client_order_id=cmd.client_order_id,
-                broker_order_id=order.id,
-                symbol=cmd.symbol,
-                side=cmd.side,
-                qty=cmd.qty,
-                order_type=cmd.order_type,
-                stop_loss=cmd.stop_loss,
-                take_profit=cmd.take_profit,
-                legs=tuple(leg.id for leg in order.legs),
-            )
-        ]
+        return OrderSubmitted.caused_by(
+            cmd.cause, 0, "execution.submitted",
+            occurred_at=order.created_at,
+            order_id=cmd.order_id,
+            client_order_id=cmd.client_order_id,
+            broker_order_id=order.id,
+            symbol=cmd.symbol,
+            side=cmd.side,
+            qty=cmd.qty,
+            order_type=cmd.order_type,
+            stop_loss=cmd.stop_loss,
+            take_profit=cmd.take_profit,
+            legs=tuple(leg.id for leg in order.legs),
+        )
 
     # --- closing -----------------------------------------------------------------------------
 
@@ -281,11 +287,45 @@ class ExecutionService:
                 return await self.broker.close_position(pos.symbol)
             except BrokerRejection as e:
                 if _is_not_found(e):
-                    return None
+                    # Flat already: a leg got there first, or our own close executed and
+                    # only its answer was lost (a 5xx, then this 404 on the retry). The
+                    # latter must be reported with its fill, so look for it over REST.
+                    return await self._executed_close(pos)
                 if not _is_qty_held(e) or attempt == self.max_attempts:
                     raise
             await self._sleep(self._delay(attempt))
         return None  # unreachable: the last attempt returns or raises
+
+    async def _executed_close(self, pos: BrokerPosition) -> BrokerOrder | None:
+        """The close order that flattened `pos` although its answer never reached us.
+
+        A candidate is a plain market order (no leg, no legs) on the closing side for the
+        whole quantity, newer than every order that opened the position (broker times only:
+        an older close belongs to an earlier round trip); the newest one wins. None when
+        nothing qualifies (a bracket leg closed it: its fill arrives as a leg fill)."""
+        closing_side = Side.SELL if pos.qty > 0 else Side.BUY
+        now = self._clock() if self._clock is not None else datetime.now(UTC)
+        try:
+            listing = await self.broker.list_orders_since(now - _CLOSE_LOOKBACK)
+        except Exception as e:  # noqa: BLE001 - best effort: reported as unknown below
+            log.warning("could not look for the close order of %s: %s", pos.symbol, e)
+            return None
+        orders = [o for entry in listing for o in (entry, *entry.legs)
+                  if o.symbol == pos.symbol and o.created_at is not None]
+        opened = max((o.created_at for o in orders if o.side is not closing_side
+                      and o.parent_id is None and o.filled_qty > 0), default=None)
+        candidates = [
+            o for o in orders
+            if o.parent_id is None and not o.legs and o.type == "market"
+            and o.side is closing_side and o.qty == abs(pos.qty)
+            and (opened is None or o.created_at >= opened)  # type: ignore[operator]
+        ]
+        if not candidates:
+            return None
+        found = max(candidates, key=lambda o: o.created_at)  # type: ignore[arg-type,return-value]
+        log.warning("close of %s answered with an error but executed: order %s",
+                    pos.symbol, found.id)
+        return found
 
     async def _cancel_orders(self, orders: Iterable[BrokerOrder]) -> int:
         """Cancel legs before parents so each counts once; ignore ones already ending."""

@@ -31,6 +31,13 @@ from adapters.alerts.delivery import AlertDelivery
 from adapters.app import AlertEffect, BrokerEffect, build_handlers
 from adapters.broker.port import BrokerPort, BrokerUnavailable
 from adapters.broker.sim import SimulatedBroker
+from adapters.broker.translate import (
+    FeedLedger,
+    OrderRefs,
+    catch_up,
+    ledger_from_log,
+    trade_update_to_events,
+)
 from adapters.config_watcher import SettingsHolder
 from adapters.event_log import MD_PREFIX, Consumer, EventLog, Retry
 from adapters.execution import ExecutionService
@@ -46,6 +53,7 @@ from domain.events import (
     Event,
     HandlerCrashLooping,
     NewsReceived,
+    OrderApproved,
     OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
@@ -56,7 +64,7 @@ from domain.events import (
 )
 from domain.values import Bar, Headline, Side
 from handlers.base import Handler
-from handlers.executor import Executor
+from handlers.executor import Executor, SubmitOrder
 from handlers.risk_guard import RiskGuard
 from projections.daily_pnl import DailyPnLProjection
 from projections.positions import PositionsProjection
@@ -177,6 +185,9 @@ class Services:
 
         caught_up = False
         if sim is None:
+            if self.reconcile:
+                # Before the update stream: its fills must find the order's references.
+                await self.log.publish_many(await self.adopt_in_flight(executor))
             self._spawn("broker_updates", self._pump_trade_updates_from_log)
             event = getattr(self.broker, "caught_up", None)
             if event is not None:
@@ -291,8 +302,8 @@ class Services:
                     flagged.discard(c.name)
 
     async def _pump_trade_updates_from_log(self) -> None:
-        since, recorded = await self._recorded_broker_updates()
-        await self._pump_trade_updates(since, recorded)
+        since, recorded, ledger = await self._recorded_broker_updates()
+        await self._pump_trade_updates(since, recorded, ledger)
 
     def _handler_cb(self, h: Handler) -> Callable[[Event], Awaitable[list[Event]]]:
         # A message is redelivered when publishing its outputs failed; the handler has
@@ -332,6 +343,73 @@ class Services:
 
     # --- around the handlers ---------------------------------------------------------------
 
+    async def adopt_in_flight(self, executor: Executor) -> list[Event]:
+        """Orders in flight at a hard stop (approved and sent, the submission never
+        recorded) are ours: their client_order_id derives from a recorded approval. Each one
+        the broker holds is recorded as submitted, with the event (and id) the executor
+        would have emitted, so reconciliation does not take it for a stranger and its fills
+        resolve to our order. An approval the broker does not know is left to the executor
+        (its consumer redelivers it)."""
+        assert self.service is not None
+        approvals: dict[str, OrderApproved] = {}
+        outcome: set[str] = set()
+        async for stored in self.log.read(["catalyst.order.approved",
+                                           "catalyst.order.submitted",
+                                           "catalyst.order.rejected"]):
+            ev = stored.event
+            if isinstance(ev, OrderApproved):
+                approvals[ev.client_order_id] = ev
+            elif isinstance(ev, OrderSubmitted | OrderRejected):
+                outcome.add(ev.client_order_id)
+        out: list[Event] = []
+        for coid, approval in approvals.items():
+            if coid in outcome:
+                continue
+            try:
+                order = await self.broker.get_order_by_client_id(coid)
+            except Exception as e:  # noqa: BLE001 - the executor's redelivery covers it
+                log.warning("could not look up order %s in flight at the last stop: %s",
+                            coid, e)
+                continue
+            if order is None:
+                continue
+            for cmd in executor.commands_for(approval, self.holder.current):
+                if isinstance(cmd, SubmitOrder):
+                    log.warning("order %s was sent before the last stop but not recorded; "
+                                "adopting it as submitted", coid)
+                    out.append(self.service.submitted(cmd, order))
+        return out
+
+    async def _missing_broker_fills(self, events: list[Event], symbols: set[str]
+                                    ) -> list[Event]:
+        """Fills the broker reports on orders this log sent, beyond what the log holds, for
+        `symbols`: recorded as the update stream would have (same ids, the broker's own
+        prices), so a position difference is explained at the real fill price."""
+        if not symbols:
+            return []
+        ledger = ledger_from_log(events)
+        refs = OrderRefs()
+        starts = []
+        for ev in events:
+            if isinstance(ev, OrderSubmitted):
+                refs.record_submitted(ev)
+                if ev.symbol in symbols:
+                    starts.append(ev.occurred_at)
+        if not starts:
+            return []
+        # The orders to read are the ones sent for these symbols; a week at most.
+        since = max(min(starts), self.clock() - timedelta(days=7))
+        try:
+            listing = await self.broker.list_orders_since(since)
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            log.error("reconciliation: could not list the broker's orders: %s", e)
+            return []
+        ours = [o for o in listing if o.symbol in symbols and o.id in ledger.known]
+        out: list[Event] = []
+        for update in catch_up(ours, ledger, None):
+            out += trade_update_to_events(update, correlation_id="reconciliation", refs=refs)
+        return [e for e in out if isinstance(e, OrderFilled | OrderPartiallyFilled)]
+
     async def reconciliation(self, adopt: bool = False) -> list[Event]:
         """Broker vs the log at start. The broker is the truth for what exists (positions,
         open orders); the log is the truth for why. Each difference is recorded; with
@@ -339,11 +417,16 @@ class Services:
         projections and the risk guard work from what the broker really holds."""
         positions = PositionsProjection()
         submitted: dict[str, str] = {}  # client_order_id -> symbol, entries we sent
+        approved: set[str] = set()  # client_order_ids of our approvals
         done: set[str] = set()  # entries the log says are no longer open
+        events: list[Event] = []
         async for stored in self.log.read(["catalyst.order.>"]):
             ev = stored.event
+            events.append(ev)
             positions.rebuild([ev])
-            if isinstance(ev, OrderSubmitted):
+            if isinstance(ev, OrderApproved):
+                approved.add(ev.client_order_id)
+            elif isinstance(ev, OrderSubmitted):
                 submitted[ev.client_order_id] = ev.symbol
             elif isinstance(ev, OrderRejected) or (
                 isinstance(ev, OrderFilled | OrderCanceled) and ev.leg is None
@@ -367,9 +450,32 @@ class Services:
                 correlation_id="reconciliation", kind=kind, symbol=symbol, broker=broker,
                 recorded=recorded, resolution=resolution))
 
-        for symbol in sorted(set(recorded) | set(at_broker)):
+        def differing() -> set[str]:
+            return {s for s in set(recorded) | set(at_broker)
+                    if (recorded[s].qty if s in recorded else Decimal(0))
+                    != (at_broker[s].qty if s in at_broker else Decimal(0))}
+
+        explained: dict[str, list[Event]] = {}
+        if adopt:
+            # First the broker's own fills on orders we sent (their real prices); only what
+            # they leave unexplained is booked at an estimated price below.
+            for fill in await self._missing_broker_fills(events, differing()):
+                explained.setdefault(fill.symbol, []).append(fill)  # type: ignore[attr-defined]
+                positions.rebuild([fill])
+            recorded = {v.symbol: v for v in positions.snapshot()}
+        for symbol in sorted(set(recorded) | set(at_broker) | set(explained)):
             rec = recorded[symbol].qty if symbol in recorded else Decimal(0)
             brk = at_broker[symbol].qty if symbol in at_broker else Decimal(0)
+            if symbol in explained:
+                fills = explained[symbol]
+                before = rec - sum(
+                    (f.qty if f.side is Side.BUY else -f.qty for f in fills),  # type: ignore[attr-defined]
+                    Decimal(0))
+                found("position", symbol, format(brk, "f"), format(before, "f"),
+                      "recorded the broker's fills the log missed, at their own prices: "
+                      + ", ".join(f"{f.side} {f.qty} @ {f.price}"  # type: ignore[attr-defined]
+                                  for f in fills))
+                out.extend(fills)
             if rec == brk:
                 continue
             if not adopt:
@@ -384,7 +490,7 @@ class Services:
             out.append(_reconciliation_fill(out[-1], symbol, brk - rec, price))
         open_entries = {o.client_order_id: o for o in open_orders if o.parent_id is None}
         for coid, o in sorted(open_entries.items()):
-            if coid not in submitted:
+            if coid not in submitted and coid not in approved:  # ours if we approved it
                 found("order", o.symbol, f"open {o.side} {o.qty} ({o.id})", "unknown",
                       "an order this system did not send is open at the broker; left as "
                       "it is for a person to review")
@@ -395,26 +501,34 @@ class Services:
                       "from the order-update stream")
         return out
 
-    async def _recorded_broker_updates(self) -> tuple[datetime | None, set[UUID]]:
-        """The broker time of the last order event in the log, and the ids of the broker
-        updates already recorded. The update stream backfills from that time, so what
-        happened while this process was down is recorded after a restart; updates already
-        in the log are skipped (JetStream drops a repeated id only within its window)."""
+    async def _recorded_broker_updates(self) -> tuple[datetime | None, set[UUID], FeedLedger]:
+        """The broker time of the last order event in the log, the ids of the broker
+        updates already recorded, and per broker order what the log already holds (its
+        cumulative filled quantity and average price). The update stream backfills from
+        that time and records only what goes beyond the ledger, so what happened while this
+        process was down is recorded once after a restart (JetStream drops a repeated id
+        only within its window, and a partial fill's rest has an id of its own)."""
         since: datetime | None = None
         recorded: set[UUID] = set()
+        events: list[Event] = []
         async for stored in self.log.read(["catalyst.order.>"]):
             ev = stored.event
-            if isinstance(ev, _BROKER_UPDATES):
+            events.append(ev)
+            if isinstance(ev, (*_BROKER_UPDATES, OrderRejected)):
+                # (a rejection the stream reported is listed again by every backfill of a
+                # known order: its id must be known to be skipped)
                 recorded.add(ev.event_id)
             if isinstance(ev, (OrderSubmitted, *_BROKER_UPDATES)):  # broker-clock times
                 since = ev.occurred_at if since is None else max(since, ev.occurred_at)
-        return since, recorded
+        return since, recorded, ledger_from_log(events)
 
-    async def _pump_trade_updates(self, since: datetime | None, recorded: set[UUID]) -> None:
+    async def _pump_trade_updates(self, since: datetime | None, recorded: set[UUID],
+                                  ledger: FeedLedger | None = None) -> None:
         assert self.service is not None
         # Only brokers with a stream of their own get here (not the simulated one); the
-        # Alpaca adapter's `trade_updates(since)` first lists what changed since then.
-        updates = self.broker.trade_updates(since=since)  # type: ignore[call-arg]
+        # Alpaca adapter's `trade_updates(since, ledger)` first lists what changed since
+        # then and compares it with what the log holds.
+        updates = self.broker.trade_updates(since=since, ledger=ledger)  # type: ignore[call-arg]
         async for update in updates:
             events = [e for e in self.service.translate(update, "broker")
                       if e.event_id not in recorded]
@@ -563,6 +677,16 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
     from adapters.connection import open_event_log
 
     broker = build_broker(settings)
+    check_keys = getattr(broker, "check_keys", None)
+    if check_keys is not None:
+        # Before anything starts: wrong keys are a refusal to run, not a runtime that
+        # waits, logs and trades on with every order rejected.
+        try:
+            await check_keys()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await broker.close()
+            raise
     mode = settings.trading.broker.mode
     if mode == "live":
         console.print(Panel.fit(

@@ -12,8 +12,10 @@ Why it is shaped like this:
   lost response (or a re-run after a crash) gets 422 "client_order_id must be unique", and we
   return the order that is already there instead of failing or placing a second one.
 - `trade_updates()` runs `TradingStream` in this event loop. After every (re)connect it
-  backfills from REST (orders updated since the last update seen) and de-duplicates per order
-  on the cumulative filled quantity, so each fill is yielded exactly once.
+  backfills from REST (the lookback window's orders, compared from a cursor that moves only
+  after a whole listing) and de-duplicates per order on the cumulative filled quantity,
+  starting from what the log holds, so each fill is yielded exactly once
+  (translate.py's ledger; docs/execution.md, "The order-update contract").
 - The API keys never reach a log line or an error message.
 """
 
@@ -65,7 +67,15 @@ from adapters.broker.port import (
     OrderRequest,
     TradeUpdate,
 )
+from adapters.broker.translate import (
+    FILL_EVENTS,
+    FeedLedger,
+    accept_update,
+    catch_up,
+    listing_max_updated,
+)
 from config.settings import Broker
+from domain.errors import CatalystError
 from domain.values import Side
 
 log = logging.getLogger(__name__)
@@ -74,11 +84,16 @@ T = TypeVar("T")
 
 DUPLICATE_CLIENT_ORDER_ID = "client_order_id must be unique"
 PORT_EVENTS = frozenset(get_args(TradeUpdate.model_fields["event"].annotation))
-FILL_EVENTS = frozenset({"fill", "partial_fill"})
-BEFORE_FILL_EVENTS = frozenset({"pending_new", "accepted", "new"})
-TERMINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
 PAGE = 500  # Alpaca's maximum page size for GET /v2/orders
 ZERO = Decimal(0)
+# The backfill lists a little before its cursor: an update stamped just before the last one
+# seen (clock granularity, a listing taken while the broker was still writing) is compared
+# again rather than skipped; the ledger makes the overlap harmless.
+_CURSOR_SLACK = timedelta(seconds=1)
+
+
+class BrokerKeysRefused(CatalystError):
+    """Alpaca answered 401/403 to the account read: the keys are wrong for this URL."""
 
 
 def _stream_stopped() -> Exception:
@@ -107,12 +122,15 @@ class _TradingStream(TradingStream):
 
 @dataclass
 class _FeedState:
-    """What one trade_updates() iterator has yielded: the basis of its de-duplication."""
+    """One trade_updates() iterator: its backfill cursor and its de-duplication ledger.
+
+    `since` moves only after a whole backfill listing is processed (to the latest update in
+    it), never from a live update: the stream is not a complete record, so a later live
+    update says nothing about what an earlier, lost one carried.
+    """
 
     since: datetime
-    fills: dict[str, tuple[Decimal, Decimal | None]] = field(default_factory=dict)
-    seen: set[tuple[str, str]] = field(default_factory=set)
-    finished: set[str] = field(default_factory=set)
+    ledger: FeedLedger = field(default_factory=FeedLedger)
 
 
 class AlpacaBroker:
@@ -154,6 +172,24 @@ class AlpacaBroker:
         # Set once the first backfill of `trade_updates` has been handed out: what the
         # broker did while we were away is then known (reconciliation waits for it).
         self.caught_up = asyncio.Event()
+
+    async def check_keys(self) -> None:
+        """Refuse to run on keys Alpaca refuses: every order would be rejected, and the
+        update stream would retry its authentication forever. One clear error naming the
+        variables (never their values)."""
+        try:
+            await self.get_account()
+        except BrokerUnavailable as exc:
+            # Unreachable is not wrong: the runtime retries its broker commands meanwhile.
+            log.warning("could not check the Alpaca keys (broker unreachable): %s", exc)
+        except BrokerRejection as exc:
+            if exc.status not in (401, 403):
+                raise
+            raise BrokerKeysRefused(
+                f"Alpaca ({self.name}, {self._base_url}) refused the API keys "
+                f"(HTTP {exc.status}): check ALPACA_API_KEY and ALPACA_SECRET_KEY "
+                f"(a {self.name} account's keys for a {self.name} URL)"
+            ) from None
 
     def __repr__(self) -> str:  # never the keys
         return f"AlpacaBroker(mode={self.name!r}, url={self._base_url!r})"
@@ -212,10 +248,15 @@ class AlpacaBroker:
         Alpaca filters `after` on submission time, not update time, so this lists a
         lookback window and filters on `updated_at` here.
         """
-        raws = await self._list_orders("list_orders_since", QueryOrderStatus.ALL, nested=True,
-                                       after=since - self._lookback)
-        orders = [self._order(r) for r in raws]
+        orders = await self._lookback_listing("list_orders_since", since)
         return [o for o in orders if any(_changed_since(m, since) for m in (o, *o.legs))]
+
+    async def _lookback_listing(self, what: str, since: datetime) -> list[BrokerOrder]:
+        """Every order (entries with their legs) submitted in the lookback window before
+        `since`, changed or not: the backfill compares the ones the log knows anyway."""
+        raws = await self._list_orders(what, QueryOrderStatus.ALL, nested=True,
+                                       after=since - self._lookback)
+        return [self._order(r) for r in raws]
 
     async def cancel_order(self, order_id: str) -> None:
         await self._call(f"cancel_order {order_id}", self._client.cancel_order_by_id, order_id)
@@ -265,25 +306,29 @@ class AlpacaBroker:
 
     # --- the port: trade updates ---------------------------------------------------------
 
-    async def trade_updates(self, since: datetime | None = None) -> AsyncIterator[TradeUpdate]:
+    async def trade_updates(self, since: datetime | None = None,
+                            ledger: FeedLedger | None = None) -> AsyncIterator[TradeUpdate]:
         """Order updates as they happen; with `since`, first what changed after `since`.
 
         Survives disconnects: alpaca-py reconnects, then we backfill from REST and
         synthesize what was missed (fills carry the missed quantity and its average price,
         `execution_id=None`). Each fill is yielded once per order and cumulative quantity.
+        `ledger` is what the log already holds (`ledger_from_log`): after a restart only
+        the difference is yielded, and orders the log sent are always compared.
         """
-        state = _FeedState(since=since or datetime.now(UTC))
+        state = _FeedState(since=since or datetime.now(UTC), ledger=ledger or FeedLedger())
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
         async def on_message(message: dict[str, Any]) -> None:
             queue.put_nowait(("live", message))
 
         async def on_connected() -> None:
-            missed = await self.list_orders_since(state.since)
+            since = state.since
+            missed = await self._lookback_listing("backfill order updates", since)
             log.info("alpaca trade_updates connected; backfill since %s: %d order(s)",
-                     state.since.isoformat(), len(missed))
-            for order in missed:
-                queue.put_nowait(("backfill", order))
+                     since.isoformat(), len(missed))
+            # One item for the whole listing: the cursor moves only once all of it is in.
+            queue.put_nowait(("backfill", (missed, since)))
             queue.put_nowait(("caught_up", None))
 
         stream = _TradingStream(
@@ -311,7 +356,9 @@ class AlpacaBroker:
                 if kind == "live":
                     updates = await self._live_updates(payload, state)
                 else:
-                    updates = _backfill_updates(payload, state)
+                    listing, listed_since = payload
+                    updates = catch_up(listing, state.ledger, listed_since - _CURSOR_SLACK)
+                    state.since = max(state.since, listing_max_updated(listing, listed_since))
                 for update in updates:
                     yield update
         finally:
@@ -411,7 +458,9 @@ class AlpacaBroker:
         order_type = str(raw.get("type") or raw.get("order_type") or "")
         leg = None
         if parent_id is not None:
-            leg = "stop_loss" if order_type.startswith(("stop", "trailing")) else "take_profit"
+            # The take-profit is the bracket's only limit leg; anything else is the stop:
+            # stop, stop_limit, trailing, or the order a triggered stop was `replaced` by.
+            leg = "take_profit" if order_type == "limit" else "stop_loss"
         return BrokerOrder(
             id=order_id,
             client_order_id=str(raw["client_order_id"]),
@@ -449,9 +498,32 @@ class AlpacaBroker:
             price=_dec(data.get("price")),
             qty=_dec(data.get("qty")),
             position_qty=_dec(data.get("position_qty")),
+            # Alpaca puts a reason on the event (not the order) when it gives one.
+            reason=str(data["reason"]) if data.get("reason") else None,
         )
-        accepted = _accept(update, state)
-        return [accepted] if accepted is not None else []
+        accepted = accept_update(update, state.ledger)
+        out = [accepted] if accepted is not None else []
+        if (update.order.parent_id is not None or update.order.legs) and (
+            update.event in FILL_EVENTS or update.event == "replaced"
+        ):
+            # A bracket: the stream is not a complete record of its legs (a sibling's cancel
+            # may never come; a triggered stop may be `replaced`). After a member fills or
+            # is replaced, read the family over REST and record what it says (never
+            # silence). Not on cancels: an emergency cancels many, and its REST budget
+            # belongs to the closes.
+            out += await self._family_snapshot(update.order, state)
+        return out
+
+    async def _family_snapshot(self, member: BrokerOrder, state: _FeedState
+                               ) -> list[TradeUpdate]:
+        entry_id = member.parent_id or member.id
+        try:
+            entry = await self.get_order(entry_id)
+        except (BrokerUnavailable, BrokerRejection) as exc:
+            log.warning("could not read bracket %s after its update (the next reconnect's "
+                        "backfill will): %s", entry_id, exc)
+            return []
+        return catch_up([entry], state.ledger, None)
 
     async def _learn_family(self, raw: dict[str, Any]) -> None:
         """A leg's update names no parent: look the family up once, so the update carries
@@ -482,71 +554,6 @@ class AlpacaBroker:
 
 
 # --- pure helpers ---------------------------------------------------------------------------
-
-
-def _accept(update: TradeUpdate, state: _FeedState) -> TradeUpdate | None:
-    """Yield-or-drop, and record. Fills are keyed by (order id, cumulative filled qty): a fill
-    whose cumulative quantity was already yielded is a duplicate, and one that covers only
-    part of what it reports is trimmed to the part not yet yielded."""
-    order = update.order
-    if update.event in FILL_EVENTS:
-        prev_qty, prev_avg = state.fills.get(order.id, (ZERO, None))
-        if order.filled_qty <= prev_qty:
-            return None
-        delta = order.filled_qty - prev_qty
-        if update.qty != delta or update.price is None:
-            update = update.model_copy(update={
-                "qty": delta,
-                "price": _missed_price(prev_qty, prev_avg, order.filled_qty,
-                                       order.filled_avg_price) or update.price,
-            })
-        state.fills[order.id] = (order.filled_qty, order.filled_avg_price)
-    else:
-        if update.event in BEFORE_FILL_EVENTS and (
-            order.id in state.fills or order.id in state.finished
-        ):
-            return None  # late news of an order we already reported further along
-        key = (order.id, update.event)
-        if key in state.seen:
-            return None
-        state.seen.add(key)
-        if update.event in TERMINAL_EVENTS:
-            state.finished.add(order.id)
-    state.since = max(state.since, update.timestamp)
-    return update
-
-
-def _backfill_updates(entry: BrokerOrder, state: _FeedState) -> list[TradeUpdate]:
-    """What the stream would have said about an entry and its legs, had it been connected."""
-    updates = []
-    for order in (entry, *entry.legs):
-        if not _changed_since(order, state.since):
-            continue
-        when = order.updated_at or state.since
-        if order.filled_qty > state.fills.get(order.id, (ZERO, None))[0]:
-            event = "fill" if order.status == "filled" else "partial_fill"
-            synthesized = TradeUpdate(event=event, order=order, timestamp=when)
-            accepted = _accept(synthesized, state)
-            if accepted is not None:
-                updates.append(accepted)
-        if order.status in TERMINAL_EVENTS:
-            accepted = _accept(TradeUpdate(event=order.status, order=order, timestamp=when),
-                               state)
-            if accepted is not None:
-                updates.append(accepted)
-    return updates
-
-
-def _missed_price(prev_qty: Decimal, prev_avg: Decimal | None, qty: Decimal,
-                  avg: Decimal | None) -> Decimal | None:
-    """Average price of the executions between two cumulative (qty, avg) snapshots."""
-    if avg is None:
-        return None
-    if prev_qty == 0 or prev_avg is None:
-        return avg
-    return (qty * avg - prev_qty * prev_avg) / (qty - prev_qty)
-
-
 
 
 def _to_alpaca_request(request: OrderRequest) -> AlpacaOrderRequest:

@@ -100,6 +100,7 @@ class TradeUpdate(Port):
     qty: Decimal | None = None  # this execution's quantity
     position_qty: Decimal | None = None
     fee: Decimal | None = None  # commission on this execution (the simulated broker's)
+    reason: str | None = None  # why, when the broker says (a rejection's reason, say)
 
 
 class BrokerRejection(CatalystError):

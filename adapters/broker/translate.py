@@ -8,6 +8,14 @@ uuid5(order id + cumulative filled quantity), so the same execution read from th
 again after a reconnect, or from a REST order snapshot during reconciliation, gets the same
 id and the event log drops the repeat.
 
+The order-update ledger (`FeedLedger`, `accept_update`, `catch_up`, `ledger_from_log`) is the
+pure core of "broker updates and order snapshots + what is already recorded -> the fills to
+record": per broker order, a fill is recorded only for cumulative quantity above what is
+already recorded, priced by the difference of the cumulative averages. Whatever the stream
+drops, repeats or reorders, and across restarts (the ledger is rebuilt from the log), each
+broker execution is recorded once, at the broker's price (docs/execution.md, "The
+order-update contract").
+
 Bracket legs are reported under their parent: `order_id` / `client_order_id` are the
 parent's (ours), `broker_order_id` is the leg's, and `leg` says which one. `OrderRefs` is the
 small lookup that knows our order id and the parent of each leg; the execution service fills
@@ -16,7 +24,9 @@ it at submit time, and `OrderRefs.record_submitted` rebuilds it from the log on 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -30,10 +40,22 @@ from domain.events import (
     OrderSubmitted,
 )
 
-__all__ = ["OrderRefs", "Resolved", "broker_event_id", "trade_update_to_events"]
+__all__ = [
+    "FeedLedger", "OrderRefs", "Resolved", "accept_update", "broker_event_id", "catch_up",
+    "ledger_from_log", "missed_price", "trade_update_to_events",
+]
 
 BROKER_NAMESPACE = uuid5(NAMESPACE_URL, "catalyst:broker")
 _CANCELED = frozenset({"canceled", "expired"})
+_ZERO = Decimal(0)
+FILL_EVENTS = frozenset({"fill", "partial_fill"})
+BEFORE_FILL_EVENTS = frozenset({"pending_new", "accepted", "new"})
+# An order in one of these states trades no more. `done_for_day` is not one of them: a GTC
+# order works again the next day, so its later updates must still flow.
+TERMINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "replaced"})
+# States a REST snapshot reports as an update of their own (fills are derived from the
+# cumulative quantity instead).
+SNAPSHOT_EVENTS = TERMINAL_EVENTS | {"done_for_day"}
 
 
 def _num(value: Decimal) -> str:
@@ -86,9 +108,9 @@ class OrderRefs:
 
 
 def _leg_from_type(order_type: str) -> str | None:
-    return {"stop": "stop_loss", "stop_limit": "stop_loss", "limit": "take_profit"}.get(
-        order_type
-    )
+    # "market": the order a triggered stop leg was `replaced` by.
+    return {"stop": "stop_loss", "stop_limit": "stop_loss", "trailing_stop": "stop_loss",
+            "market": "stop_loss", "limit": "take_profit"}.get(order_type)
 
 
 def trade_update_to_events(
@@ -150,8 +172,146 @@ def trade_update_to_events(
                 event_id=broker_event_id(order.id, "rejected"),
                 type="OrderRejected",
                 code="rejected",
-                message=f"the broker rejected order {order.id} ({order.status})",
+                message=f"the broker rejected order {order.id}: {update.reason}"
+                if update.reason else f"the broker rejected order {order.id} ({order.status})",
                 **common,  # type: ignore[arg-type]
             )
         ]
     return []
+
+
+# --- the order-update ledger (pure) ----------------------------------------------------------
+
+
+@dataclass
+class FeedLedger:
+    """What is already recorded (in the log, or yielded by this feed) per broker order.
+
+    `fills`: broker order id -> cumulative (filled qty, average price) already recorded.
+    `known`: broker ids of orders the log sent (entries and legs): a snapshot of them is
+    always compared with `fills`, whatever its `updated_at` (a cursor never hides them).
+    """
+
+    fills: dict[str, tuple[Decimal, Decimal | None]] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    known: set[str] = field(default_factory=set)
+
+
+def missed_price(prev_qty: Decimal, prev_avg: Decimal | None, qty: Decimal,
+                 avg: Decimal | None) -> Decimal | None:
+    """Average price of the executions between two cumulative (qty, avg) snapshots."""
+    if avg is None:
+        return None
+    if prev_qty == 0 or prev_avg is None:
+        return avg
+    return (qty * avg - prev_qty * prev_avg) / (qty - prev_qty)
+
+
+def accept_update(update: TradeUpdate, ledger: FeedLedger) -> TradeUpdate | None:
+    """Record-or-drop one update, and note it in the ledger.
+
+    A fill whose cumulative quantity is already recorded is a repeat (dropped); one that
+    covers more than the recorded part is trimmed to the rest, at the price the cumulative
+    averages imply. Late `new`/`accepted` for an order already further along are dropped;
+    other non-fill updates are taken once per (order, kind).
+    """
+    order = update.order
+    if update.event in FILL_EVENTS:
+        prev_qty, prev_avg = ledger.fills.get(order.id, (_ZERO, None))
+        if order.filled_qty <= prev_qty:
+            return None
+        delta = order.filled_qty - prev_qty
+        if update.qty != delta or update.price is None:
+            update = update.model_copy(update={
+                "qty": delta,
+                "price": missed_price(prev_qty, prev_avg, order.filled_qty,
+                                      order.filled_avg_price) or update.price,
+            })
+        ledger.fills[order.id] = (order.filled_qty, order.filled_avg_price)
+        return update
+    if update.event in BEFORE_FILL_EVENTS and (
+        order.id in ledger.fills or order.id in ledger.finished
+    ):
+        return None  # late news of an order we already reported further along
+    key = (order.id, update.event)
+    if key in ledger.seen:
+        return None
+    ledger.seen.add(key)
+    if update.event in TERMINAL_EVENTS:
+        ledger.finished.add(order.id)
+    return update
+
+
+def catch_up(listing: Iterable[BrokerOrder], ledger: FeedLedger,
+             since: datetime | None) -> list[TradeUpdate]:
+    """What the stream would have said about a REST listing (entries with their legs).
+
+    `since` is fixed for the whole listing: a member is compared with the ledger if it
+    changed at or after `since`, or if the log knows its family. The caller advances its
+    cursor only after the whole listing is processed (`listing_max_updated`): a cursor that
+    moves while its own listing is walked skips whatever came earlier in time but later in
+    the listing (a leg's fill behind its sibling's cancel, orders filling in reverse).
+    """
+    updates: list[TradeUpdate] = []
+    for entry in listing:
+        family_known = entry.id in ledger.known
+        members = [
+            order for order in (entry, *entry.legs)
+            if family_known or order.id in ledger.known or since is None
+            or order.updated_at is None or order.updated_at >= since
+        ]
+        # Within a family, fills before ends: a leg's fill is what cancels its sibling.
+        for order in members:
+            if order.filled_qty > ledger.fills.get(order.id, (_ZERO, None))[0]:
+                event = "fill" if order.status == "filled" else "partial_fill"
+                accepted = accept_update(
+                    TradeUpdate(event=event, order=order, timestamp=_when(order, since)),
+                    ledger)
+                if accepted is not None:
+                    updates.append(accepted)
+        for order in members:
+            if order.status in SNAPSHOT_EVENTS:
+                accepted = accept_update(
+                    TradeUpdate(event=order.status, order=order,
+                                timestamp=_when(order, since)), ledger)
+                if accepted is not None:
+                    updates.append(accepted)
+    return updates
+
+
+def _when(order: BrokerOrder, since: datetime | None) -> datetime:
+    return order.updated_at or since or datetime.min.replace(tzinfo=UTC)
+
+
+def listing_max_updated(listing: Iterable[BrokerOrder], since: datetime) -> datetime:
+    """Where a cursor may move once a listing is fully processed: its latest update."""
+    latest = since
+    for entry in listing:
+        for order in (entry, *entry.legs):
+            if order.updated_at is not None and order.updated_at > latest:
+                latest = order.updated_at
+    return latest
+
+
+def ledger_from_log(events: Iterable[Event]) -> FeedLedger:
+    """The ledger a restart starts from: each broker order's recorded cumulative quantity
+    and average price (from its fill events), and the broker ids the log sent."""
+    qty: dict[str, Decimal] = {}
+    value: dict[str, Decimal] = {}
+    ledger = FeedLedger()
+    for ev in events:
+        if isinstance(ev, OrderSubmitted):
+            ledger.known.add(ev.broker_order_id)
+            ledger.known.update(ev.legs)
+        elif isinstance(ev, OrderFilled | OrderPartiallyFilled) and ev.broker_order_id:
+            bid = ev.broker_order_id
+            qty[bid] = qty.get(bid, _ZERO) + ev.qty
+            value[bid] = value.get(bid, _ZERO) + ev.qty * ev.price
+        elif isinstance(ev, OrderCanceled) and ev.broker_order_id:
+            ledger.finished.add(ev.broker_order_id)
+    for bid, total in qty.items():
+        # What the log holds is what its fills add up to (their cumulative field agrees
+        # unless a fill was ever recorded twice; the sum is what the positions counted).
+        ledger.fills[bid] = (total, value[bid] / total if total else None)
+    return ledger

@@ -13,7 +13,10 @@ depends on:
 - `trade_updates` frames are binary JSON (msgpack if the client speaks msgpack).
 
 Orders never fill by themselves: a test fills them with `fill()` (or sets
-`auto_fill_market`). Faults: `fail_next`, `delay_next`, `drop_streams`, `stream_outage`.
+`auto_fill_market`), and moves them to Alpaca's other states with `expire()`,
+`done_for_day()`, `reject()` and `trigger_stop_replaced()`. Faults: `fail_next` (with
+`after=True`: the request is executed and only its answer is an error), `delay_next`,
+`drop_streams` / `stream_outage` (TCP abort, or `clean=True`: a close handshake).
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ class FakeOrder:
     canceled_at: datetime | None = None
     legs: list[FakeOrder] = field(default_factory=list)
     parent: FakeOrder | None = field(default=None, repr=False)
+    replaces: str | None = None
+    replaced_by: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -118,8 +123,8 @@ class FakeOrder:
             "canceled_at": _ts(self.canceled_at),
             "failed_at": None,
             "replaced_at": None,
-            "replaced_by": None,
-            "replaces": None,
+            "replaced_by": self.replaced_by,
+            "replaces": self.replaces,
             "asset_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.symbol)),
             "symbol": self.symbol,
             "asset_class": "us_equity",
@@ -200,6 +205,9 @@ class FakeAlpaca:
         self.auto_fill_market = False
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) as answered
         self.sent_updates: list[dict[str, Any]] = []  # every trade_updates payload emitted
+        # Update kinds never sent on the stream (as users report for a bracket leg's cancel
+        # after its sibling filled): the order's state changes, the stream stays silent.
+        self.mute: set[str] = set()
         self._faults: list[_Fault] = []
         self._conns: set[_StreamConn] = set()
         self._stream_gate = asyncio.Event()
@@ -282,22 +290,23 @@ class FakeAlpaca:
         """The next `n` matching requests answer late (after doing their work by default)."""
         self._faults.append(_Fault(n, None, seconds, after, method, path, None))
 
-    async def drop_streams(self) -> None:
-        """Cut every trade_updates connection, without a close handshake."""
+    async def drop_streams(self, *, clean: bool = False) -> None:
+        """Cut every trade_updates connection: a TCP abort (no close handshake), or with
+        `clean=True` a WebSocket close the client sees as an orderly end."""
         for conn in list(self._conns):
+            self._conns.discard(conn)
             transport = conn.request.transport
-            if transport is not None:
+            if transport is not None and not clean:
                 transport.abort()
             else:
                 await conn.ws.close()
-            self._conns.discard(conn)
 
     @contextlib.asynccontextmanager
-    async def stream_outage(self) -> AsyncIterator[None]:
+    async def stream_outage(self, *, clean: bool = False) -> AsyncIterator[None]:
         """Drop the streams; clients that reconnect meanwhile hang at authentication until
         the block exits. Whatever happens inside is never delivered live."""
         self._stream_gate.clear()
-        await self.drop_streams()
+        await self.drop_streams(clean=clean)
         try:
             yield
         finally:
@@ -367,7 +376,58 @@ class FakeAlpaca:
         if order.status == "filled" and order.parent is not None:
             for sibling in order.parent.legs:
                 if sibling is not order and sibling.is_open:
-                    await self._cancel(sibling, now)
+                    # As at Alpaca, the OCO cancel is its own later event (microseconds).
+                    await self._cancel(sibling, self._now())
+        return order
+
+    async def expire(self, order_id: str) -> FakeOrder:
+        """A day order reaches the end of its time in force unfilled (or part filled)."""
+        return await self._end(order_id, "expired")
+
+    async def done_for_day(self, order_id: str) -> FakeOrder:
+        """No more executions today; a GTC order works again the next day (not terminal)."""
+        order = self.order(order_id)
+        now = self._now()
+        order.status, order.updated_at = "done_for_day", now
+        await self._emit("done_for_day", order, timestamp=now)
+        return order
+
+    async def reject(self, order_id: str, reason: str) -> FakeOrder:
+        """The venue rejects an order Alpaca had accepted; the event carries `reason`."""
+        return await self._end(order_id, "rejected", reason=reason)
+
+    async def trigger_stop_replaced(self, stop_id: str) -> FakeOrder:
+        """The stop leg triggers and Alpaca reports it `replaced` by a new order (as users
+        see it): the new order takes the old one's place in the bracket. Returns it."""
+        old = self.order(stop_id)
+        if old.parent is None:
+            raise ValueError(f"order {stop_id} is not a bracket leg")
+        now = self._now()
+        new = FakeOrder(
+            id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=old.symbol,
+            side=old.side, qty=old.qty, type="market", time_in_force=old.time_in_force,
+            order_class=old.order_class, status="new", submitted_at=old.submitted_at,
+            updated_at=now, parent=old.parent, replaces=old.id,
+        )
+        old.status, old.updated_at, old.replaced_by = "replaced", now, new.id
+        legs = old.parent.legs
+        legs[legs.index(old)] = new
+        self.orders[new.id] = new
+        self.by_client_id[new.client_order_id] = new
+        await self._emit("replaced", old, timestamp=now)
+        await self._emit("new", new, timestamp=now)
+        return new
+
+    async def _end(self, order_id: str, status: str, **extra: str) -> FakeOrder:
+        order = self.order(order_id)
+        if not order.is_open and order.status != "done_for_day":
+            raise ValueError(f"order {order.id} is {order.status}")
+        now = self._now()
+        order.status, order.updated_at = status, now
+        await self._emit(status, order, timestamp=now, **extra)
+        for leg in order.legs:  # an entry that ends unfilled takes its legs with it
+            if leg.is_open:
+                await self._cancel(leg, now)
         return order
 
     # --- HTTP plumbing -------------------------------------------------------------------
@@ -878,6 +938,8 @@ class FakeAlpaca:
         data: dict[str, Any] = {"event": event, "order": order.to_json(),
                                 "timestamp": _ts(timestamp)}
         data.update({k: v for k, v in extra.items() if v is not None})
+        if event in self.mute:
+            return
         self.sent_updates.append(data)
         for conn in list(self._conns):
             if conn.listening and not conn.ws.closed:
