@@ -34,7 +34,12 @@ date T0 + (k - 1) days (limit 2,000):
        are spent) and wait for that DailyPnLChanged, so nothing of trial k is in flight
        when trial k+1 starts.
 
-The emergency actions keep `close_all_positions: false` (the only setting changed): closing
+Since issue 14 the risk guard counts open positions' stops against the daily limit and
+sizes entries at a limit price: the two positions are opened with
+`entry_limit_slippage_pct: 0` (limit = 100.00, so 100 shares) under a 4,000 daily limit, which
+then drops to the default 2,000 (a hot reload) before the trials; nothing on the measured
+path changes.
+The emergency actions keep `close_all_positions: false` (the only other setting changed): closing
 comes after the cancel-all, outside the measured span, and keeping the positions is what
 makes the next date's trial possible without re-opening them. The halt
 (`require_manual_restart`) stays on; it only denies new signals, which the trials do not
@@ -212,14 +217,20 @@ async def open_positions(log: EventLog, obs: Observer) -> int:
 async def stop_chain(url: str, trials: int, warmup: int, tmp: Path) -> dict[str, Any]:
     names = StreamNames("STOPBENCH_REC", "STOPBENCH_MD")
     log = await EventLog.connect(url, names=names)
-    settings = Settings.model_validate({
-        "risk": {"emergency_actions": {"close_all_positions": False}},
-        "trading": {"alerts": {"mailbox_dir": str(tmp / "mail")}},
-    })
+    def config(max_daily_loss_usd: int) -> Settings:
+        return Settings.model_validate({
+            "risk": {"emergency_actions": {"close_all_positions": False},
+                     "risk_limits": {"max_daily_loss_usd": max_daily_loss_usd}},
+            "trading": {"alerts": {"mailbox_dir": str(tmp / "mail")},
+                        "order_execution": {"entry_limit_slippage_pct": 0}},
+        })
+
+    settings = config(2000)
+    holder = SettingsHolder(config(4000))  # both stops (1,800 each) fit while opening
     broker = TimedBroker.from_settings(settings.trading.broker.sim)
     assert isinstance(broker, TimedBroker)
     clock_now = [T0]
-    services = Services(SettingsHolder(settings), log, broker, build_handlers(settings, "sim"),
+    services = Services(holder, log, broker, build_handlers(settings, "sim"),
                         clock=lambda: clock_now[0], schedule=False, reconcile=False)
     obs = Observer()
     onc = await nats.connect(url)
@@ -231,6 +242,7 @@ async def stop_chain(url: str, trials: int, warmup: int, tmp: Path) -> dict[str,
     started = time.perf_counter()
     try:
         minute = await open_positions(log, obs)
+        holder.current = settings  # the trials run under the 2,000 limit
         for k in range(1, warmup + trials + 1):
             # Trial 1 on the setup date (its stop marks the positions close-requested, so
             # the executor's max-hold exit never fires on them afterwards), then a date each.

@@ -131,6 +131,9 @@ class OrderExecution(Strict):
     use_bracket_orders: bool = True
     bracket_stop_loss_atr: float = Field(2.0, gt=0, le=20)
     bracket_take_profit_atr: float = Field(3.0, gt=0, le=50)
+    # Entries are marketable limit orders at last price x (1 +/- this), sized against the
+    # limit, so max_position_size_usd holds at the fill (docs/execution.md).
+    entry_limit_slippage_pct: float = Field(0.01, ge=0, le=0.2)
 
 
 class SimBroker(Strict):

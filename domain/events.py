@@ -228,6 +228,8 @@ class OrderApproved(Event):
     order_type: str = "market"
     use_bracket: bool = True
     reason: str = ""
+    # A limit entry's price: the worst it may fill at, which sizing and stop risk use.
+    limit_price: Money | None = None
 
 
 @event("catalyst.order.denied")

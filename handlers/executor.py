@@ -283,7 +283,8 @@ def _submit(approval: OrderApproved, settings: Settings) -> list[Command]:
             side=approval.side,
             qty=approval.qty,
             order_type=order_type,
-            limit_price=approval.entry if order_type == "limit" else None,
+            limit_price=(approval.limit_price or approval.entry) if order_type == "limit"
+            else None,
             stop_loss=approval.stop_loss if bracket else None,
             take_profit=approval.take_profit if bracket else None,
         )

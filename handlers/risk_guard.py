@@ -5,16 +5,32 @@ fails names the denial:
 
     halted            an emergency stop halted trading (see "Halt" below)
     invalid_signal    entry <= 0, or the stop is not on the losing side of the entry
-    position_size     one share costs more than max_position_size_usd
+    position_or_order_open
+                      the symbol already has a position or a pending entry order, whatever
+                      the signal's side: one position per symbol, and its bracket legs live
+                      and die with it (a same-side order would grow it past the cap, an
+                      opposite one would net it to zero and leave the old legs working)
+    position_size     one share at the limit price costs more than max_position_size_usd
     buying_power      not one share fits the buying power left
     max_positions     the order would open a position beyond max_positions
     reward_risk       (target - entry) / (entry - stop) < min_reward_risk (mirrored for shorts)
     symbol_exposure   |position + pending + this order| x entry > max_symbol_exposure_pct x equity
     daily_loss        today's P&L is at or below -max_daily_loss_usd
-    stop_risk         today's P&L - stop losses of pending orders - qty x |entry - stop|
+    stop_risk         min(today's P&L, today's realized - open positions' stop losses)
+                      - pending orders' stop losses - qty x |limit - stop|
                       would go below -max_daily_loss_usd
 
-Sizing: qty = whole shares with qty x entry <= max_position_size_usd and <= buying power.
+Entries are marketable limit orders (`entry_limit`): limit = entry x (1 + s) for a buy,
+entry x (1 - s) for a sell, s = order_execution.entry_limit_slippage_pct, rounded to the
+cent towards the signal's price. A buy fills at the limit or better, so sizing against the
+limit makes max_position_size_usd hold at the fill:
+    qty = floor((max_position_size_usd - what the symbol already holds or has pending)
+                / sizing price), and qty x sizing price <= buying power,
+where the sizing price is the buy limit, and for a sell entry x (1 + s) (a short fills at
+its limit or higher, so for shorts this is a buffer, not a bound; the strategy is long only).
+Stop risk is measured from the worst fill (the limit) to the stop. An open position's stop
+risk is |qty| x |average entry - stop| of the approval that opened it; today's P&L is taken
+no better than today's realized P&L, so an unrealized gain never pays for a new stop.
 
 Account figures come from a starting cash (constructor) and the fills:
     cash          starting cash - buys x price + sells x price - fees
@@ -47,7 +63,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, ClassVar
 from uuid import UUID, uuid5
 
@@ -73,6 +89,20 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 ONE = Decimal(1)
+_CENT = Decimal("0.01")
+_SUBCENT = Decimal("0.0001")  # Alpaca's increment for prices under $1
+
+
+def entry_limit(side: Side, entry: Decimal, slippage: Decimal) -> Decimal:
+    """The marketable limit price of an entry at `entry` with at most `slippage` (a fraction).
+
+    Rounded towards the signal's price (down for a buy, up for a sell), so the limit never
+    allows more slippage than configured.
+    """
+    step = _CENT if entry >= ONE else _SUBCENT
+    if side is Side.BUY:
+        return (entry * (ONE + slippage)).quantize(step, rounding=ROUND_FLOOR)
+    return (entry * (ONE - slippage)).quantize(step, rounding=ROUND_CEILING)
 
 
 def order_ids_for(approval_event_id: UUID) -> tuple[str, str]:
@@ -143,6 +173,8 @@ class RiskGuard(Handler):
         self._halt_date: date | None = None  # latest halting stop's date
         self._halt_manual = False  # a halt that only TradingResumed lifts
         self._fill_keys: set[tuple[str, str]] = set()
+        self._stops: dict[str, Decimal] = {}  # symbol -> stop of the entry that opened it
+        self._realized: dict[date, Decimal] = {}  # net of fees, per session date
 
     # --- state -----------------------------------------------------------------------------
 
@@ -151,7 +183,8 @@ class RiskGuard(Handler):
             self._on_fill(event)
         elif isinstance(event, OrderApproved):
             self._pending[event.client_order_id] = _Pending(
-                event.symbol, event.side, event.qty, event.entry, event.stop_loss
+                event.symbol, event.side, event.qty, event.limit_price or event.entry,
+                event.stop_loss,
             )
         elif isinstance(event, OrderCanceled | OrderRejected):
             # a canceled bracket leg (an exit) leaves the entry order as it was
@@ -179,14 +212,19 @@ class RiskGuard(Handler):
                 return
             self._fill_keys.add(key)
         pos = self._positions.get(event.symbol, Position())
-        self._positions[event.symbol] = apply_fill(
-            pos, event.side, event.qty, event.price, event.fee
-        ).position
+        result = apply_fill(pos, event.side, event.qty, event.price, event.fee)
+        self._positions[event.symbol] = result.position
+        if result.position.is_flat:
+            self._stops.pop(event.symbol, None)
+        day = self._dates.date_of(event.occurred_at)
+        self._realized[day] = self._realized.get(day, ZERO) + result.realized - event.fee
         self._last_price[event.symbol] = event.price
         self._cash -= signed_qty(event.side, event.qty) * event.price + event.fee
         if event.leg is None:  # an entry order's own fill, not a bracket exit
             pending = self._pending.get(event.client_order_id)
             if pending is not None:
+                if pending.stop is not None and not result.position.is_flat:
+                    self._stops[event.symbol] = pending.stop
                 pending.remaining -= event.qty
                 if isinstance(event, OrderFilled) or pending.remaining <= 0:
                     del self._pending[event.client_order_id]
@@ -205,6 +243,17 @@ class RiskGuard(Handler):
             notional += p.remaining * p.entry
             risk += p.stop_risk
         return Account(self._cash, self._cash + value, gross, notional, risk)
+
+    def open_stop_risk(self) -> Decimal:
+        """What open positions lose from their average entry to their stops."""
+        risk = ZERO
+        for symbol, stop in self._stops.items():
+            pos = self._positions.get(symbol)
+            if pos is not None and pos.qty:
+                avg = pos.avg_price
+                assert avg is not None
+                risk += max(ZERO, (avg - stop) * pos.qty)  # qty signed: shorts mirror
+        return risk
 
     def open_symbols(self) -> set[str]:
         """Symbols with a position or a pending entry order."""
@@ -278,16 +327,41 @@ class RiskGuard(Handler):
             return deny("invalid_signal", f"{sig.side} signal needs entry > 0 and the stop "
                         f"on the losing side of the entry")
 
-        qty_size = (max_size / entry).to_integral_value(rounding=ROUND_FLOOR)
-        qty_bp = (bp / entry).to_integral_value(rounding=ROUND_FLOOR) if bp > 0 else ZERO
+        held = self._positions.get(sig.symbol, Position()).qty
+        pending_here = [p for p in self._pending.values()
+                        if p.symbol == sig.symbol and p.remaining > 0]
+        if held or pending_here:
+            pending_qty = sum((p.signed for p in pending_here), ZERO)
+            return deny("position_or_order_open",
+                        f"{sig.symbol} already has a position ({held}) or a pending entry "
+                        f"({pending_qty}): one position per symbol",
+                        position_qty=held, pending_qty=pending_qty)
+
+        slippage = Decimal(str(settings.execution.entry_limit_slippage_pct))
+        limit_price = entry_limit(sig.side, entry, slippage)
+        # The price the cap is measured at: the worst a buy can fill at (its limit); for a
+        # sell, which fills at its limit or higher, the same distance above the entry.
+        size_price = limit_price if sig.side is Side.BUY else (
+            entry * (ONE + slippage)).quantize(_CENT if entry >= ONE else _SUBCENT,
+                                               rounding=ROUND_CEILING)
+        # What the symbol already holds or has pending counts against its cap (zero today:
+        # position_or_order_open denies before; kept so the cap stays right if it goes).
+        committed = abs(held) * self._last_price.get(sig.symbol, entry) + sum(
+            (p.remaining * p.entry for p in pending_here), ZERO)
+        room = max_size - committed
+        qty_size = (room / size_price).to_integral_value(rounding=ROUND_FLOOR) \
+            if room > 0 else ZERO
+        qty_bp = (bp / size_price).to_integral_value(rounding=ROUND_FLOOR) if bp > 0 else ZERO
         qty = min(qty_size, qty_bp)
-        figures.update(buying_power=bp, max_position_size_usd=max_size)
+        figures.update(buying_power=bp, max_position_size_usd=max_size,
+                       limit_price=limit_price)
         if qty_size < ONE:
-            return deny("position_size", f"one share at {entry} exceeds "
+            return deny("position_size", f"one share at {size_price} exceeds "
                         f"max_position_size_usd {max_size}")
         if qty < ONE:
-            return deny("buying_power", f"buying power {bp} does not cover one share at {entry}")
-        figures.update(qty=qty, notional=qty * entry)
+            return deny("buying_power", f"buying power {bp} does not cover one share at "
+                        f"{size_price}")
+        figures.update(qty=qty, notional=qty * size_price)
 
         open_syms = self.open_symbols()
         count_after = len(open_syms) + (0 if sig.symbol in open_syms else 1)
@@ -301,11 +375,9 @@ class RiskGuard(Handler):
             return deny("reward_risk", f"reward/risk {rr:.4f} below min_reward_risk {min_rr}",
                         reward_risk=rr, min_reward_risk=min_rr)
 
-        net_after = self._positions.get(sig.symbol, Position()).qty
-        net_after += sum((p.signed for p in self._pending.values() if p.symbol == sig.symbol),
-                         ZERO)
+        net_after = held + sum((p.signed for p in pending_here), ZERO)
         net_after += signed_qty(sig.side, qty)
-        exposure = abs(net_after) * entry
+        exposure = abs(net_after) * size_price
         pct = Decimal(str(limits.max_symbol_exposure_pct))
         max_exposure = pct * acct.equity
         if exposure > max_exposure:
@@ -319,13 +391,20 @@ class RiskGuard(Handler):
             return deny("daily_loss", f"today's P&L {pnl} is at or below the daily loss "
                         f"limit -{limit}", pnl=pnl, max_daily_loss_usd=limit)
 
-        stop_risk = qty * abs(entry - stop)
-        worst = pnl - acct.pending_stop_risk - stop_risk
+        stop_risk = qty * abs(limit_price - stop)
+        open_risk = self.open_stop_risk()
+        realized = self._realized.get(day, ZERO)
+        # Every stop hit from here: open positions close at their stops (what they realize
+        # then is today's realized less their stop risk), unless today's P&L is already lower
+        # (a position through its stop); pending entries and this one fill at their limits.
+        worst = min(pnl, realized - open_risk) - acct.pending_stop_risk - stop_risk
         if worst < -limit:
-            return deny("stop_risk", f"hitting the stop (-{stop_risk}) with pending orders' "
-                        f"stops (-{acct.pending_stop_risk}) would take today's P&L {pnl} to "
-                        f"{worst}, below -{limit}",
-                        pnl=pnl, stop_risk=stop_risk, pending_stop_risk=acct.pending_stop_risk,
+            return deny("stop_risk", f"hitting the stop (-{stop_risk}) with open positions' "
+                        f"stops (-{open_risk}) and pending orders' stops "
+                        f"(-{acct.pending_stop_risk}) would take today's P&L {pnl} "
+                        f"(realized {realized}) to {worst}, below -{limit}",
+                        pnl=pnl, realized=realized, stop_risk=stop_risk,
+                        open_stop_risk=open_risk, pending_stop_risk=acct.pending_stop_risk,
                         max_daily_loss_usd=limit)
 
         approval_id = derive_id(sig.event_id, f"{self.name}:0")
@@ -335,6 +414,8 @@ class RiskGuard(Handler):
             sig, 0, self.name, order_id=order_id, client_order_id=client_order_id,
             signal_id=sig.signal_id, symbol=sig.symbol, side=sig.side, qty=qty, entry=entry,
             stop_loss=stop, take_profit=target, use_bracket=use_bracket,
-            reason=f"reward/risk {rr:.2f}; stop risk {stop_risk}; notional {qty * entry}",
+            order_type="limit", limit_price=limit_price,
+            reason=f"reward/risk {rr:.2f}; stop risk {stop_risk}; "
+                   f"notional {qty * size_price} at limit {limit_price}",
         )
         return approval  # its event_id == approval_id: caused_by derives it the same way

@@ -5,7 +5,9 @@ issue: a market entry fills at the open of the first bar strictly *after* the si
 signal at 14:35:00 fills in the 14:36 bar, since the 14:35 bar starts at the signal's own
 instant); bracket legs fill at their price, or at the open when a bar opens through them, and
 the stop first when one bar crosses both; the quantity is whole shares worth at most
-`max_position_size_usd` at the signal's entry (the last close known at the signal). Decisions
+`max_position_size_usd` at the entry's limit price (issue 14: entries are marketable limits at
+the last close known at the signal x 1.01, `entry_limit_slippage_pct`, rounded down to the
+cent; every open below is under its limit, so the fill prices are the market ones). Decisions
 the system takes on the clock (flatten, max hold) are taken when a minute closes and fill
 at the open of the next bar strictly after that instant, by the same rule.
 
@@ -154,7 +156,9 @@ def fills_day() -> Tape:
                               ("CCC", "63.00", "67.50"), ("DDD", "87.50", "91.00"),
                               ("FFF", "32.00", "36.00")):
         t.signal(MON, "14:35", sym, stop, target)
-    t.signal(MON, "14:50", "GGG", "19.00", "22.00")
+    # (stop 19.50, not 19.00: since issue 14 open positions' stops count against the daily
+    # limit, and with AAA and FFF open and -755.28 realized a 19.00 stop would not fit)
+    t.signal(MON, "14:50", "GGG", "19.50", "22.00")
     t.signal(MON, "18:00", "EEE", "140.00", "170.00")
     return t
 
@@ -257,22 +261,22 @@ def test_every_fill_follows_the_simulated_brokers_rules(backtest: Callable[..., 
     bt = backtest("fills")
 
     assert bt.fills() == [
-        # 14:35 signals: market entries at the 14:36 open, whole shares <= $10,000 at the
-        # entry (the 14:34 close): 10000/123.45 -> 81, /47.80 -> 209, /64.20 -> 155,
-        # /88.88 -> 112, /33.33 -> 300.
-        ("14:36", "AAA", "buy", D(81), D("123.50")),
-        ("14:36", "BBB", "buy", D(209), D("47.80")),
-        ("14:36", "CCC", "buy", D(155), D("64.20")),
-        ("14:36", "DDD", "buy", D(112), D("88.88")),
-        ("14:36", "FFF", "buy", D(300), D("33.33")),
-        ("14:45", "BBB", "sell", D(209), D("46.90")),  # stop at its price
-        ("14:45", "CCC", "sell", D(155), D("61.50")),  # gap through the stop: the open
-        ("14:45", "DDD", "sell", D(112), D("87.50")),  # both legs crossed: the stop first
-        ("14:50", "AAA", "sell", D(81), D("130.00")),  # target at its limit
-        ("14:51", "GGG", "buy", D(500), D("20.05")),  # 10000/19.99 -> 500
+        # 14:35 signals: limit entries (the 14:34 close x 1.01) filled at the 14:36 open,
+        # whole shares <= $10,000 at the limit: 10000/124.68 -> 80, /48.27 -> 207,
+        # /64.84 -> 154, /89.76 -> 111, /33.66 -> 297.
+        ("14:36", "AAA", "buy", D(80), D("123.50")),
+        ("14:36", "BBB", "buy", D(207), D("47.80")),
+        ("14:36", "CCC", "buy", D(154), D("64.20")),
+        ("14:36", "DDD", "buy", D(111), D("88.88")),
+        ("14:36", "FFF", "buy", D(297), D("33.33")),
+        ("14:45", "BBB", "sell", D(207), D("46.90")),  # stop at its price
+        ("14:45", "CCC", "sell", D(154), D("61.50")),  # gap through the stop: the open
+        ("14:45", "DDD", "sell", D(111), D("87.50")),  # both legs crossed: the stop first
+        ("14:50", "AAA", "sell", D(80), D("130.00")),  # target at its limit
+        ("14:51", "GGG", "buy", D(495), D("20.05")),  # 10000/20.18 -> 495
         # FFF held 180 minutes at 17:36 (max_hold_time_minutes): out at the 17:37 open.
-        ("17:37", "FFF", "sell", D(300), D("34.00")),
-        ("18:01", "EEE", "buy", D(66), D("150.10")),  # 10000/150.00 -> 66
+        ("17:37", "FFF", "sell", D(297), D("34.00")),
+        ("18:01", "EEE", "buy", D(66), D("150.10")),  # 10000/151.50 -> 66
         # Flattened at 15:55 New York (20:55 UTC): out at the 20:56 open.
         ("20:56", "EEE", "sell", D(66), D("152.00")),
     ]
@@ -291,23 +295,23 @@ def test_day_pnl_is_realized_plus_unrealized_marked_at_the_last_close(
         backtest: Callable[..., Backtest]) -> None:
     bt = backtest("fills")
 
-    realized = (81 * (D("130.00") - D("123.50"))      # AAA  +526.50
-                + 209 * (D("46.90") - D("47.80"))     # BBB  -188.10
-                + 155 * (D("61.50") - D("64.20"))     # CCC  -418.50
-                + 112 * (D("87.50") - D("88.88"))     # DDD  -154.56
-                + 300 * (D("34.00") - D("33.33"))     # FFF  +201.00
+    realized = (80 * (D("130.00") - D("123.50"))      # AAA  +520.00
+                + 207 * (D("46.90") - D("47.80"))     # BBB  -186.30
+                + 154 * (D("61.50") - D("64.20"))     # CCC  -415.80
+                + 111 * (D("87.50") - D("88.88"))     # DDD  -153.18
+                + 297 * (D("34.00") - D("33.33"))     # FFF  +198.99
                 + 66 * (D("152.00") - D("150.10")))   # EEE  +125.40
-    unrealized = 500 * (D("20.45") - D("20.05"))      # GGG  +200.00 at its last close
+    unrealized = 495 * (D("20.45") - D("20.05"))      # GGG  +198.00 at its last close
     day = bt.day(MON)
 
     assert (dec(day["realized_pnl"]), dec(day["unrealized_pnl"]), dec(day["pnl"])) == (
-        realized, unrealized, realized + unrealized) == (D("91.74"), D("200.00"), D("291.74"))
+        realized, unrealized, realized + unrealized) == (D("89.11"), D("198.00"), D("287.11"))
     assert day["trades"] == 6  # round trips; GGG is still open
     assert bt.report["emergency_stops"] == []
 
 
 def test_positions_still_open_at_the_end_are_reported(backtest: Callable[..., Backtest]) -> None:
-    assert backtest("fills").positions() == {"GGG": (D(500), D("20.05"))}
+    assert backtest("fills").positions() == {"GGG": (D(495), D("20.05"))}
 
 
 def test_a_half_day_and_a_second_day_are_separate_new_york_session_dates(
@@ -316,17 +320,17 @@ def test_a_half_day_and_a_second_day_are_separate_new_york_session_dates(
 
     assert [d["date"] for d in bt.report["days"]] == ["2025-11-28", "2025-12-01"]
     assert [(f[0], f[2], f[3], f[4]) for f in bt.fills()] == [
-        ("15:01", "buy", D(50), D("200.00")),
+        ("15:01", "buy", D(49), D("200.00")),  # 10000/202.00 (limit) -> 49
         # The half-day closes at 13:00 New York: flattened at 12:55, out at the 12:56 open.
-        ("17:56", "sell", D(50), D("201.00")),
-        ("14:36", "buy", D(47), D("210.00")),  # 10000/210 -> 47
+        ("17:56", "sell", D(49), D("201.00")),
+        ("14:36", "buy", D(47), D("210.00")),  # 10000/212.10 -> 47
         ("15:00", "sell", D(47), D("214.00")),  # target
     ]
     assert [datetime.fromisoformat(f["time"]).date() for f in bt.report["fills"]] == [
         HALF, HALF, NEXT, NEXT]
     half, monday = bt.day(HALF), bt.day(NEXT)
     assert (dec(half["realized_pnl"]), dec(half["pnl"]), half["trades"]) == (
-        D("50.00"), D("50.00"), 1)
+        D("49.00"), D("49.00"), 1)
     assert (dec(monday["realized_pnl"]), dec(monday["pnl"]), monday["trades"]) == (
         D("188.00"), D("188.00"), 1)
     assert bt.positions() == {}
@@ -340,26 +344,27 @@ def test_a_loss_through_max_daily_loss_usd_triggers_the_emergency_stop(
     calm = backtest("stop")
     stopped = backtest("stop", risk={"risk_limits": {"max_daily_loss_usd": 500}})
 
-    # 100 shares bought at 100.00; the 15:00 bar gaps to 90.00 through the 99.00 stop.
+    # 99 shares (10000/101.00, the limit) bought at 100.00; the 15:00 bar gaps to 90.00
+    # through the 99.00 stop.
     for bt in (calm, stopped):
-        assert bt.fills("HHH") == [("14:36", "HHH", "buy", D(100), D("100.00")),
-                                   ("15:00", "HHH", "sell", D(100), D("90.00"))]
-        assert dec(bt.day(TUE)["realized_pnl"]) == D("-1000.00")
+        assert bt.fills("HHH") == [("14:36", "HHH", "buy", D(99), D("100.00")),
+                                   ("15:00", "HHH", "sell", D(99), D("90.00"))]
+        assert dec(bt.day(TUE)["realized_pnl"]) == D("-990.00")
     # Within the default $2,000 limit trading goes on; over a $500 limit it stops and stays
     # halted: III's 16:00 signal is denied.
     assert calm.report["emergency_stops"] == []
-    assert calm.fills("III")[0] == ("16:01", "III", "buy", D(200), D("50.00"))
+    assert calm.fills("III")[0] == ("16:01", "III", "buy", D(198), D("50.00"))  # /50.50
     [stop] = stopped.report["emergency_stops"]
     assert stop["date"] == "2026-03-03"
     assert stop["time"] == "2026-03-03T15:01:00+00:00"  # when the 15:00 bar closed
-    assert dec(stop["pnl"]) == D("-1000.00")
+    assert dec(stop["pnl"]) == D("-990.00")
     assert "-500" in stop["reason"]
     assert stopped.fills("III") == []
 
 
 def test_warning_threshold_pct_sets_when_the_daily_loss_warning_is_issued(
         backtest: Callable[..., Backtest]) -> None:
-    # -1000 is 50% of the $2,000 limit: under the default 75% threshold, over a 40% one.
+    # -990 is 49.5% of the $2,000 limit: under the default 75% threshold, over a 40% one.
     default = backtest("stop").events("catalyst.risk.>")
     early = backtest("stop", risk={"risk_limits": {"warning_threshold_pct": 0.4}}).events(
         "catalyst.risk.>")
@@ -368,7 +373,7 @@ def test_warning_threshold_pct_sets_when_the_daily_loss_warning_is_issued(
     assert [e["type"] for e in early] == ["DailyLossWarningIssued"]
     [warning] = early
     assert (warning["session_date"], dec(warning["pnl"]), warning["pct_used"]) == (
-        "2026-03-03", D("-1000.00"), 0.5)
+        "2026-03-03", D("-990.00"), 0.495)
     assert warning["occurred_at"].startswith("2026-03-03T15:01:00")
 
 
@@ -378,8 +383,9 @@ def test_warning_threshold_pct_sets_when_the_daily_loss_warning_is_issued(
 def test_max_position_size_usd_sizes_every_entry(backtest: Callable[..., Backtest]) -> None:
     bt = backtest("fills", risk={"risk_limits": {"max_position_size_usd": 5000}})
 
-    assert bt.buys() == {"AAA": D(40), "BBB": D(104), "CCC": D(77), "DDD": D(56),
-                         "FFF": D(150), "GGG": D(250), "EEE": D(33)}
+    # floor(5000 / limit): 124.68, 48.27, 64.84, 89.76, 33.66, 20.18, 151.50
+    assert bt.buys() == {"AAA": D(40), "BBB": D(103), "CCC": D(77), "DDD": D(55),
+                         "FFF": D(148), "GGG": D(247), "EEE": D(33)}
 
 
 def test_max_positions_denies_the_entries_beyond_it(backtest: Callable[..., Backtest]) -> None:
@@ -393,7 +399,7 @@ def test_min_reward_risk_denies_the_signals_below_it(backtest: Callable[..., Bac
     bt = backtest("fills", risk={"risk_limits": {"min_reward_risk": 2.0}})
 
     # Reward/risk: AAA 6.55/3.45 = 1.90 and DDD 2.12/1.38 = 1.54 fall short of 2.0;
-    # BBB 2.44, CCC 2.75, FFF 2.01, GGG 2.03 and EEE 2.00 pass.
+    # BBB 2.44, CCC 2.75, FFF 2.01, GGG 4.10 and EEE 2.00 pass.
     assert set(bt.buys()) == {"BBB", "CCC", "FFF", "GGG", "EEE"}
 
 
@@ -413,7 +419,7 @@ def test_without_auto_close_the_afternoon_position_is_held_over_the_close(
     bt = backtest("fills", trading={"trading_session": {"auto_close_at_market_close": False}})
 
     assert bt.fills("EEE") == [("18:01", "EEE", "buy", D(66), D("150.10"))]
-    assert bt.positions() == {"EEE": (D(66), D("150.10")), "GGG": (D(500), D("20.05"))}
+    assert bt.positions() == {"EEE": (D(66), D("150.10")), "GGG": (D(495), D("20.05"))}
 
 
 def test_flatten_minutes_before_close_sets_when_the_book_is_flattened(
@@ -439,7 +445,7 @@ def test_max_hold_time_minutes_closes_positions_held_that_long(
     bt = backtest("fills", trading={"trading_session": {"max_hold_time_minutes": 60}})
 
     # Held 60 minutes at 15:36 (bought 14:36) and at 19:01 (bought 18:01).
-    assert bt.fills("FFF")[-1] == ("15:37", "FFF", "sell", D(300), D("33.33"))
+    assert bt.fills("FFF")[-1] == ("15:37", "FFF", "sell", D(297), D("33.33"))
     assert bt.fills("EEE")[-1] == ("19:02", "EEE", "sell", D(66), D("150.00"))
 
 

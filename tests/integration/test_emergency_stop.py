@@ -5,6 +5,12 @@ Figures: two longs of 100 shares at 100.00 (AAPL, MSFT; brackets 82 / 128 so no 
 Each 1.00 fall on both is -200. At 92.50 the day is -1,500 = 75 % of 2,000 (warning); at
 90.00 it is -2,000 (stop). The stop cancels the 4 bracket legs and closes both positions at
 the next bar's open.
+
+Entries are limit orders at the signal's price here (entry_limit_slippage_pct 0), so 100
+shares fit the 10,000 cap. Since issue 14 the risk guard counts open positions' stops too, so
+it would not approve two brackets risking 1,800 each against a 2,000 limit: the positions are
+opened under a 4,000 limit, which then drops to 2,000 (a hot reload), as a trader tightening
+the limit mid-day would.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from domain.events import Event, OrderDenied, SignalGenerated, TradingResumed
 from tests.builders import T0, bar_event, make
 
 
-def settings_for(tmp_path: Path) -> Settings:
-    return Settings.model_validate({"trading": {"alerts": {"mailbox_dir": str(tmp_path / "mail")}}})
+def settings_for(tmp_path: Path, max_daily_loss_usd: int = 2000) -> Settings:
+    return Settings.model_validate({
+        "risk": {"risk_limits": {"max_daily_loss_usd": max_daily_loss_usd}},
+        "trading": {"alerts": {"mailbox_dir": str(tmp_path / "mail")},
+                    "order_execution": {"entry_limit_slippage_pct": 0}}})
 
 
 def signal(symbol: str, label: str, at: datetime) -> SignalGenerated:
@@ -73,7 +82,7 @@ async def test_loss_limit_stops_everything_and_halts_until_resumed(
     log = await EventLog.connect(nats_url, names=names)
     settings = settings_for(tmp_path)
     broker = SimulatedBroker.from_settings(settings.trading.broker.sim)
-    services = await start_services(log, settings, broker, T0)
+    services = await start_services(log, settings_for(tmp_path, 4000), broker, T0)
     try:
         for m in range(0, 5):
             for sym in ("AAPL", "MSFT"):
@@ -89,6 +98,7 @@ async def test_loss_limit_stops_everything_and_halts_until_resumed(
             for s in ("AAPL", "MSFT"):
                 await log.publish(bar_event(s, minute, "100", "100.1", "99.9", "100"))
             await wait_for(log, lambda e, n=n: count(e, "OrderFilled") == n)
+        services.holder.current = settings  # the limit tightens to 2,000
         while price > Decimal("89"):
             minute += 1
             price -= Decimal("0.5")

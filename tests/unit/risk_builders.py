@@ -119,14 +119,18 @@ def resumed(when: datetime = T0) -> TradingResumed:
 
 
 def settings(
-    *, use_bracket_orders: bool = True, emergency: dict[str, bool] | None = None, **limits: Any,
+    *, use_bracket_orders: bool = True, emergency: dict[str, bool] | None = None,
+    entry_limit_slippage_pct: float = 0.0, **limits: Any,
 ) -> Settings:
+    # Slippage 0 unless asked: the entry limit is then the signal's price, which keeps the
+    # figures of tests about other rules round (tests/unit/test_limits_at_fill.py covers it).
     return Settings(
         risk=RiskParameters(
             risk_limits=RiskLimits(**limits),
             emergency_actions=EmergencyActions(**(emergency or {})),
         ),
         trading=TradingConfig(
-            order_execution=OrderExecution(use_bracket_orders=use_bracket_orders)
+            order_execution=OrderExecution(use_bracket_orders=use_bracket_orders,
+                                           entry_limit_slippage_pct=entry_limit_slippage_pct)
         ),
     )

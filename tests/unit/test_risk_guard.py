@@ -100,7 +100,7 @@ def test_size_is_capped_by_buying_power_including_pending_orders():
     assert out.qty == 34
     # 5,100 - 5,100 = 0 left
     d = denied(guard, signal("NVDA", "buy", "150", "147", "156"), "buying_power", s)
-    assert d.figures["buying_power"] == "0"
+    assert d.figures["buying_power"] == "0.00"
 
 
 def test_one_share_above_the_position_size_is_denied():
@@ -127,10 +127,9 @@ def test_max_positions_counts_pending_orders():
     # two pending (not yet filled): a third symbol would make 3 > 2
     d = denied(guard, signal("NVDA", "buy", "100", "98", "104"), "max_positions", s)
     assert (d.figures["open_positions"], d.figures["max_positions"]) == ("2", "2")
-    # adding to a symbol already held or pending opens no new position
-    approved(guard, aapl(), s)
-    # once AAPL's first order fills and its second is canceled, AAPL is still one position;
-    # canceling MSFT's order frees a slot
+    # a symbol already held or pending is denied by its own rule (issue 14), not this one
+    denied(guard, aapl(), "position_or_order_open", s)
+    # once AAPL's order fills, AAPL is still one position; canceling MSFT's order frees a slot
     guard.handle(fill_of(first, "AAPL", "buy", first.qty, "150"), s)
     denied(guard, signal("NVDA", "buy", "100", "98", "104"), "max_positions", s)
     guard.handle(cancel_of(msft), s)
@@ -145,16 +144,17 @@ def test_reward_risk_below_the_minimum_is_denied():
     approved(RiskGuard(), signal("AAPL", "buy", "100", "98", "102"), settings(min_reward_risk=1))
 
 
-def test_symbol_exposure_counts_the_position_and_pending_orders():
-    s = settings(max_symbol_exposure_pct=0.15)  # 15 % of 100,000 = 15,000
+def test_symbol_exposure_is_measured_against_equity():
+    # (Issue 14: a symbol with a position or pending order is denied before this rule, so
+    # the exposure is this order's own: qty x its limit price.)
+    s = settings(max_symbol_exposure_pct=0.05)  # 5 % of 100,000 = 5,000
     guard = RiskGuard()
-    first = approved(guard, aapl(), s)  # 66 x 150 = 9,900 <= 15,000
-    guard.handle(fill_of(first, "AAPL", "buy", 66, "150"), s)
-    # equity still 100,000 (cash 90,100 + 66 x 150); another 66 -> 132 x 150 = 19,800
-    d = denied(guard, aapl(), "symbol_exposure", s)
-    assert d.figures["exposure"] == "19800" and d.figures["max_exposure"] == "15000.00"
-    # a short signal on the same symbol reduces the exposure: |66 - 66| x 150 = 0
-    approved(guard, signal("AAPL", "sell", "150", "153", "144"), s)
+    d = denied(guard, aapl(), "symbol_exposure", s)  # 66 x 150 = 9,900 > 5,000
+    assert d.figures["exposure"] == "9900.00" and d.figures["max_exposure"] == "5000.00"
+    # equity falls with a loss: 10 % of 40,000 is 4,000, below the 9,900 of this order
+    poorer = RiskGuard(starting_cash=D(40_000))
+    denied(poorer, aapl(), "symbol_exposure", settings(max_symbol_exposure_pct=0.1))
+    approved(RiskGuard(), aapl(), settings(max_symbol_exposure_pct=0.1))  # 10,000 >= 9,900
 
 
 def test_equity_follows_fills_and_fees():
@@ -179,14 +179,14 @@ def test_the_stop_loss_must_fit_in_what_is_left_of_the_daily_limit():
     guard.handle(pnl_changed("-1900"), S)
     # 66 x (150 - 147) = 198: -1,900 - 198 = -2,098 < -2,000
     d = denied(guard, aapl(), "stop_risk")
-    assert (d.figures["stop_risk"], d.figures["pnl"]) == ("198", "-1900")
+    assert (d.figures["stop_risk"], d.figures["pnl"]) == ("198.00", "-1900")
 
     guard = RiskGuard()
     guard.handle(pnl_changed("-1800"), S)
     approved(guard, aapl())  # -1,800 - 198 = -1,998 >= -2,000
     # a burst: the pending order's 198 counts too: -1,800 - 198 - 198 = -2,196
-    d = denied(guard, aapl(), "stop_risk")
-    assert d.figures["pending_stop_risk"] == "198"
+    d = denied(guard, signal("MSFT", "buy", "150", "147", "156"), "stop_risk")
+    assert d.figures["pending_stop_risk"] == "198.00"
 
 
 def test_pnl_of_another_date_is_not_todays():
@@ -277,7 +277,8 @@ def test_limits_are_read_on_every_event():
     guard = RiskGuard()
     assert approved(guard, aapl()).qty == 66
     # hot reload: 5,000 per position -> floor(5,000 / 150) = 33
-    assert approved(guard, aapl(), settings(max_position_size_usd=5000)).qty == 33
+    msft = signal("MSFT", "buy", "150", "147", "156")
+    assert approved(guard, msft, settings(max_position_size_usd=5000)).qty == 33
     # a lower loss limit changes the alarms at the next P&L change
     (stop,) = [e for e in guard.handle(pnl_changed("-600"), settings(max_daily_loss_usd=500))
                if isinstance(e, EmergencyStopTriggered)]
