@@ -669,7 +669,7 @@ class Alerter(Handler):
             return []
         return [self._raise(
             ev, settings, kind=ALERT_CHANNEL_FAILED, severity=Severity.CRITICAL,
-            title=f"Alert channel {ev.channel} failed: alerts are not reaching you there",
+            title=f"Alerts are not reaching you via {ev.channel}",
             context={
                 "channel": ev.channel,
                 "reason": ev.reason,

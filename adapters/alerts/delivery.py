@@ -100,6 +100,12 @@ class AlertDelivery:
 
     # --- routing ---------------------------------------------------------------------------
 
+    def channels_for(self, alert: AlertRaised) -> list[Channel]:
+        """Every channel, less those the alert names in `exclude_channels` (the alert that
+        says a channel is broken does not go to that channel)."""
+        excluded = set(alert.context.get("exclude_channels") or ())
+        return [c for c in self.channels if c.name not in excluded]
+
     def recipients_for(self, severity: Severity) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(valid, malformed) addresses from alerts.recipients.<severity>."""
         configured = getattr(self.settings.trading.alerts.recipients, severity.lower())
@@ -116,7 +122,8 @@ class AlertDelivery:
         if attempt is None:
             attempt = self._attempts.get(alert.alert_id, 0) + 1
         self._remember(self._attempts, alert.alert_id, attempt)
-        pending = [c for c in self.channels if (alert.alert_id, c.name) not in self._delivered]
+        pending = [c for c in self.channels_for(alert)
+                   if (alert.alert_id, c.name) not in self._delivered]
         if not pending:
             return []
 

@@ -18,6 +18,7 @@ from config.settings import (
     TradingConfig,
 )
 from domain.events import (
+    AlertFailed,
     AlertRaised,
     AlertSuppressed,
     ClosedPosition,
@@ -27,17 +28,16 @@ from domain.events import (
     EmergencyStopFailed,
     EmergencyStopTriggered,
     Event,
-    AlertFailed,
     HandlerCrashLooping,
     OrderApproved,
-    PositionClosed,
-    TradingResumed,
     OrderFilled,
     OrderSubmitted,
+    PositionClosed,
     ReconciliationDiscrepancyFound,
     SessionEnded,
     SessionStarted,
     SignalGenerated,
+    TradingResumed,
     decode_event,
 )
 from domain.values import Severity, Side, derive_id
