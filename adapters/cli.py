@@ -90,6 +90,9 @@ def config_check(
     redacted. Exit 1 with file, line and field on any error."""
     try:
         loaded = load_settings(config_dir)
+        from adapters.alerts.channels import channels_from_settings
+
+        channels_from_settings(loaded.settings)  # channel names and plug-ins, as start-up does
     except ConfigError as e:
         raise fail(str(e)) from None
     data = redacted(loaded.settings)

@@ -61,7 +61,7 @@ def valid_address(address: str) -> bool:
 
 
 class AlertDeliveryError(RuntimeError):
-    """No channel took the alert (only `send_test_alert` raises it)."""
+    """A channel did not take the test alert (only `send_test_alert` raises it)."""
 
 
 class AlertDelivery:
@@ -221,7 +221,8 @@ class AlertDelivery:
 
 async def send_test_alert(settings: Settings, severity: Severity | str = Severity.INFO) -> str:
     """`catalyst alerts test`: one test alert on every configured channel. Returns a
-    per-channel report; raises AlertDeliveryError when no channel delivered it."""
+    per-channel report; raises AlertDeliveryError (with the report) when any channel
+    failed."""
     sev = Severity(str(severity).upper())
     now = datetime.now(UTC)
     alert = AlertRaised(
@@ -251,4 +252,10 @@ async def send_test_alert(settings: Settings, severity: Severity | str = Severit
     report = "\n".join(lines)
     if not any(isinstance(e, AlertSent) for e in events):
         raise AlertDeliveryError(report or "no channel took the test alert")
+    failed = list(dict.fromkeys(e.channel for e in events if isinstance(e, AlertFailed)))
+    if failed:
+        # One channel working is not a pass: the one that failed is where alerts get lost.
+        total = len(delivery.channels_for(alert))
+        raise AlertDeliveryError(
+            f"{report}\n{len(failed)} of {total} channels failed: {', '.join(failed)}")
     return report
