@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -117,13 +117,16 @@ class AlertDelivery:
     # --- delivery --------------------------------------------------------------------------
 
     async def deliver(
-        self, alert: AlertRaised, attempt: int | None = None
+        self, alert: AlertRaised, attempt: int | None = None,
+        only: Collection[str] | None = None,
     ) -> list[AlertSent | AlertFailed]:
+        """`only`: deliver on these channels alone (what the log says is still owed)."""
         if attempt is None:
             attempt = self._attempts.get(alert.alert_id, 0) + 1
         self._remember(self._attempts, alert.alert_id, attempt)
         pending = [c for c in self.channels_for(alert)
-                   if (alert.alert_id, c.name) not in self._delivered]
+                   if (alert.alert_id, c.name) not in self._delivered
+                   and (only is None or c.name in only)]
         if not pending:
             return []
 
@@ -200,7 +203,7 @@ class AlertDelivery:
         level = logging.ERROR if alert.severity == Severity.CRITICAL else logging.WARNING
         log.log(level, "alert %s (%s, %s) not delivered via %s (attempt %d, %s): %s",
                 alert.alert_id, alert.kind, alert.severity, channel, attempt,
-                "will retry" if retry else "giving up", reason)
+                "retryable, stays pending" if retry else "not retried, stays pending", reason)
         return AlertFailed.caused_by(
             alert, attempt if index is None else index, f"{HANDLER}:{channel}:failed",
             occurred_at=now,

@@ -24,3 +24,57 @@ def test_a_misspelled_plugin_channel_fails_config_check_and_run_in_one_line(
     assert "Traceback" not in run.stderr, run.stderr
     assert "alert channel 'jsonll' is not installed" in run.stderr
     assert len(run.stderr.strip().splitlines()) <= 2, run.stderr
+
+
+def _run_id(cwd: Path) -> str:
+    return (cwd / "var" / "runs" / "latest").resolve().name
+
+
+def test_smtp_down_during_a_run_then_deliver_sends_every_alert_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """SMTP is down for the whole simulated session: every alert stays pending in the log
+    (and in the mailbox), the run says so and fails on the undelivered CRITICAL; once SMTP
+    is back, `alerts deliver` sends each exactly once, and a second one sends nothing."""
+    import email
+    import email.policy
+    import json
+    from collections import Counter
+
+    from tests.e2e.cli_support import clean_env
+    from tests.integration.test_alert_delivery import Inbox, free_port, start_smtp
+
+    port = free_port()  # nothing listens: SMTP is down
+    env = clean_env(SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), SMTP_SECURITY="none")
+    run = catalyst(tmp_path, "run", env=env, timeout=180)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "CRITICAL alert(s) not delivered" in run.stderr
+    assert "alerts pending delivery (1 CRITICAL)" in run.stdout
+    assert "catalyst alerts deliver --run" in run.stdout
+    run_id = _run_id(tmp_path)
+
+    listed = catalyst(tmp_path, "alerts", "pending", "--run", run_id, "--json", env=env)
+    pending = json.loads(listed.stdout)
+    assert pending and all(p["channels"] == ["smtp"] for p in pending)
+    assert any(p["severity"] == "CRITICAL" and p["kind"] == "emergency_stop" for p in pending)
+    kept = list((tmp_path / "var" / "mail" / "new").iterdir())
+    assert len(kept) == len(pending)  # the mailbox kept a copy of every one
+
+    inbox = Inbox()
+    controller = start_smtp(inbox, port)  # SMTP is back
+    try:
+        first = catalyst(tmp_path, "alerts", "deliver", "--run", run_id, env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = catalyst(tmp_path, "alerts", "deliver", "--run", run_id, env=env)
+        assert second.returncode == 0 and "nothing pending" in second.stdout
+    finally:
+        controller.stop()
+    msgs = [email.message_from_bytes(e.content, policy=email.policy.default)  # type: ignore[arg-type]
+            for e in inbox.envelopes]
+    ids = Counter(m["Message-ID"] for m in msgs)
+    assert ids == Counter({f"<{p['alert_id']}@catalyst>": 1 for p in pending})
+    assert all("[SIMULATED]" in m["Subject"] for m in msgs)
+    after = catalyst(tmp_path, "alerts", "pending", "--run", run_id, "--json", env=env)
+    assert json.loads(after.stdout) == []
+    verify = catalyst(tmp_path, "replay", "--run", run_id, "--verify", env=env, timeout=180)
+    assert verify.returncode == 0 and " 0 divergences" in verify.stdout, verify.stdout
