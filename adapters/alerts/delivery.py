@@ -24,6 +24,8 @@ from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
+from tenacity import RetryCallState, wait_exponential
+
 from adapters.alerts.channels import Channel, DeliveryResult, channels_from_settings
 from adapters.alerts.render import (
     build_email,
@@ -213,13 +215,20 @@ class AlertDelivery:
 
     def retry_delay(self, events: Sequence[Event]) -> float | None:
         """Seconds to wait before redelivery, or None when no channel needs a retry.
-        Exponential from 5 s, capped at alerts.retry_max_seconds."""
+        Exponential from 5 s, capped at alerts.retry_max_seconds (tenacity's policy; the
+        waiting itself is the log's: the message is nak'ed with this delay)."""
         retrying = [e for e in events if isinstance(e, AlertFailed) and e.will_retry]
         if not retrying:
             return None
-        attempt = max(e.attempt for e in retrying)
-        cap = self.settings.trading.alerts.retry_max_seconds
-        return float(min(cap, 5.0 * 2 ** min(attempt - 1, 20)))
+        return backoff(max(e.attempt for e in retrying),
+                       self.settings.trading.alerts.retry_max_seconds)
+
+
+def backoff(attempt: int, cap: float) -> float:
+    """The wait after failed attempt number `attempt`: 5 s, 10 s, 20 s... capped."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, min(attempt, 64))
+    return float(wait_exponential(multiplier=5, min=0, max=cap)(state))
 
 
 async def send_test_alert(settings: Settings, severity: Severity | str = Severity.INFO) -> str:
