@@ -117,3 +117,48 @@ async def test_alerts_test_fails_when_any_channel_fails_and_says_which(
     assert "mailbox: sent to" in text
     assert "smtp: FAILED: configuration error: STARTTLS not offered" in text
     assert "1 of 2 channels failed: smtp" in text
+
+
+async def test_a_channel_failing_for_good_raises_a_critical_through_the_mailbox(
+    plain_server: Any, tmp_path: Path,
+) -> None:
+    """In a running pipeline: SMTP needs STARTTLS (credentials set) and the server has
+    none. Not retried; one CRITICAL operations alert goes to the mailbox (not to SMTP), and
+    every alert stays pending on smtp for `catalyst alerts deliver`."""
+    import email
+    import email.policy
+    from datetime import timedelta
+
+    from adapters.alerts.pending import DeliveryLedger
+    from adapters.app import AlertEffect
+    from adapters.config_watcher import SettingsHolder
+    from adapters.pipeline import Pipeline
+    from domain.events import DailyLossWarningIssued, Event, TradingResumed
+    from handlers.alerter import Alerter
+    from tests.builders import T0, make
+
+    inbox, port = plain_server
+    settings = cfg(port, tmp_path, username="bot", password="pw")
+    delivery_ = delivery(settings)
+    recorded: list[Event] = []
+    pipeline = Pipeline(SettingsHolder(settings), [Alerter()], [AlertEffect(delivery_)],
+                        observers=[recorded.append])
+    await pipeline.submit(make(DailyLossWarningIssued, "w", T0, session_date=T0.date(),
+                               pnl="-1500", limit="2000", pct_used=0.75, open_positions=1))
+    await pipeline.submit(make(TradingResumed, "r", T0 + timedelta(minutes=1),
+                               resumed_by="ops", reason="checked"))
+    assert inbox.envelopes == []
+    failed = [e for e in recorded if isinstance(e, AlertFailed)]
+    assert failed and not any(e.will_retry for e in failed)
+    ops = [e for e in recorded if e.type == "AlertRaised" and e.kind == "alert_channel_failed"]
+    assert len(ops) == 1 and ops[0].severity == "CRITICAL"
+    sent = [(e.alert_id, e.channel) for e in recorded if isinstance(e, AlertSent)]
+    assert (ops[0].alert_id, "mailbox") in sent and (ops[0].alert_id, "smtp") not in sent
+    stored = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+              for p in (tmp_path / "mail" / "new").iterdir()]
+    crit = [m for m in stored if m["X-Catalyst-Alert-Kind"] == "alert_channel_failed"]
+    assert len(crit) == 1 and "STARTTLS not offered" in crit[0].get_body(("plain",)).get_content()
+    ledger = DeliveryLedger().observe_all(recorded)
+    pending = ledger.pending(delivery_.channels)
+    assert sorted(p.alert.kind for p in pending) == ["daily_loss_warning", "trading_resumed"]
+    assert all(p.channels == ("smtp",) for p in pending)
