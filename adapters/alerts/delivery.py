@@ -106,7 +106,10 @@ class AlertDelivery:
         """Every channel, less those the alert names in `exclude_channels` (the alert that
         says a channel is broken does not go to that channel)."""
         excluded = set(alert.context.get("exclude_channels") or ())
-        return [c for c in self.channels if c.name not in excluded]
+        rest = [c for c in self.channels if c.name not in excluded]
+        # With no other channel, try the broken one anyway: a failure there is recorded
+        # and stays pending, where nowhere at all would be silence.
+        return rest or list(self.channels)
 
     def recipients_for(self, severity: Severity) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(valid, malformed) addresses from alerts.recipients.<severity>."""

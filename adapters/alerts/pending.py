@@ -88,6 +88,8 @@ class DeliveryLedger:
                                         last.reason))
             elif alert_id not in self.touched:
                 names = tuple(c.name for c in channels if takes(c, alert))
+                if not names and alert.context.get("exclude_channels"):
+                    names = tuple(c.name for c in channels)  # as AlertDelivery does
                 if names:
                     out.append(PendingAlert(alert, names))
         return out
@@ -170,7 +172,8 @@ async def deliver_pending(
         for ev in decided:
             if isinstance(ev, AlertRaised):
                 report.raised.append(ev)
-                names = tuple(c.name for c in delivery.channels if takes(c, ev))
+                names = tuple(c.name for c in delivery.channels_for(ev) if takes(c, ev)) or tuple(
+                    c.name for c in delivery.channels_for(ev))
                 if names:
                     queue.append(PendingAlert(ev, names))
     return report

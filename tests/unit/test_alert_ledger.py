@@ -60,3 +60,12 @@ def test_an_alert_about_a_broken_channel_is_not_owed_by_that_channel(tmp_path: P
     ops = raised("ops", Severity.CRITICAL, exclude_channels=["webhook"])
     [p] = DeliveryLedger().observe_all([ops]).pending(channels(tmp_path))
     assert p.channels == ("mailbox",)
+
+
+def test_with_no_other_channel_the_broken_one_still_owes_the_operations_alert(
+    tmp_path: Path,
+) -> None:
+    """Excluding the only channel would be silence; trying it records a failure instead."""
+    ops = raised("ops", Severity.CRITICAL, exclude_channels=["mailbox"])
+    [p] = DeliveryLedger().observe_all([ops]).pending([MailboxChannel(tmp_path)])
+    assert p.channels == ("mailbox",)
