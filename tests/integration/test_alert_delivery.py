@@ -186,10 +186,7 @@ async def test_every_template_arrives_at_the_severity_s_addresses(
     alerts = sample_alerts()
     assert set(alerts) == set(EXPECTED)
     sender = delivery(settings(port))
-    broken = alerts["alert_channel_failed"]  # says smtp is broken: not sent over smtp...
-    assert await sender.deliver(broken) == []
-    alerts["alert_channel_failed"] = broken.model_copy(update={"context": {  # ...else it is
-        k: v for k, v in broken.context.items() if k != "exclude_channels"}})
+    # alert_channel_failed says smtp is broken; with no other channel it still goes there
     for alert in alerts.values():
         events = await sender.deliver(alert)
         assert [type(e) for e in events] == [AlertSent], events
