@@ -78,3 +78,38 @@ def test_smtp_down_during_a_run_then_deliver_sends_every_alert_exactly_once(
     assert json.loads(after.stdout) == []
     verify = catalyst(tmp_path, "replay", "--run", run_id, "--verify", env=env, timeout=180)
     assert verify.returncode == 0 and " 0 divergences" in verify.stdout, verify.stdout
+
+
+def test_misconfigured_smtp_is_loud_in_alerts_test_and_in_a_run(tmp_path: Path) -> None:
+    """Credentials set, the server offers no STARTTLS: `alerts test` fails naming smtp even
+    though the mailbox took it; a run records configuration errors (not retried), puts one
+    CRITICAL about the channel in the mailbox, exits 1, and still replays exactly."""
+    import email
+    import email.policy
+
+    from tests.e2e.cli_support import clean_env
+    from tests.integration.test_alert_delivery import Inbox, free_port, start_smtp
+
+    inbox, port = Inbox(), free_port()
+    controller = start_smtp(inbox, port)
+    env = clean_env(SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), SMTP_USERNAME="bot",
+                    SMTP_PASSWORD="pw-123")
+    try:
+        test = catalyst(tmp_path, "alerts", "test", env=env)
+        assert test.returncode == 1
+        assert "mailbox: sent to" in test.stderr
+        assert "smtp: FAILED: configuration error: STARTTLS not offered" in test.stderr
+        assert "channels failed: smtp" in test.stderr
+        run = catalyst(tmp_path, "run", env=env, timeout=180)
+    finally:
+        controller.stop()
+    assert inbox.envelopes == []  # the password never went out in clear
+    assert run.returncode == 1 and "pw-123" not in run.stdout + run.stderr
+    box = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+           for p in (tmp_path / "var" / "mail" / "new").iterdir()]
+    ops = [m for m in box if m["X-Catalyst-Alert-Kind"] == "alert_channel_failed"]
+    assert len(ops) == 1
+    assert ops[0]["Subject"] == "[CRITICAL] [SIMULATED] Alerts are not reaching you via smtp"
+    verify = catalyst(tmp_path, "replay", "--run", _run_id(tmp_path), "--verify", env=env,
+                      timeout=180)
+    assert verify.returncode == 0 and " 0 divergences" in verify.stdout, verify.stdout

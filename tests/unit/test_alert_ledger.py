@@ -69,3 +69,10 @@ def test_with_no_other_channel_the_broken_one_still_owes_the_operations_alert(
     ops = raised("ops", Severity.CRITICAL, exclude_channels=["mailbox"])
     [p] = DeliveryLedger().observe_all([ops]).pending([MailboxChannel(tmp_path)])
     assert p.channels == ("mailbox",)
+
+
+def test_retry_backoff_doubles_from_five_seconds_up_to_the_cap() -> None:
+    from adapters.alerts.delivery import backoff
+
+    assert [backoff(n, 300) for n in range(1, 9)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert backoff(10_000, 300) == 300  # no overflow on a long outage
