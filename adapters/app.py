@@ -15,7 +15,7 @@ from rich.table import Table
 
 from adapters.alerts.channels import channels_from_settings
 from adapters.alerts.delivery import AlertDelivery
-from adapters.alerts.pending import DeliveryLedger, PendingAlert
+from adapters.alerts.pending import DeliveryLedger, PendingAlert, pending_line
 from adapters.broker.port import TradeUpdate
 from adapters.broker.sim import SimulatedBroker
 from adapters.config_watcher import SettingsHolder
@@ -378,12 +378,7 @@ def print_summary(s: RunSummary, console: Console) -> None:
     for r in s.rejections:
         console.print(f"[yellow]session start rejected:[/] {r}")
     if s.pending:
-        crit = s.undelivered_critical
-        what = f" ({crit} CRITICAL)" if crit else ""
-        channels = sorted({c for p in s.pending for c in p.channels})
-        console.print(f"[bold red]{len(s.pending)} alerts pending delivery{what}[/] "
-                      f"(not taken by {', '.join(channels)}); deliver them with: "
-                      f"[bold]catalyst alerts deliver --run {s.run_id}[/]")
+        console.print(pending_line(s.pending, s.run_id))
     where = f"mail: {s.mailbox}/  " if s.mailbox else ""
     console.print(f"{where}log: {s.store}  (replay: catalyst replay --run {s.run_id})")
 

@@ -610,4 +610,8 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
             if market_data is not None:
                 with contextlib.suppress(Exception):
                     await market_data.close()
+        # Stopped with alerts undelivered: say so, and fail on a CRITICAL nobody received.
+        from adapters.alerts.pending import check_pending, pending_in_log
+
+        check_pending(await pending_in_log(holder.current, event_log), console, None)
 

@@ -25,10 +25,13 @@ from typing import TYPE_CHECKING
 
 from adapters.alerts.channels import Channel, WebhookChannel
 from adapters.alerts.delivery import AlertDelivery
+from domain.errors import CatalystError
 from domain.events import AlertFailed, AlertRaised, AlertSent, Event
 from domain.values import Severity
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from adapters.event_log import EventLog
     from config.settings import Settings
 
@@ -177,3 +180,31 @@ async def deliver_pending(
                 if names:
                     queue.append(PendingAlert(ev, names))
     return report
+
+
+class AlertsUndeliveredError(CatalystError):
+    """A run ends with a CRITICAL alert no channel delivered: it must not look like success."""
+
+
+def deliver_command(run_id: str | None) -> str:
+    return "catalyst alerts deliver" + (f" --run {run_id}" if run_id else "")
+
+
+def pending_line(pending: Sequence[PendingAlert], run_id: str | None) -> str:
+    """The run summary's line, in rich markup: red, with the command that fixes it."""
+    crit = sum(1 for p in pending if p.alert.severity == Severity.CRITICAL)
+    what = f" ({crit} CRITICAL)" if crit else ""
+    channels = sorted({c for p in pending for c in p.channels})
+    return (f"[bold red]{len(pending)} alerts pending delivery{what}[/] (not taken by "
+            f"{', '.join(channels)}); deliver them with: [bold]{deliver_command(run_id)}[/]")
+
+
+def check_pending(pending: Sequence[PendingAlert], console: Console, run_id: str | None) -> None:
+    """Print the pending line; raise AlertsUndeliveredError when a CRITICAL is among them."""
+    if not pending:
+        return
+    console.print(pending_line(pending, run_id))
+    crit = sum(1 for p in pending if p.alert.severity == Severity.CRITICAL)
+    if crit:
+        raise AlertsUndeliveredError(
+            f"{crit} CRITICAL alert(s) not delivered; {deliver_command(run_id)}")
