@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters.alerts.channels import channels_from_settings
 from adapters.alerts.delivery import AlertDelivery
+from adapters.alerts.pending import DeliveryLedger, PendingAlert, pending_line
 from adapters.broker.port import TradeUpdate
 from adapters.broker.sim import SimulatedBroker
 from adapters.config_watcher import SettingsHolder
@@ -36,7 +38,7 @@ from domain.events import (
     SessionStarted,
     SessionStartRejected,
 )
-from domain.values import Bar
+from domain.values import Bar, Severity
 from handlers.alerter import Alerter
 from handlers.base import Handler
 from handlers.executor import Executor
@@ -178,6 +180,12 @@ class RunSummary:
     rejections: list[str] = field(default_factory=list)
     events: int = 0
     mailbox: Path | None = None
+    ledger: DeliveryLedger = field(default_factory=DeliveryLedger)
+    pending: list[PendingAlert] = field(default_factory=list)  # set when the run ends
+
+    @property
+    def undelivered_critical(self) -> int:
+        return sum(1 for p in self.pending if p.alert.severity == Severity.CRITICAL)
 
     def observe(self, ev: Event) -> None:
         if isinstance(ev, OrderFilled):
@@ -189,12 +197,16 @@ class RunSummary:
             self.realized += ev.realized_pnl
         elif isinstance(ev, DailyPnLChanged):
             self.pnl_by_day[ev.session_date] = ev.total
+        elif isinstance(ev, AlertRaised):
+            self.ledger.observe(ev)
         elif isinstance(ev, AlertSent):
             self.alerts_sent += 1
+            self.ledger.observe(ev)
         elif isinstance(ev, AlertSuppressed):
             self.alerts_suppressed += 1
         elif isinstance(ev, AlertFailed):
             self.alerts_failed += 1
+            self.ledger.observe(ev)
         elif isinstance(ev, EmergencyStopTriggered):
             self.emergency_stops += 1
         elif isinstance(ev, SessionStarted):
@@ -287,12 +299,16 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
     else:
         suggested = default_session(settings)
         run_days = [suggested if suggested in tape.dates else tape.dates[-1]]
+    alerts_cfg = settings.trading.alerts
+    # A channel that cannot be built is a config error now, before a run store exists.
+    channels = channels_from_settings(settings) if alerts_cfg.enabled else []
     now = datetime.now(UTC)
     run_id = new_run_id("sim", now)
     store = run_store(run_id)
     holder = SettingsHolder(settings, config_dir)
+    has_mailbox = any(c.name == "mailbox" for c in channels)
     summary = RunSummary(run_id, store, "sim", run_days,
-                         mailbox=settings.trading.alerts.mailbox_dir)
+                         mailbox=alerts_cfg.mailbox_dir if has_mailbox else None)
     async with open_event_log(settings, store, announce=True, run_id=run_id) as log:
         mark_latest_run(run_id)
         recorder = Recorder(log)
@@ -319,6 +335,9 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
             await clock.run(run_days)
         await recorder.flush()
         summary.events = pipeline.dispatched
+    # Nothing retries inside a simulated day (it runs in seconds): what a channel did not
+    # take stays pending in the log, for `catalyst alerts deliver`.
+    summary.pending = summary.ledger.pending(channels)
     return summary
 
 
@@ -358,9 +377,10 @@ def print_summary(s: RunSummary, console: Console) -> None:
     console.print(table)
     for r in s.rejections:
         console.print(f"[yellow]session start rejected:[/] {r}")
-    if s.mailbox:
-        console.print(f"mail: {s.mailbox}/  log: {s.store}  "
-                      f"(replay: catalyst replay --run {s.run_id})")
+    if s.pending:
+        console.print(pending_line(s.pending, s.run_id))
+    where = f"mail: {s.mailbox}/  " if s.mailbox else ""
+    console.print(f"{where}log: {s.store}  (replay: catalyst replay --run {s.run_id})")
 
 
 def _money(v: Decimal) -> str:

@@ -171,11 +171,12 @@ class Services:
         if sim is not None:
             plans.append(await self._plan_md("sim_broker_md", ["catalyst.md.bar.>"], on_broker,
                                              None))
-        alerts_history: list[tuple[datetime, int, int, Event]] = []
-        plans.append(await self._plan("alert_delivery", ["catalyst.alert.>"], on_alert,
-                                      alerts_history))
-        for _, _, _, ev in alerts_history:
-            delivery.evolve(ev)
+        plans.append(await self._plan("alert_delivery", ["catalyst.alert.>"], on_alert, []))
+        # Delivery state from the whole log, not up to the ack floor: an alert still being
+        # retried on one channel sits below the floor while the AlertSent of a channel that
+        # took it lies past it; read only to the floor, that channel would send it again.
+        async for stored in self.log.read(["catalyst.alert.sent", "catalyst.alert.failed"]):
+            delivery.evolve(stored.event)
         for plan in plans:
             self.consumers.append(await self.log.consume(
                 plan.name, plan.subjects, plan.cb, stream=plan.stream,
@@ -735,4 +736,8 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
             if market_data is not None:
                 with contextlib.suppress(Exception):
                     await market_data.close()
+        # Stopped with alerts undelivered: say so, and fail on a CRITICAL nobody received.
+        from adapters.alerts.pending import check_pending, pending_in_log
+
+        check_pending(await pending_in_log(holder.current, event_log), console, None)
 

@@ -36,6 +36,7 @@ ENV_MAP: dict[str, tuple[str, ...]] = {
     "SMTP_USERNAME": ("trading", "alerts", "smtp", "username"),
     "SMTP_PASSWORD": ("trading", "alerts", "smtp", "password"),
     "SMTP_FROM": ("trading", "alerts", "smtp", "from_addr"),
+    "SMTP_SECURITY": ("trading", "alerts", "smtp", "security"),
     "ALERT_EMAIL_CRITICAL": ("trading", "alerts", "recipients", "critical"),
     "ALERT_EMAIL_WARNING": ("trading", "alerts", "recipients", "warning"),
     "ALERT_EMAIL_INFO": ("trading", "alerts", "recipients", "info"),
@@ -142,12 +143,13 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     if "CATALYST_NATS_URL" in applied:
         # The variable names the servers (one or comma-separated): it replaces the files'.
         raw["trading"]["nats"].pop("servers", None)
-    # The original sent mail whenever SMTP was configured: keep that promise.
+    # The original sent mail whenever SMTP was configured: keep that promise. The mailbox
+    # stays: it is the copy that survives an SMTP outage (turn it off in the YAML if unwanted).
     if env.get("SMTP_HOST"):
         alerts = raw.setdefault("trading", {}).setdefault("alerts", {})
         channels = list(alerts.get("channels") or ["mailbox"])
         if "smtp" not in channels:
-            alerts["channels"] = [c for c in channels if c != "mailbox"] + ["smtp"]
+            alerts["channels"] = [*channels, "smtp"]
     return applied
 
 

@@ -222,8 +222,15 @@ class Smtp(Strict):
     username: str | None = None
     password: SecretStr | None = None
     from_addr: str = "catalyst-alerts@localhost"
-    security: Literal["starttls", "tls", "none"] = "starttls"
+    # None: STARTTLS required when a username is set, opportunistic without (SMTP_SECURITY)
+    security: Literal["starttls", "tls", "none"] | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+    @property
+    def effective_security(self) -> Literal["starttls", "tls", "none", "opportunistic"]:
+        if self.security is not None:
+            return self.security
+        return "starttls" if self.username else "opportunistic"
 
 
 class Recipients(Strict):

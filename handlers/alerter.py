@@ -4,7 +4,8 @@ Every decision is an `AlertRaised` (with everything the template needs in `conte
 `AlertSuppressed` naming the rule that held it back. Rate limits run on event time:
 
 - `alerts.cooldown_minutes` per alert kind, `alerts.hourly_cap` over a sliding hour;
-- CRITICAL alerts are never rate-limited (they still count towards the hour);
+- CRITICAL alerts are never rate-limited (they still count towards the hour), and the hourly
+  cap holds back INFO only: a burst of trade emails must never cost the trader a WARNING;
 - `alerts.enabled: false` suppresses everything with rule "disabled", and
   `emergency_actions.notify_via_email: false` does the same for the emergency-stop alert.
 
@@ -13,6 +14,11 @@ The limit state is evolved from AlertRaised / AlertSuppressed, so it rebuilds fr
 Trades are batched rather than dropped: an entry fill that the limits hold back stays
 pending and goes out with the next "Trades executed" alert once the limits allow (checked on
 every later event, P&L ticks included), and every trade of the day is in the daily summary.
+A trade's close (bracket leg, end-of-day flatten, max hold, emergency stop) is batched the
+same way as `trade_closed`, with its exit reason and round-trip P&L.
+
+Alerts decided in a simulated run (the simulated broker) carry `context["simulated"]`, so
+every email of a demo says so in its subject.
 
 Context values are JSON-native (Decimal as str, datetimes as ISO strings, lists not tuples),
 so an AlertRaised decoded from the log equals the one decided here.
@@ -27,6 +33,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from domain.events import (
+    AlertFailed,
     AlertRaised,
     AlertSuppressed,
     DailyLossWarningIssued,
@@ -42,6 +49,7 @@ from domain.events import (
     OrderPartiallyFilled,
     OrderRejected,
     OrderSubmitted,
+    PositionClosed,
     ReconciliationDiscrepancyFound,
     SessionEnded,
     SessionStarted,
@@ -64,6 +72,11 @@ DAILY_SUMMARY = "daily_summary"
 RECONCILIATION_DISCREPANCY = "reconciliation_discrepancy"
 HANDLER_CRASH_LOOPING = "handler_crash_looping"
 TRADING_RESUMED = "trading_resumed"
+TRADE_CLOSED = "trade_closed"
+ALERT_CHANNEL_FAILED = "alert_channel_failed"
+# Kinds whose held-back items go out together later: their own suppressions are in the
+# email that finally goes, so they are not "held back" from it.
+_BATCHED = (TRADES_EXECUTED, TRADE_CLOSED)
 
 RESUME_COMMAND = 'catalyst resume --reason "..."'
 _HOUR = timedelta(hours=1)
@@ -77,6 +90,11 @@ def _s(value: Decimal | None) -> str | None:
 
 def _iso(value: datetime | date) -> str:
     return value.isoformat()
+
+
+def _signed_money(value: Decimal) -> str:
+    sign = "+" if value > 0 else "-" if value < 0 else ""
+    return f"{sign}${abs(to_cents(value)):,}"
 
 
 def alert_id_for(trigger: Event, kind: str) -> str:
@@ -108,6 +126,8 @@ class _Position:
     qty: Decimal = Decimal(0)  # signed: + long, - short
     avg_price: Decimal = Decimal(0)
     realized: Decimal = Decimal(0)
+    peak: Decimal = Decimal(0)  # the largest size held in this round trip
+    entry_price: Decimal = Decimal(0)  # average entry of the round trip
 
 
 @dataclass
@@ -116,6 +136,7 @@ class _Day:
     session: dict[str, Any] = field(default_factory=dict)
     trades: list[dict[str, Any]] = field(default_factory=list)  # every entry fill today
     round_trips: list[Decimal] = field(default_factory=list)  # closed trades' P&L
+    closes: list[dict[str, Any]] = field(default_factory=list)  # every close today
     positions: dict[str, _Position] = field(default_factory=dict)
     curve: dict[str, str] = field(default_factory=dict)  # minute ISO -> total P&L
     pnl_low: Decimal | None = None
@@ -135,8 +156,10 @@ class Alerter(Handler):
         "catalyst.pnl.>",
         "catalyst.broker.>",
         "catalyst.ops.>",
+        "catalyst.position.closed",
         "catalyst.alert.raised",
         "catalyst.alert.suppressed",
+        "catalyst.alert.failed",
     )
     accepts: ClassVar[frozenset[str] | None] = frozenset(
         cls.__name__
@@ -146,7 +169,7 @@ class Alerter(Handler):
             DailyLossWarningIssued,
             EmergencyStopTriggered, EmergencyStopCompleted, EmergencyStopFailed,
             TradingResumed, DailyPnLChanged, ReconciliationDiscrepancyFound,
-            HandlerCrashLooping, AlertRaised, AlertSuppressed,
+            HandlerCrashLooping, AlertRaised, AlertSuppressed, AlertFailed, PositionClosed,
         )
     )
 
@@ -156,6 +179,13 @@ class Alerter(Handler):
         self.last_raised: dict[str, datetime] = {}
         self.recent: deque[datetime] = deque()  # raise times, pruned to the last hour
         self.suppressed_since_raised = 0
+        self.suppressed_by_kind: dict[str, int] = {}  # since the last AlertRaised
+        self.simulated = False  # the session runs on the simulated broker
+        self.channels_reported: set[str] = set()  # channels already named in an ops alert
+        self.exit_reasons: dict[str, str] = {}  # symbol -> why its position is being closed
+        self.pending_closes: list[dict[str, Any]] = []
+        self.last_by_symbol: dict[str, str] = {}  # the last DailyPnLChanged.by_symbol
+        self.by_symbol_at_trigger: dict[str, str] = {}
         self.known_alerts: OrderedDict[str, None] = OrderedDict()
         # what the templates need, evolved from the trading events
         self.signal_reasons: dict[str, str] = {}
@@ -174,24 +204,39 @@ class Alerter(Handler):
                 self.recent.append(event.occurred_at)
                 self._prune(event.occurred_at)
                 self.suppressed_since_raised = 0
-                if event.kind == TRADES_EXECUTED:
+                self.suppressed_by_kind = {}
+                if event.kind == ALERT_CHANNEL_FAILED:
+                    self.channels_reported.add(str(event.context.get("channel")))
+                if event.kind == TRADE_CLOSED:
+                    sent = set(event.context.get("close_ids", ()))
+                    self.pending_closes = [
+                        c for c in self.pending_closes if c["close_id"] not in sent
+                    ]
+                elif event.kind == TRADES_EXECUTED:
                     sent = set(event.context.get("order_ids", ()))
                     self.pending_trades = [
                         t for t in self.pending_trades if t["order_id"] not in sent
                     ]
                 elif event.kind == DAILY_SUMMARY:
                     self.pending_trades = []
+                    self.pending_closes = []
             case AlertSuppressed():
                 self._remember(event.alert_id)
                 self.suppressed_since_raised += 1
+                self.suppressed_by_kind[event.kind] = self.suppressed_by_kind.get(event.kind, 0) + 1
                 if event.kind == DAILY_SUMMARY:
                     self.pending_trades = []
+                    self.pending_closes = []
             case SessionStarted():
                 self.day = _Day(
                     session_date=event.session_date,
                     session={"mode": event.mode, "broker": event.broker},
                 )
                 self.pending_trades = []
+                self.pending_closes = []
+                self.exit_reasons.clear()
+                self.channels_reported.clear()  # a new day: say it again if still broken
+                self.simulated = event.broker == "sim"
                 self.stop_trigger = None
                 self.signal_reasons.clear()  # signals never approved: no longer needed
             case SignalGenerated():
@@ -233,6 +278,10 @@ class Alerter(Handler):
                 self._track_pnl(event)
             case EmergencyStopTriggered():
                 self.stop_trigger = event
+                # P&L per symbol at the trigger (realized + open), for the stop's email
+                self.by_symbol_at_trigger = dict(self.last_by_symbol)
+            case PositionClosed():
+                self.exit_reasons[event.symbol] = event.reason
             case _:
                 pass
 
@@ -263,7 +312,8 @@ class Alerter(Handler):
         self.pending_trades.append(trade)
 
     def _track_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
-        """Round-trip P&L per symbol (average cost), for the summary's largest win/loss."""
+        """Round-trip P&L per symbol (average cost), for the summary's largest win/loss and
+        the trade-closed alerts."""
         pos = self.day.positions.setdefault(fill.symbol, _Position())
         signed = fill.qty if fill.side == Side.BUY else -fill.qty
         pos.realized -= fill.fee
@@ -271,17 +321,47 @@ class Alerter(Handler):
             total = abs(pos.qty) + fill.qty
             pos.avg_price = (pos.avg_price * abs(pos.qty) + fill.price * fill.qty) / total
             pos.qty += signed
+            pos.peak = max(pos.peak, abs(pos.qty))
+            pos.entry_price = pos.avg_price
             return
         closing = min(fill.qty, abs(pos.qty))
         direction = 1 if pos.qty > 0 else -1
         pos.realized += (fill.price - pos.avg_price) * closing * direction
         pos.qty += signed
         if pos.qty == 0 or (pos.qty > 0) != (direction > 0):
-            self.day.round_trips.append(to_cents(pos.realized))
+            pnl = to_cents(pos.realized)
+            self.day.round_trips.append(pnl)
+            self._closed(fill, pos, pnl, "long" if direction > 0 else "short")
             pos.realized = Decimal(0)
             pos.avg_price = fill.price if pos.qty != 0 else Decimal(0)
+            pos.peak = abs(pos.qty)
+            pos.entry_price = pos.avg_price
+
+    def _closed(self, fill: OrderFilled | OrderPartiallyFilled, pos: _Position, pnl: Decimal,
+                direction: str) -> None:
+        if fill.leg == "stop_loss":
+            reason = "stop-loss"
+        elif fill.leg == "take_profit":
+            reason = "take-profit"
+        else:  # PositionClosed (flatten, max hold, emergency stop) says why, when it came
+            reason = self.exit_reasons.get(fill.symbol, "exit").replace("_", " ")
+        self.exit_reasons.pop(fill.symbol, None)
+        close = {
+            "close_id": str(fill.event_id),
+            "symbol": fill.symbol,
+            "direction": direction,
+            "qty": str(pos.peak),
+            "entry": str(to_cents(pos.entry_price)),
+            "exit": str(fill.price),
+            "pnl": str(pnl),
+            "reason": reason,
+            "closed_at": _iso(fill.occurred_at),
+        }
+        self.day.closes.append(close)
+        self.pending_closes.append(close)
 
     def _track_pnl(self, event: DailyPnLChanged) -> None:
+        self.last_by_symbol = dict(event.by_symbol)
         if self.day.session_date is not None and event.session_date != self.day.session_date:
             if event.session_date < self.day.session_date:
                 return  # a late tick from an earlier day
@@ -316,8 +396,17 @@ class Alerter(Handler):
                 return [self._loss_warning(event, settings)]
             case SessionStarted():
                 return [self._session_started(event, settings)]
-            case OrderFilled() | OrderCanceled() if self._just_traded(event):
-                return [self._trades(event, settings, on_trigger=True)]
+            case OrderFilled() | OrderPartiallyFilled() | OrderCanceled() if (
+                self._just_traded(event) or self._just_closed(event)
+            ):
+                out: list[Event] = []
+                if self._just_traded(event):
+                    out.append(self._trades(event, settings, on_trigger=True))  # type: ignore[arg-type]
+                if self._just_closed(event):
+                    out.append(self._closes(event, settings, on_trigger=True))  # type: ignore[arg-type]
+                return out
+            case AlertFailed():
+                return self._channel_failed(event, settings)
             case SessionEnded():
                 return [self._daily_summary(event, settings)]
             case ReconciliationDiscrepancyFound():
@@ -329,14 +418,22 @@ class Alerter(Handler):
             case AlertRaised() | AlertSuppressed():
                 return []
         # Any other event moves event time on: send trades the limits held back earlier.
+        held: list[Event] = []
         if self.pending_trades:
-            out = self._trades(event, settings, on_trigger=False)
-            return [out] if out is not None else []
-        return []
+            trades = self._trades(event, settings, on_trigger=False)
+            held += [trades] if trades is not None else []
+        if self.pending_closes:
+            closes = self._closes(event, settings, on_trigger=False)
+            held += [closes] if closes is not None else []
+        return held
 
     def _just_traded(self, event: Event) -> bool:
         order_id = getattr(event, "order_id", None)
         return any(t["order_id"] == order_id for t in self.pending_trades)
+
+    def _just_closed(self, event: Event) -> bool:
+        key = str(event.event_id)
+        return any(c["close_id"] == key for c in self.pending_closes)
 
     # --- the rate limits ------------------------------------------------------------------
 
@@ -354,6 +451,8 @@ class Alerter(Handler):
         cooldown = timedelta(minutes=alerts.cooldown_minutes)
         if cooldown and last is not None and at - last < cooldown:
             return "cooldown"
+        if severity != Severity.INFO:
+            return None  # the cap is for chatter: trade emails must not use up a WARNING's room
         in_last_hour = sum(1 for t in self.recent if t > at - _HOUR)
         if in_last_hour >= alerts.hourly_cap:
             return "hourly_cap"
@@ -377,12 +476,17 @@ class Alerter(Handler):
                 trigger, 0, f"{self.name}:{kind}",
                 alert_id=alert_id, kind=kind, severity=severity, rule=rule,
             )
+        held = self.suppressed_since_raised
+        if kind in _BATCHED:  # what the limits held of this kind is in this very email
+            held -= self.suppressed_by_kind.get(kind, 0)
         context = {
             **context,
             "alert_id": alert_id,
             "occurred_at": _iso(trigger.occurred_at),
-            "suppressed_before": self.suppressed_since_raised,
+            "suppressed_before": held,
         }
+        if self.simulated:
+            context["simulated"] = True
         return AlertRaised.caused_by(
             trigger, 0, f"{self.name}:{kind}",
             alert_id=alert_id, kind=kind, severity=severity, title=title, context=context,
@@ -411,6 +515,19 @@ class Alerter(Handler):
             "orders_canceled": done.orders_canceled,
             "positions_closed": positions,
             "realized_pnl_after": str(done.realized_pnl_after),
+            # What brought the day to the limit: the trades closed before the trigger, worst
+            # first, and the open positions' P&L at the last mark before it.
+            "losses_before": sorted(
+                (
+                    {k: c[k] for k in ("symbol", "direction", "qty", "pnl", "reason",
+                                       "closed_at")}
+                    for c in self.day.closes
+                    if trig is None or c["closed_at"] <= _iso(trig.occurred_at)
+                ),
+                key=lambda c: Decimal(c["pnl"]),
+            ),
+            "pnl_by_symbol_at_trigger": dict(sorted(self.by_symbol_at_trigger.items(),
+                                           key=lambda kv: Decimal(kv[1]))),
             "failures": list(done.failures),
             "halted": settings.emergency.halt_new_trades,
             "manual_restart": settings.emergency.require_manual_restart,
@@ -449,6 +566,9 @@ class Alerter(Handler):
                 "limit": str(ev.limit),
                 "pct_used": ev.pct_used,
                 "remaining": str(to_cents(ev.limit - abs(ev.pnl))),
+                # One gap through both thresholds: the stop triggers in the same minute, so
+                # "room before the stop" would be negative nonsense.
+                "past_limit": abs(ev.pnl) >= ev.limit,
                 "open_positions": ev.open_positions,
                 "stop_actions": {
                     "close_all_positions": settings.emergency.close_all_positions,
@@ -489,7 +609,7 @@ class Alerter(Handler):
             # Still held back: the suppression is recorded once, at the fill itself. Asked
             # before building it, as every event while trades wait comes here.
             return None
-        trades = list(self.pending_trades)
+        trades = self._marked(self.pending_trades, "filled_at")
         out = self._raise(
             trigger, settings, kind=TRADES_EXECUTED, severity=Severity.INFO,
             title=(
@@ -497,11 +617,72 @@ class Alerter(Handler):
                 f"Trade executed: {trades[0]['side'].upper()} {trades[0]['qty']} "
                 f"{trades[0]['symbol']} @ {trades[0]['entry']}"
             ),
-            context={"trades": trades, "order_ids": [t["order_id"] for t in trades]},
+            context={"trades": trades, "order_ids": [t["order_id"] for t in trades],
+                     **self._halt_context()},
         )
         if isinstance(out, AlertSuppressed) and not on_trigger:
             return None  # still waiting; record a suppression once, at the fill itself
         return out
+
+    def _marked(self, items: list[dict[str, Any]], at_key: str) -> list[dict[str, Any]]:
+        """Items that happened before the emergency stop say so: their email may arrive
+        after the stop's, and must not read as trading after the halt."""
+        trig = self.stop_trigger
+        if trig is None:
+            return [dict(i) for i in items]
+        stop_at = _iso(trig.occurred_at)
+        return [{**i, "before_stop": i[at_key] <= stop_at} for i in items]
+
+    def _halt_context(self) -> dict[str, Any]:
+        trig = self.stop_trigger
+        return {"stopped_at": _iso(trig.occurred_at)} if trig is not None else {}
+
+    def _closes(
+        self, trigger: Event, settings: Settings, *, on_trigger: bool
+    ) -> AlertRaised | AlertSuppressed | None:
+        """A trade's close: why (stop-loss, take-profit, flatten...) and its P&L. Held back
+        and batched like entries; the daily summary lists every close of the day."""
+        if not on_trigger and self._blocked_by(
+            TRADE_CLOSED, Severity.INFO, trigger.occurred_at, settings
+        ) is not None:
+            return None
+        closes = self._marked(self.pending_closes, "closed_at")
+        total = sum((Decimal(c["pnl"]) for c in closes), Decimal(0))
+        if len(closes) == 1:
+            c = closes[0]
+            title = f"Trade closed: {c['symbol']} {c['reason']}, {_signed_money(Decimal(c['pnl']))}"
+        else:
+            title = f"{len(closes)} trades closed, {_signed_money(total)}"
+        out = self._raise(
+            trigger, settings, kind=TRADE_CLOSED, severity=Severity.INFO, title=title,
+            context={"closes": closes, "close_ids": [c["close_id"] for c in closes],
+                     "total_pnl": str(total), **self._halt_context()},
+        )
+        if isinstance(out, AlertSuppressed) and not on_trigger:
+            return None
+        return out
+
+    def _channel_failed(self, ev: AlertFailed, settings: Settings) -> list[Event]:
+        """A channel that fails for good (bad credentials, no TLS, refused address) will fail
+        every alert until someone fixes the config: say so once per channel and day, as a
+        CRITICAL through the other channels."""
+        if ev.will_retry or ev.kind == ALERT_CHANNEL_FAILED or ev.channel in self.channels_reported:
+            return []
+        return [self._raise(
+            ev, settings, kind=ALERT_CHANNEL_FAILED, severity=Severity.CRITICAL,
+            title=f"Alerts are not reaching you via {ev.channel}",
+            context={
+                "channel": ev.channel,
+                "reason": ev.reason,
+                "failed_alert_id": ev.alert_id,
+                "failed_kind": ev.kind,
+                "failed_severity": str(ev.severity),
+                # the broken channel would only fail again: the other channels carry it
+                "exclude_channels": [ev.channel],
+                "deliver_command": "catalyst alerts deliver",
+                "test_command": "catalyst alerts test",
+            },
+        )]
 
     def _daily_summary(self, ev: SessionEnded, settings: Settings) -> Event:
         day = self.day if self.day.session_date in (None, ev.session_date) else _Day()
@@ -527,6 +708,7 @@ class Alerter(Handler):
                 "largest_win": _s(max(wins)) if wins else None,
                 "largest_loss": _s(min(losses)) if losses else None,
                 "trade_list": list(day.trades),
+                "close_list": list(day.closes),
                 "pnl_curve": curve,
                 "pnl_low": _s(day.pnl_low),
                 "pnl_high": _s(day.pnl_high),

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import aiosmtplib
 
+from config.loader import ConfigError
 from domain.events import AlertRaised
 from domain.values import Severity
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "catalyst.alert_channels"
+CONFIG_ERROR = "configuration error"  # how a reason says a failure will not pass by itself
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
@@ -124,7 +126,12 @@ class MailboxChannel:
 
 
 class SmtpChannel:
-    """SMTP via aiosmtplib: STARTTLS (required, not opportunistic), implicit TLS or none."""
+    """SMTP via aiosmtplib. `smtp.security`: starttls (required), tls (implicit), none; unset:
+    STARTTLS required when credentials are set (a password never crosses in clear), else
+    opportunistic (upgrade when the server offers it).
+
+    Failures that will not pass by themselves (no STARTTLS, no AUTH, credentials refused,
+    recipients refused, untrusted certificate) are "configuration error"s, not retried."""
 
     name = "smtp"
     payload: Literal["email", "json"] = "email"
@@ -143,6 +150,7 @@ class SmtpChannel:
             return DeliveryResult(self.name, False, reason="smtp.host is not configured")
         if not recipients:
             return DeliveryResult(self.name, False, reason="no valid recipient address")
+        mode = cfg.effective_security
         try:
             refused, response = await aiosmtplib.send(
                 message,
@@ -152,28 +160,42 @@ class SmtpChannel:
                 port=cfg.port,
                 username=cfg.username,
                 password=cfg.password.get_secret_value() if cfg.password else None,
-                use_tls=cfg.security == "tls",
-                start_tls=cfg.security == "starttls",
+                use_tls=mode == "tls",
+                # None: aiosmtplib upgrades when the server offers STARTTLS, else stays plain
+                start_tls={"starttls": True, "none": False}.get(mode),
                 timeout=cfg.timeout_seconds,
                 tls_context=self.tls_context,
             )
         except aiosmtplib.SMTPAuthenticationError as e:
-            return self._failed(f"authentication failed: {e.code} {e.message}", False)
+            return self._config_error(f"authentication failed: {e.code} {e.message}")
         except aiosmtplib.SMTPRecipientsRefused as e:
             why = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in e.recipients)
-            return self._failed(f"all recipients refused: {why}", _transient_all(e))
+            if _transient_all(e):
+                return self._failed(f"all recipients refused: {why}", True)
+            return self._config_error(f"all recipients refused: {why}")
         except aiosmtplib.SMTPSenderRefused as e:
             return self._failed(f"sender {e.sender} refused: {e.code} {e.message}", e.code < 500)
         except ssl.SSLCertVerificationError as e:
-            return self._failed(f"TLS certificate not trusted: {e}", False)
+            return self._config_error(f"TLS certificate not trusted: {e}")
         except aiosmtplib.SMTPNotSupported as e:
-            return self._failed(f"server does not support it: {e}", False)
+            return self._config_error(f"server does not support it: {e}")
         except aiosmtplib.SMTPResponseException as e:
             # 4xx is the server saying "later"; 5xx is final.
             return self._failed(f"{e.code} {e.message}", e.code < 500)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
             if _caused_by(e, ssl.SSLCertVerificationError):
-                return self._failed(f"TLS certificate not trusted: {e}", False)
+                return self._config_error(f"TLS certificate not trusted: {e}")
+            text = str(e)
+            where = f"{cfg.host}:{cfg.port}"
+            if "STARTTLS extension not supported" in text:
+                return self._config_error(
+                    f"STARTTLS not offered by {where} (security: {mode}"
+                    f"{', required because credentials are set' if cfg.security is None else ''}"
+                    "); use a server that offers it, or set SMTP_SECURITY")
+            if "AUTH extension is not supported" in text:
+                return self._config_error(
+                    f"AUTH not supported by {where} (security: {mode}) but a username is "
+                    "set; remove the credentials, or use TLS if it offers AUTH only there")
             # connect refused, disconnect, timeout: the server may come back
             return self._failed(f"{type(e).__name__}: {e}", True)
         accepted = tuple(r for r in recipients if r not in refused)
@@ -188,6 +210,10 @@ class SmtpChannel:
 
     def _failed(self, reason: str, retryable: bool) -> DeliveryResult:
         return DeliveryResult(self.name, False, reason=reason, retryable=retryable)
+
+    def _config_error(self, reason: str) -> DeliveryResult:
+        # Retrying would fail the same way every time until someone changes the settings.
+        return self._failed(f"{CONFIG_ERROR}: {reason}", False)
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
@@ -269,8 +295,12 @@ def plugin_factories() -> dict[str, ChannelFactory]:
     return found
 
 
-class UnknownChannelError(ValueError):
-    pass
+class UnknownChannelError(ConfigError):
+    """A channel named in the config that cannot be built: one clear line (the CLI prints
+    CatalystErrors as such), at `config check` and at start-up alike."""
+
+    def __init__(self, message: str, field: str = "alerts.extra_channels") -> None:
+        super().__init__(message, field=field)
 
 
 def channels_from_settings(settings: Settings) -> list[Channel]:
@@ -284,20 +314,43 @@ def channels_from_settings(settings: Settings) -> list[Channel]:
             built.append(SmtpChannel(alerts.smtp))
         elif name == "webhook":
             if alerts.webhook is None:
-                raise UnknownChannelError("alerts.channels has 'webhook' but no alerts.webhook.url")
+                raise UnknownChannelError("'webhook' is listed but alerts.webhook.url is not set",
+                                          field="alerts.channels")
             built.append(WebhookChannel(alerts.webhook))
     extra = alerts.extra_channels
     if extra:
-        plugins = plugin_factories()
+        plugins = _plugin_factories_or_error(extra)
         for name in extra:
             if name not in plugins:
                 known = ", ".join(sorted(plugins)) or "none installed"
+                builtin = " (a built-in: list it in alerts.channels)" if name in _BUILTIN else ""
                 raise UnknownChannelError(
-                    f"alert channel {name!r} is not installed "
-                    f"(entry point group {ENTRY_POINT_GROUP}: {known})"
+                    f"alert channel {name!r} is not installed{builtin}; installed plug-ins "
+                    f"(entry point group {ENTRY_POINT_GROUP}): {known}"
                 )
-            channel = plugins[name](settings)
+            try:
+                channel = plugins[name](settings)
+            except Exception as e:  # noqa: BLE001 - a plug-in's bug, said in one line
+                raise UnknownChannelError(
+                    f"alert channel {name!r} failed to start: {type(e).__name__}: {e}"
+                ) from None
             if not isinstance(channel, Channel):
                 raise UnknownChannelError(f"{name!r} factory did not return a Channel")
             built.append(channel)
+    names = [c.name for c in built]
+    if len(set(names)) != len(names):
+        raise UnknownChannelError(f"alert channels named twice: {', '.join(names)}")
     return built
+
+
+_BUILTIN = ("mailbox", "smtp", "webhook")
+
+
+def _plugin_factories_or_error(wanted: tuple[str, ...]) -> dict[str, ChannelFactory]:
+    try:
+        return plugin_factories()
+    except Exception as e:  # noqa: BLE001 - an entry point that does not import
+        raise UnknownChannelError(
+            f"loading alert channel plug-ins for {', '.join(wanted)} failed: "
+            f"{type(e).__name__}: {e}"
+        ) from None

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
+
+from tenacity import RetryCallState, wait_exponential
 
 from adapters.alerts.channels import Channel, DeliveryResult, channels_from_settings
 from adapters.alerts.render import (
@@ -61,7 +63,7 @@ def valid_address(address: str) -> bool:
 
 
 class AlertDeliveryError(RuntimeError):
-    """No channel took the alert (only `send_test_alert` raises it)."""
+    """A channel did not take the test alert (only `send_test_alert` raises it)."""
 
 
 class AlertDelivery:
@@ -100,6 +102,15 @@ class AlertDelivery:
 
     # --- routing ---------------------------------------------------------------------------
 
+    def channels_for(self, alert: AlertRaised) -> list[Channel]:
+        """Every channel, less those the alert names in `exclude_channels` (the alert that
+        says a channel is broken does not go to that channel)."""
+        excluded = set(alert.context.get("exclude_channels") or ())
+        rest = [c for c in self.channels if c.name not in excluded]
+        # With no other channel, try the broken one anyway: a failure there is recorded
+        # and stays pending, where nowhere at all would be silence.
+        return rest or list(self.channels)
+
     def recipients_for(self, severity: Severity) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(valid, malformed) addresses from alerts.recipients.<severity>."""
         configured = getattr(self.settings.trading.alerts.recipients, severity.lower())
@@ -111,12 +122,16 @@ class AlertDelivery:
     # --- delivery --------------------------------------------------------------------------
 
     async def deliver(
-        self, alert: AlertRaised, attempt: int | None = None
+        self, alert: AlertRaised, attempt: int | None = None,
+        only: Collection[str] | None = None,
     ) -> list[AlertSent | AlertFailed]:
+        """`only`: deliver on these channels alone (what the log says is still owed)."""
         if attempt is None:
             attempt = self._attempts.get(alert.alert_id, 0) + 1
         self._remember(self._attempts, alert.alert_id, attempt)
-        pending = [c for c in self.channels if (alert.alert_id, c.name) not in self._delivered]
+        pending = [c for c in self.channels_for(alert)
+                   if (alert.alert_id, c.name) not in self._delivered
+                   and (only is None or c.name in only)]
         if not pending:
             return []
 
@@ -193,7 +208,7 @@ class AlertDelivery:
         level = logging.ERROR if alert.severity == Severity.CRITICAL else logging.WARNING
         log.log(level, "alert %s (%s, %s) not delivered via %s (attempt %d, %s): %s",
                 alert.alert_id, alert.kind, alert.severity, channel, attempt,
-                "will retry" if retry else "giving up", reason)
+                "retryable, stays pending" if retry else "not retried, stays pending", reason)
         return AlertFailed.caused_by(
             alert, attempt if index is None else index, f"{HANDLER}:{channel}:failed",
             occurred_at=now,
@@ -203,18 +218,26 @@ class AlertDelivery:
 
     def retry_delay(self, events: Sequence[Event]) -> float | None:
         """Seconds to wait before redelivery, or None when no channel needs a retry.
-        Exponential from 5 s, capped at alerts.retry_max_seconds."""
+        Exponential from 5 s, capped at alerts.retry_max_seconds (tenacity's policy; the
+        waiting itself is the log's: the message is nak'ed with this delay)."""
         retrying = [e for e in events if isinstance(e, AlertFailed) and e.will_retry]
         if not retrying:
             return None
-        attempt = max(e.attempt for e in retrying)
-        cap = self.settings.trading.alerts.retry_max_seconds
-        return float(min(cap, 5.0 * 2 ** min(attempt - 1, 20)))
+        return backoff(max(e.attempt for e in retrying),
+                       self.settings.trading.alerts.retry_max_seconds)
+
+
+def backoff(attempt: int, cap: float) -> float:
+    """The wait after failed attempt number `attempt`: 5 s, 10 s, 20 s... capped."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, min(attempt, 64))
+    return float(wait_exponential(multiplier=5, min=0, max=cap)(state))
 
 
 async def send_test_alert(settings: Settings, severity: Severity | str = Severity.INFO) -> str:
     """`catalyst alerts test`: one test alert on every configured channel. Returns a
-    per-channel report; raises AlertDeliveryError when no channel delivered it."""
+    per-channel report; raises AlertDeliveryError (with the report) when any channel
+    failed."""
     sev = Severity(str(severity).upper())
     now = datetime.now(UTC)
     alert = AlertRaised(
@@ -244,4 +267,10 @@ async def send_test_alert(settings: Settings, severity: Severity | str = Severit
     report = "\n".join(lines)
     if not any(isinstance(e, AlertSent) for e in events):
         raise AlertDeliveryError(report or "no channel took the test alert")
+    failed = list(dict.fromkeys(e.channel for e in events if isinstance(e, AlertFailed)))
+    if failed:
+        # One channel working is not a pass: the one that failed is where alerts get lost.
+        total = len(delivery.channels_for(alert))
+        raise AlertDeliveryError(
+            f"{report}\n{len(failed)} of {total} channels failed: {', '.join(failed)}")
     return report

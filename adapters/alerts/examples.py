@@ -20,6 +20,7 @@ from uuid import UUID
 from adapters.alerts.render import render_alert
 from config.settings import Settings
 from domain.events import (
+    AlertFailed,
     AlertRaised,
     ClosedPosition,
     DailyLossWarningIssued,
@@ -32,6 +33,7 @@ from domain.events import (
     OrderApproved,
     OrderFilled,
     OrderSubmitted,
+    PositionClosed,
     ReconciliationDiscrepancyFound,
     SessionEnded,
     SessionStarted,
@@ -88,11 +90,13 @@ class _Script:
                  side=Side.SELL, qty=Decimal(qty), price=Decimal(price),
                  filled_qty=Decimal(qty), leg=leg)
 
-    def pnl(self, minutes: float, total: float, realized: float, open_positions: int) -> None:
+    def pnl(self, minutes: float, total: float, realized: float, open_positions: int,
+            by_symbol: dict[str, str] | None = None) -> None:
         t = to_cents(Decimal(str(total)))
         r = to_cents(Decimal(str(realized)))
         self.add(DailyPnLChanged, minutes, session_date=DAY, realized=r, unrealized=t - r,
-                 total=t, intraday_low=t, open_positions=open_positions)
+                 total=t, intraday_low=t, open_positions=open_positions,
+                 by_symbol=by_symbol or {})
 
 
 def _curve(minute: int) -> float:
@@ -152,6 +156,11 @@ def scripted_day() -> list[Event]:
         if total <= -2000:
             break
     stop = minute + 0.6
+    # The mark the stop triggers on, per symbol (AAPL and NVDA closed earlier).
+    unreal = to_cents(Decimal(str(total))) - to_cents(Decimal(str(realized)))
+    amd = Decimal("-298.40")
+    s.pnl(stop - 0.05, total, realized, open_pos, {
+        "AAPL": "187.50", "AMD": str(amd), "NVDA": "-196.00", "TSLA": str(unreal - amd)})
     s.add(EmergencyStopTriggered, stop, session_date=DAY, pnl=to_cents(Decimal(str(total))),
           limit=Decimal(2000), reason="Daily loss limit exceeded",
           actions={"cancel_all_orders": True, "close_all_positions": True,
@@ -159,6 +168,8 @@ def scripted_day() -> list[Event]:
     s.add(EmergencyStopFailed, stop + 0.1, session_date=DAY, attempt=1,
           error="ConnectionResetError: connection reset by peer (paper-api.alpaca.markets)",
           remaining_orders=4, remaining_positions=2)
+    for sym, qty in (("AMD", 40), ("TSLA", 30)):
+        s.add(PositionClosed, stop + 0.5, symbol=sym, qty=Decimal(qty), reason="emergency_stop")
     s.exit(stop + 0.6, "AMD", 40, "162.40", None)  # -346.00
     s.exit(stop + 0.6, "TSLA", 30, "192.50", None)  # -1674.00
     closed = (
@@ -171,6 +182,10 @@ def scripted_day() -> list[Event]:
     s.add(EmergencyStopCompleted, stop + 0.7, session_date=DAY, orders_canceled=4,
           positions_closed=closed, realized_pnl_after=to_cents(after))
     s.pnl(stop + 1, float(after), float(after), 0)
+    s.add(AlertFailed, 13.2, alert_id="example-smtp", kind="trades_executed",
+          severity=Severity.INFO, channel="smtp",
+          reason="STARTTLS not offered by smtp.example.com:587 (security: starttls): "
+                 "configuration error", attempt=1, will_retry=False)
     s.add(HandlerCrashLooping, 300, handler="scanner", failures=5,
           error="KeyError: 'v' (bar message without volume from the data stream)")
     s.add(SessionEnded, 390, session_id="2025-03-14", session_date=DAY, trades=4, wins=1,

@@ -11,7 +11,7 @@ import email.utils
 import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from email.message import EmailMessage
 from typing import Any
@@ -125,6 +125,19 @@ def pnl_chart_png(
     warning_pct: float | None = None,
 ) -> bytes:
     """The day's P&L curve (New York time) as a PNG, sized for a phone screen."""
+    fig = pnl_chart_figure(points, loss_limit, warning_pct)
+    buf = io.BytesIO()
+    # No timestamp/version metadata: the same curve gives the same bytes.
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def pnl_chart_figure(
+    points: list[list[str]] | list[tuple[str, str]],
+    loss_limit: str | None = None,
+    warning_pct: float | None = None,
+) -> Any:
+    """The chart as a matplotlib Figure, laid out (tests measure where things are)."""
     # The Agg canvas bound explicitly (no pyplot, no matplotlib.use): no display needed, no
     # global backend switch, and safe from a worker thread.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -153,7 +166,9 @@ def pnl_chart_png(
         if warning_pct:
             ax.axhline(-float(limit) * warning_pct, color="#d97706", linestyle=":",
                        linewidth=1, label=f"warning {pct(warning_pct)}")
-        ax.legend(loc="upper right", fontsize=7, frameon=False)
+        # Above the plot, beside the title: inside it the legend hid the curve it explains.
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=7,
+                  frameon=False, borderaxespad=0.2)
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=NEW_YORK))
     ax.yaxis.set_major_formatter(
         FuncFormatter(lambda v, _: f"{'-' if v < 0 else ''}${abs(v):,.0f}")
@@ -164,18 +179,20 @@ def pnl_chart_png(
         ax.spines[side].set_visible(False)
     ax.set_title("Daily P&L (New York time)", fontsize=9, loc="left")
     fig.tight_layout()
-    buf = io.BytesIO()
-    # No timestamp/version metadata: the same curve gives the same bytes.
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return fig
 
 
 # --- rendering -----------------------------------------------------------------------------
 
 
+SIMULATED_TAG = "[SIMULATED]"
+
+
 def subject_for(alert: AlertRaised) -> str:
-    """The subject starts with the severity, so a phone's inbox list says how urgent."""
-    return f"[{alert.severity}] {alert.title}"
+    """The subject starts with the severity, so a phone's inbox list says how urgent; an
+    alert from a simulated run says so next, so a demo's stop is never taken for real."""
+    tag = f"{SIMULATED_TAG} " if alert.context.get("simulated") else ""
+    return f"[{alert.severity}] {tag}{alert.title}"
 
 
 def message_id_for(alert: AlertRaised) -> str:
@@ -225,13 +242,18 @@ def build_email(
     *,
     from_addr: str,
     to: tuple[str, ...] | list[str],
+    sent_at: datetime | None = None,
 ) -> EmailMessage:
-    """multipart/alternative (text, then HTML with its images as multipart/related)."""
+    """multipart/alternative (text, then HTML with its images as multipart/related).
+
+    `Date:` is when the email is sent (default: now), not the alert's event time: a
+    simulated day's alerts (or ones delivered after an outage) would otherwise sort as old
+    mail. The body shows the market time."""
     msg = EmailMessage()
     msg["Subject"] = rendered.subject
     msg["From"] = from_addr
     msg["To"] = ", ".join(to)
-    msg["Date"] = email.utils.format_datetime(alert.occurred_at)
+    msg["Date"] = email.utils.format_datetime(sent_at or datetime.now(UTC))
     msg["Message-ID"] = message_id_for(alert)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to alerts
     msg["X-Catalyst-Alert-Id"] = alert.alert_id

@@ -52,8 +52,8 @@ def test_run_delivers_every_sent_alert_to_the_local_mailbox(default_run: Run) ->
 
     assert len(box) == sent
     assert all(m["To"] == "trader@localhost" and m["X-Catalyst-Severity"] for m in box)
-    assert any(m["Subject"].startswith("[INFO] Trading session started (autonomous, sim)")
-               for m in box)
+    assert any(m["Subject"].startswith(
+        "[INFO] [SIMULATED] Trading session started (autonomous, sim)") for m in box)
 
 
 @pytest.fixture(scope="module")

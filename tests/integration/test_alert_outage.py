@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 from adapters.app import build_handlers
@@ -98,6 +99,118 @@ async def test_outage_then_restart_then_recovery_delivers_each_alert_once(
         assert any(e.type == "AlertFailed" and e.will_retry for e in evs)
     finally:
         await services.stop()
+        controller.stop()
+        for s in (names.record, names.market_data):
+            await log.js.delete_stream(s)
+        await log.close()
+
+
+CHILD = '''
+import asyncio, json, sys
+from adapters.app import build_handlers
+from adapters.broker.sim import SimulatedBroker
+from adapters.config_watcher import SettingsHolder
+from adapters.event_log import EventLog, StreamNames
+from adapters.services import Services
+from config.settings import Settings
+
+async def main():
+    args = json.loads(sys.argv[1])
+    settings = Settings.model_validate(args["settings"])
+    log = await EventLog.connect(args["url"], names=StreamNames(*args["names"]))
+    services = Services(SettingsHolder(settings), log,
+                        SimulatedBroker.from_settings(settings.trading.broker.sim),
+                        build_handlers(settings, "sim"), schedule=False, reconcile=False)
+    await services.start()
+    print("started", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+'''
+
+
+async def test_kill_9_while_one_channel_retries_then_restart_sends_nothing_twice(
+    nats_url: str, tmp_path: Path,
+) -> None:
+    """SMTP took the alert, the webhook is down and retrying; the process is killed -9.
+    After the restart the webhook gets it once it is back, and SMTP does not get it again
+    (the AlertSent past the consumer's ack floor is read back)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from aiohttp import web
+
+    names = StreamNames(f"REC_{uuid4().hex[:6]}", f"MD_{uuid4().hex[:6]}")
+    log = await EventLog.connect(nats_url, names=names)
+    inbox, smtp_port, hook_port = Inbox(), free_port(), free_port()
+    controller = start_smtp(inbox, smtp_port)
+    raw = {"trading": {"alerts": {
+        "channels": ["smtp", "webhook"],
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none",
+                 "timeout_seconds": 2},
+        "webhook": {"url": f"http://127.0.0.1:{hook_port}/hook", "timeout_seconds": 1},
+        "recipients": {"warning": ["warn@example.com"]},
+        "retry_max_seconds": 0.5,
+    }}}
+    settings = Settings.model_validate(raw)
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps({"settings": raw, "url": nats_url,
+                                                  "names": [names.record, names.market_data]})],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
+    )
+    services: Services | None = None
+    runner: web.AppRunner | None = None
+    try:
+        assert child.stdout is not None
+        await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
+        await log.publish(make(DailyLossWarningIssued, "warn-k9", T0, session_date=T0.date(),
+                               pnl="-1600", limit="2000", pct_used=0.8, open_positions=2))
+
+        async def smtp_sent_webhook_retrying() -> bool:
+            evs = await alert_events(log)
+            sent = any(e.type == "AlertSent" and e.channel == "smtp" for e in evs)
+            fails = sum(1 for e in evs if e.type == "AlertFailed" and e.channel == "webhook")
+            return sent and fails >= 2
+
+        await until(smtp_sent_webhook_retrying)
+        os.kill(child.pid, signal.SIGKILL)  # no goodbye, no ack
+        child.wait(10)
+        assert len(inbox.envelopes) == 1
+
+        received: list[dict[str, Any]] = []
+
+        async def hook(request: web.Request) -> web.Response:
+            received.append(await request.json())
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", hook_port).start()  # the webhook is back
+        services = await start(log, settings)  # the restart
+
+        async def webhook_sent() -> bool:
+            return any(e.type == "AlertSent" and e.channel == "webhook"
+                       for e in await alert_events(log))
+
+        await until(webhook_sent)
+        await asyncio.sleep(1.5)  # room for a wrong resend to show up
+        assert len(received) == 1
+        ids = Counter(e.content.split(b"Message-ID: ")[1].split(b"\r\n")[0]  # type: ignore[union-attr]
+                      for e in inbox.envelopes)
+        assert list(ids.values()) == [1], ids  # SMTP got it once, before the kill
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        if services is not None:
+            await services.stop()
+        if runner is not None:
+            await runner.cleanup()
         controller.stop()
         for s in (names.record, names.market_data):
             await log.js.delete_stream(s)

@@ -49,3 +49,48 @@ def test_money_and_addresses() -> None:
     assert bare_address("Trader <trader@example.com>") == "trader@example.com"
     assert not valid_address("@example.com")
     assert valid_address("trader@localhost")  # the default recipient
+
+
+def test_date_is_the_send_time_and_the_body_keeps_the_market_time() -> None:
+    """A simulated day's (or a late delivery's) email must not sort as old mail."""
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    a = sample_alerts()["daily_loss_warning"]  # decided on 2025-03-14
+    sent = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+    rendered = render_alert(a)
+    msg = build_email(a, rendered, from_addr="c@example.com", to=("t@example.com",),
+                      sent_at=sent)
+    assert parsedate_to_datetime(msg["Date"]) == sent
+    assert "Fri Mar 14 2025, 13:41" in rendered.text  # the market time, New York
+
+
+def test_a_simulated_alert_says_so_in_its_subject_and_body() -> None:
+    a = sample_alerts()["emergency_stop"]
+    sim = a.model_copy(update={"context": {**a.context, "simulated": True}})
+    rendered = render_alert(sim)
+    assert rendered.subject == "[CRITICAL] [SIMULATED] Emergency stop: trading halted"
+    assert "simulated market time" in rendered.text and "SIMULATED" in rendered.html
+
+
+def test_a_warning_past_the_limit_shows_no_negative_room() -> None:
+    a = sample_alerts()["daily_loss_warning"]
+    past = a.model_copy(update={"context": {**a.context, "pnl": "-2262.89", "pct_used": 1.13,
+                                            "remaining": "-262.89", "past_limit": True}})
+    rendered = render_alert(past)
+    for body in (rendered.text, rendered.html):
+        assert "-$262.89" not in body
+        assert "past the limit" in body
+
+
+def test_the_chart_legend_sits_outside_the_plot() -> None:
+    """Inside the axes the legend covered the P&L line it explains."""
+    from adapters.alerts.render import pnl_chart_figure
+
+    curve = [[f"2025-03-14T{13 + m // 60:02d}:{m % 60:02d}:00+00:00", str(-30.0 * m)]
+             for m in range(0, 120)]
+    fig = pnl_chart_figure(curve, "2000", 0.75)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, plot = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y0 >= plot.y1 - 1  # above the plotting area, not over the curve

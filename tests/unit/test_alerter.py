@@ -18,6 +18,7 @@ from config.settings import (
     TradingConfig,
 )
 from domain.events import (
+    AlertFailed,
     AlertRaised,
     AlertSuppressed,
     ClosedPosition,
@@ -31,10 +32,12 @@ from domain.events import (
     OrderApproved,
     OrderFilled,
     OrderSubmitted,
+    PositionClosed,
     ReconciliationDiscrepancyFound,
     SessionEnded,
     SessionStarted,
     SignalGenerated,
+    TradingResumed,
     decode_event,
 )
 from domain.values import Severity, Side, derive_id
@@ -185,6 +188,73 @@ def test_emergency_stop_failure_is_critical() -> None:
     assert "broker unreachable" in alert.title
 
 
+def test_a_warning_past_the_limit_does_not_show_negative_room() -> None:
+    """One gap through both thresholds: the warning and the stop in the same minute."""
+    alert = only(run(Alerter(), [warning(60, 1.13)]))
+    assert alert.context["past_limit"] is True
+    assert only(run(Alerter(), [warning(60, 0.78)])).context["past_limit"] is False
+
+
+def test_the_stop_email_lists_the_losses_that_caused_it() -> None:
+    alerter = Alerter()
+    cfg = settings(cooldown=0)
+    events: list[Event] = [session_started(0), *entry("AAPL", 5, "150.00")]
+    events.append(exit_fill("AAPL", 20, "100.00").model_copy(update={"leg": "stop_loss"}))
+    events += entry("MSFT", 30, "400.00", qty=5)
+    tick = pnl(60, "-1900").model_copy(update={"by_symbol": {"AAPL": "-500.00",
+                                                             "MSFT": "-1400.00"}})
+    trig = make(EmergencyStopTriggered, 60, session_date=DAY, pnl=Decimal("-1900"),
+                limit=Decimal(1800), reason="Daily loss limit exceeded")
+    done = make(EmergencyStopCompleted, 61, session_date=DAY, orders_canceled=0,
+                realized_pnl_after=Decimal("-1900"))
+    outs = run(alerter, [*events, tick, trig, done], cfg)
+    stop = next(o for o in outs if getattr(o, "kind", "") == "emergency_stop")
+    [loss] = stop.context["losses_before"]
+    assert (loss["symbol"], loss["pnl"], loss["reason"]) == ("AAPL", "-500.00", "stop-loss")
+    assert stop.context["pnl_by_symbol_at_trigger"] == {"MSFT": "-1400.00", "AAPL": "-500.00"}
+
+
+def test_fills_before_the_stop_say_so_when_their_email_comes_after_it() -> None:
+    alerter = Alerter()
+    cfg = settings(cooldown=15)
+    run(alerter, [session_started(0), *entry("AAPL", 1, "150.00")], cfg)
+    run(alerter, entry("MSFT", 5, "400.00"), cfg)  # held by the cooldown
+    trig = make(EmergencyStopTriggered, 6, session_date=DAY, pnl=Decimal("-2100"),
+                limit=Decimal(2000), reason="Daily loss limit exceeded")
+    run(alerter, [trig], cfg)
+    batch = only(run(alerter, [pnl(17, "-2100")], cfg))
+    assert batch.context["trades"][0]["before_stop"] is True
+    assert batch.context["stopped_at"] == trig.occurred_at.isoformat()
+
+
+def test_alerts_of_a_simulated_session_say_so() -> None:
+    sim = session_started(0).model_copy(update={"broker": "sim"})
+    alerter = Alerter()
+    assert only(run(alerter, [sim])).context["simulated"] is True
+    assert only(run(alerter, [crash(1)])).context["simulated"] is True
+    assert "simulated" not in only(run(Alerter(), [session_started(0)])).context
+
+
+def failed(alert_id: str, channel: str, retry: bool, kind: str = "daily_loss_warning",
+           minutes: float = 1) -> AlertFailed:
+    return make(AlertFailed, minutes, alert_id=alert_id, kind=kind, severity=Severity.WARNING,
+                channel=channel, reason="530 5.7.0 Must issue a STARTTLS command first",
+                attempt=1, will_retry=retry)
+
+
+def test_a_channel_failing_for_good_raises_one_critical_through_the_others() -> None:
+    alerter = Alerter()
+    assert run(alerter, [failed("a1", "smtp", retry=True)]) == []  # may pass: no noise
+    ops = only(run(alerter, [failed("a2", "smtp", retry=False)]))
+    assert isinstance(ops, AlertRaised) and ops.severity == Severity.CRITICAL
+    assert ops.kind == "alert_channel_failed"
+    assert ops.context["exclude_channels"] == ["smtp"]
+    assert "STARTTLS" in ops.context["reason"]
+    assert run(alerter, [failed("a3", "smtp", retry=False, minutes=2)]) == []  # said once
+    # and its own failure does not raise another
+    assert run(alerter, [failed(ops.alert_id, "webhook", False, "alert_channel_failed")]) == []
+
+
 def test_daily_loss_warning() -> None:
     alert = only(run(Alerter(), [warning(60, 0.78)]))
     assert isinstance(alert, AlertRaised)
@@ -216,10 +286,32 @@ def test_entry_fill_is_a_trade_with_the_signal_reason() -> None:
     )
 
 
-def test_exit_fills_are_not_trades_executed() -> None:
+def test_an_exit_is_a_trade_closed_alert_with_its_reason_and_pnl() -> None:
     alerter = Alerter()
     run(alerter, entry("AAPL", 5, "150.00"))
-    assert run(alerter, [exit_fill("AAPL", 60, "153.00")]) == []
+    alert = only(run(alerter, [exit_fill("AAPL", 60, "153.00")]))
+    assert isinstance(alert, AlertRaised)
+    assert (alert.kind, alert.severity) == ("trade_closed", Severity.INFO)
+    assert alert.title == "Trade closed: AAPL take-profit, +$30.00"
+    close = alert.context["closes"][0]
+    assert (close["reason"], close["pnl"], close["entry"], close["exit"], close["qty"]) == (
+        "take-profit", "30.00", "150.00", "153.00", "10")
+
+
+def test_a_flatten_close_says_why_and_the_summary_lists_every_close() -> None:
+    alerter = Alerter()
+    cfg = settings(cooldown=0)
+    run(alerter, [session_started(0), *entry("AAPL", 5, "150.00")], cfg)
+    flat = make(PositionClosed, 380, symbol="AAPL", qty=Decimal(10), reason="market_close")
+    fill = exit_fill("AAPL", 381, "149.00").model_copy(update={"leg": None})
+    alert = only(run(alerter, [flat, fill], cfg))
+    assert alert.context["closes"][0]["reason"] == "market close"
+    assert alert.title == "Trade closed: AAPL market close, -$10.00"
+    ended = make(SessionEnded, 390, session_id="s1", session_date=DAY, trades=1, wins=0,
+                 losses=1, realized_pnl=Decimal("-10.00"))
+    summary = only(run(alerter, [ended], cfg))
+    assert [(c["symbol"], c["pnl"]) for c in summary.context["close_list"]] == [
+        ("AAPL", "-10.00")]
 
 
 def test_daily_summary_has_win_rate_extremes_and_the_pnl_curve() -> None:
@@ -275,15 +367,40 @@ def test_cooldown_per_kind_by_event_time() -> None:
     assert later.context["suppressed_before"] == 0  # reset by the session alert
 
 
+def resumed(minutes: float) -> TradingResumed:
+    return make(TradingResumed, minutes, resumed_by="ops", reason="checked")
+
+
 def test_hourly_cap_over_a_sliding_hour() -> None:
     alerter = Alerter()
     cfg = settings(cooldown=0, cap=2)
-    outs = run(alerter, [warning(0), warning(10), warning(20), warning(60.5)], cfg)
+    outs = run(alerter, [resumed(0), resumed(10), resumed(20), resumed(60.5)], cfg)
     assert [type(o).__name__ for o in outs] == [
         "AlertRaised", "AlertRaised", "AlertSuppressed", "AlertRaised",
     ]
     assert outs[2].rule == "hourly_cap"
     assert outs[3].context["suppressed_before"] == 1
+
+
+def test_the_hourly_cap_never_holds_back_a_warning() -> None:
+    """Trade emails used up the hour; the daily-loss warning still goes out."""
+    alerter = Alerter()
+    cfg = settings(cooldown=0, cap=3)
+    outs = run(alerter, [*entry("AAPL", 1, "1"), *entry("MSFT", 2, "1"), *entry("AMD", 3, "1"),
+                         *entry("NVDA", 4, "1"), warning(5)], cfg)
+    assert [o.kind for o in outs if isinstance(o, AlertSuppressed)] == ["trades_executed"]
+    warn = outs[-1]
+    assert isinstance(warn, AlertRaised) and warn.kind == "daily_loss_warning"
+
+
+def test_a_catch_up_email_does_not_call_its_own_trades_held_back() -> None:
+    alerter = Alerter()
+    cfg = settings(cooldown=15)
+    run(alerter, entry("AAPL", 0, "150.00") + entry("MSFT", 5, "400.00")
+        + entry("AMD", 6, "100.00"), cfg)
+    batch = only(run(alerter, [pnl(16, "-4")], cfg))
+    assert [t["symbol"] for t in batch.context["trades"]] == ["MSFT", "AMD"]
+    assert batch.context["suppressed_before"] == 0
 
 
 def test_critical_is_never_dropped_by_the_limits() -> None:

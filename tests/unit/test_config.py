@@ -132,6 +132,22 @@ def test_original_environment_names_override(cfg: Path) -> None:
     assert t.nats.url == "nats://10.0.0.1:4222"
 
 
+def test_smtp_host_keeps_the_mailbox_and_smtp_security_sets_the_mode(cfg: Path) -> None:
+    """With SMTP down, the mailbox is the copy that is kept: setting SMTP_HOST must not
+    remove it."""
+    env = {"SMTP_HOST": "smtp.example.com"}
+    s = load_settings(cfg, env=env).settings.trading.alerts
+    assert s.channels == ("mailbox", "smtp")
+    assert s.smtp.security is None and s.smtp.effective_security == "opportunistic"
+    with_user = load_settings(cfg, env={**env, "SMTP_USERNAME": "bot"}).settings
+    assert with_user.trading.alerts.smtp.effective_security == "starttls"  # never in clear
+    for mode in ("none", "starttls", "tls"):
+        s = load_settings(cfg, env={**env, "SMTP_USERNAME": "bot", "SMTP_SECURITY": mode})
+        assert s.settings.trading.alerts.smtp.effective_security == mode
+    with pytest.raises(ConfigError, match="SMTP_SECURITY"):
+        load_settings(cfg, env={**env, "SMTP_SECURITY": "ssl"})
+
+
 def test_bad_environment_value_names_the_variable(cfg: Path) -> None:
     with pytest.raises(ConfigError, match="environment variable TRADING_SESSION_MODE"):
         load_settings(cfg, env={"TRADING_SESSION_MODE": "yolo"})
