@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 from collections import OrderedDict
@@ -529,7 +530,10 @@ class Services:
         # Only brokers with a stream of their own get here (not the simulated one); the
         # Alpaca adapter's `trade_updates(since, ledger)` first lists what changed since
         # then and compares it with what the log holds.
-        updates = self.broker.trade_updates(since=since, ledger=ledger)  # type: ignore[call-arg]
+        options: dict[str, Any] = {"since": since}
+        if "ledger" in inspect.signature(self.broker.trade_updates).parameters:
+            options["ledger"] = ledger  # (a port without it still gets the cursor)
+        updates = self.broker.trade_updates(**options)
         async for update in updates:
             events = [e for e in self.service.translate(update, "broker")
                       if e.event_id not in recorded]

@@ -25,6 +25,7 @@ from domain.events import (
     OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
+    OrderRejected,
     OrderSubmitted,
     ReconciliationDiscrepancyFound,
 )
@@ -298,3 +299,35 @@ async def test_a_stop_loss_filling_while_the_stream_is_down_is_recorded_by_the_r
     assert [(c.leg, c.reason) for c in of(events, OrderCanceled)] == [  # type: ignore[attr-defined]
         ("take_profit", "canceled")]
     assert positions(events) == {}
+
+
+async def test_a_rejection_reported_by_the_stream_is_recorded_once_across_restarts(
+    fake_alpaca: FakeAlpaca, nats_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path)
+    # A short duplicate window: the server would not hide an event recorded twice.
+    async with fresh_log(nats_url, duplicate_window=0.2) as log:
+        services = await start_services(log, settings, alpaca(fake_alpaca), reconcile=True)
+        try:
+            await fake_alpaca.wait_for_listen_count(1)
+            order = approval("venue-no", "AAPL")
+            await log.publish(order)
+            await submitted(log, 1)
+            await fake_alpaca.reject(fake_alpaca.order(order.client_order_id).id,
+                                     "venue rejected: price band")
+            await wait_for(log, lambda evs: bool(of(evs, OrderRejected)))
+        finally:
+            await services.stop()
+        await asyncio.sleep(0.3)  # past the duplicate window
+
+        services = await start_services(log, settings, alpaca(fake_alpaca), reconcile=True)
+        try:
+            await fake_alpaca.wait_for_listen_count(2)
+            await asyncio.sleep(0.5)  # the backfill (which lists the rejected order) is in
+            events = [s.event async for s in log.read()]
+        finally:
+            await services.stop()
+
+    rejected = of(events, OrderRejected)
+    assert len(rejected) == 1
+    assert "venue rejected: price band" in rejected[0].message  # type: ignore[attr-defined]
