@@ -32,7 +32,12 @@ Stop risk is measured from the worst fill (the limit) to the stop. An open posit
 risk is |qty| x |average entry - stop| of the approval that opened it; today's P&L is taken
 no better than today's realized P&L, so an unrealized gain never pays for a new stop.
 
-Account figures come from a starting cash (constructor) and the fills:
+Account figures come from the broker: the latest `AccountSnapshotted` (published by the
+broker effect at the session start, after every fill and every minute, by the simulated
+broker too) gives cash and equity; buying power is its buying power less the notional of
+pending entries the broker had not been sent when it was taken (one it had is already
+reserved in the broker's figure). Until a first snapshot, the figures follow a starting cash
+(constructor) and the fills:
     cash          starting cash - buys x price + sells x price - fees
     equity        cash + sum(qty x last fill price)   (we do not consume bars: hot path)
     buying power  equity - sum(|qty| x last fill price) - pending orders' notional
@@ -68,6 +73,7 @@ from typing import TYPE_CHECKING, ClassVar
 from uuid import UUID, uuid5
 
 from domain.events import (
+    AccountSnapshotted,
     DailyLossWarningIssued,
     DailyPnLChanged,
     EmergencyStopTriggered,
@@ -78,6 +84,7 @@ from domain.events import (
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderSubmitted,
     SignalGenerated,
     TradingResumed,
 )
@@ -120,6 +127,8 @@ class _Pending:
     remaining: Decimal
     entry: Decimal
     stop: Decimal | None
+    at_broker: bool = False  # OrderSubmitted seen: the broker reserves its buying power
+    in_snapshot: bool = False  # at the broker when the latest account snapshot was taken
 
     @property
     def signed(self) -> Decimal:
@@ -139,9 +148,13 @@ class Account:
     gross_value: Decimal
     pending_notional: Decimal
     pending_stop_risk: Decimal
+    broker_buying_power: Decimal | None = None  # the latest AccountSnapshotted's
+    unreserved_notional: Decimal = ZERO  # pending entries the broker had not been sent then
 
     @property
     def buying_power(self) -> Decimal:
+        if self.broker_buying_power is not None:
+            return self.broker_buying_power - self.unreserved_notional
         return self.equity - self.gross_value - self.pending_notional
 
 
@@ -149,12 +162,12 @@ class RiskGuard(Handler):
     name: ClassVar[str] = "risk_guard"
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.signal.generated", "catalyst.pnl.daily_changed", "catalyst.order.>",
-        "catalyst.risk.>",
+        "catalyst.risk.>", "catalyst.broker.account_snapshotted",
     )
     accepts: ClassVar[frozenset[str] | None] = frozenset({
         "SignalGenerated", "DailyPnLChanged", "OrderApproved", "OrderFilled",
         "OrderPartiallyFilled", "OrderCanceled", "OrderRejected", "DailyLossWarningIssued",
-        "EmergencyStopTriggered", "TradingResumed",
+        "EmergencyStopTriggered", "TradingResumed", "OrderSubmitted", "AccountSnapshotted",
     })
 
     def __init__(self, starting_cash: Decimal = Decimal("100000")) -> None:
@@ -173,6 +186,7 @@ class RiskGuard(Handler):
         self._fill_keys: set[tuple[str, str]] = set()
         self._stops: dict[str, Decimal] = {}  # symbol -> stop of the entry that opened it
         self._realized: dict[date, Decimal] = {}  # net of fees, per session date
+        self._snapshot: AccountSnapshotted | None = None  # the broker's latest figures
 
     # --- state -----------------------------------------------------------------------------
 
@@ -184,6 +198,14 @@ class RiskGuard(Handler):
                 event.symbol, event.side, event.qty, event.limit_price or event.entry,
                 event.stop_loss,
             )
+        elif isinstance(event, OrderSubmitted):
+            pending = self._pending.get(event.client_order_id)
+            if pending is not None:
+                pending.at_broker = True
+        elif isinstance(event, AccountSnapshotted):
+            self._snapshot = event
+            for p in self._pending.values():
+                p.in_snapshot = p.at_broker
         elif isinstance(event, OrderCanceled | OrderRejected):
             # a canceled bracket leg (an exit) leaves the entry order as it was
             if getattr(event, "leg", None) is None:
@@ -236,10 +258,17 @@ class RiskGuard(Handler):
                 mv = pos.qty * self._last_price[symbol]
                 value += mv
                 gross += abs(mv)
-        notional = risk = ZERO
+        notional = risk = unreserved = ZERO
         for p in self._pending.values():
             notional += p.remaining * p.entry
             risk += p.stop_risk
+            if not p.in_snapshot:
+                unreserved += p.remaining * p.entry
+        snap = self._snapshot
+        if snap is not None:
+            return Account(snap.cash, snap.equity, gross, notional, risk,
+                           broker_buying_power=snap.buying_power,
+                           unreserved_notional=unreserved)
         return Account(self._cash, self._cash + value, gross, notional, risk)
 
     def open_stop_risk(self) -> Decimal:
