@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar
-from zoneinfo import ZoneInfo
 
+from domain.calendar import session_date
 from domain.events import (
     BarReceived,
     EmergencyStopTriggered,
@@ -47,7 +47,6 @@ from handlers.base import Handler
 if TYPE_CHECKING:
     from config.settings import Settings
 
-NEW_YORK = ZoneInfo("America/New_York")
 _ZERO = Decimal(0)
 _UNKNOWN = object()  # `Executor._oldest_open` not computed since the state last changed
 
@@ -121,8 +120,8 @@ class ExecutorState:
     realized: dict[date, Decimal] = field(default_factory=dict)
 
 
-def session_date_of(ts: datetime) -> date:
-    return ts.astimezone(NEW_YORK).date()
+# The one session-date function (domain.calendar).
+session_date_of = session_date
 
 
 class Executor(Handler):
