@@ -72,6 +72,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, ClassVar
 from uuid import UUID, uuid5
 
+from domain.book import PositionBook
 from domain.events import (
     AccountSnapshotted,
     DailyLossWarningIssued,
@@ -88,7 +89,7 @@ from domain.events import (
     SignalGenerated,
     TradingResumed,
 )
-from domain.pnl import ZERO, Position, SessionDateCache, apply_fill, reward_risk, signed_qty
+from domain.pnl import ZERO, SessionDateCache, reward_risk, signed_qty
 from domain.values import Side, derive_id
 from handlers.base import Handler
 
@@ -174,8 +175,9 @@ class RiskGuard(Handler):
         super().__init__()
         self._dates = SessionDateCache()
         self._cash = Decimal(starting_cash)
-        self._positions: dict[str, Position] = {}
-        self._last_price: dict[str, Decimal] = {}
+        # Positions, last prices and realized P&L per session date: the shared book (fills
+        # only, deduplicated by fill id; marks are fill prices: the guard takes no bars).
+        self._book = PositionBook()
         # client_order_id -> still-unfilled entry order
         self._pending: dict[str, _Pending] = {}
         self._pnl: dict[date, Decimal] = {}  # latest DailyPnLChanged total per date
@@ -183,9 +185,7 @@ class RiskGuard(Handler):
         self._stopped: set[date] = set()
         self._halt_date: date | None = None  # latest halting stop's date
         self._halt_manual = False  # a halt that only TradingResumed lifts
-        self._fill_keys: set[tuple[str, str]] = set()
         self._stops: dict[str, Decimal] = {}  # symbol -> stop of the entry that opened it
-        self._realized: dict[date, Decimal] = {}  # net of fees, per session date
         self._snapshot: AccountSnapshotted | None = None  # the broker's latest figures
 
     # --- state -----------------------------------------------------------------------------
@@ -226,19 +226,11 @@ class RiskGuard(Handler):
             self._halt_manual = False
 
     def _on_fill(self, event: OrderFilled | OrderPartiallyFilled) -> None:
-        if event.fill_id:
-            key = (event.order_id, event.fill_id)
-            if key in self._fill_keys:
-                return
-            self._fill_keys.add(key)
-        pos = self._positions.get(event.symbol, Position())
-        result = apply_fill(pos, event.side, event.qty, event.price, event.fee)
-        self._positions[event.symbol] = result.position
+        result = self._book.apply(event)
+        if result is None:
+            return  # the same fill again
         if result.position.is_flat:
             self._stops.pop(event.symbol, None)
-        day = self._dates.date_of(event.occurred_at)
-        self._realized[day] = self._realized.get(day, ZERO) + result.realized - event.fee
-        self._last_price[event.symbol] = event.price
         self._cash -= signed_qty(event.side, event.qty) * event.price + event.fee
         if event.leg is None:  # an entry order's own fill, not a bracket exit
             pending = self._pending.get(event.client_order_id)
@@ -253,9 +245,10 @@ class RiskGuard(Handler):
 
     def account(self) -> Account:
         value = gross = ZERO
-        for symbol, pos in self._positions.items():
+        book = self._book
+        for symbol, pos in book.open_positions().items():
             if pos.qty:
-                mv = pos.qty * self._last_price[symbol]
+                mv = pos.qty * (book.last_price(symbol) or ZERO)
                 value += mv
                 gross += abs(mv)
         notional = risk = unreserved = ZERO
@@ -272,11 +265,12 @@ class RiskGuard(Handler):
         return Account(self._cash, self._cash + value, gross, notional, risk)
 
     def open_stop_risk(self) -> Decimal:
-        """What open positions lose from their average entry to their stops."""
+        """What open positions lose from their average entry to their stops (on today's
+        basis: a position carried from an earlier date from where it entered today)."""
         risk = ZERO
         for symbol, stop in self._stops.items():
-            pos = self._positions.get(symbol)
-            if pos is not None and pos.qty:
+            pos = self._book.day_position(symbol)
+            if pos.qty:
                 avg = pos.avg_price
                 assert avg is not None
                 risk += max(ZERO, (avg - stop) * pos.qty)  # qty signed: shorts mirror
@@ -284,7 +278,7 @@ class RiskGuard(Handler):
 
     def open_symbols(self) -> set[str]:
         """Symbols with a position or a pending entry order."""
-        held = {s for s, p in self._positions.items() if p.qty}
+        held = set(self._book.open_positions())
         return held | {p.symbol for p in self._pending.values() if p.remaining > 0}
 
     def pnl_on(self, day: date) -> Decimal:
@@ -354,7 +348,7 @@ class RiskGuard(Handler):
             return deny("invalid_signal", f"{sig.side} signal needs entry > 0 and the stop "
                         f"on the losing side of the entry")
 
-        held = self._positions.get(sig.symbol, Position()).qty
+        held = self._book.position(sig.symbol).qty
         pending_here = [p for p in self._pending.values()
                         if p.symbol == sig.symbol and p.remaining > 0]
         if held or pending_here:
@@ -373,7 +367,7 @@ class RiskGuard(Handler):
                                                rounding=ROUND_CEILING)
         # What the symbol already holds or has pending counts against its cap (zero today:
         # position_or_order_open denies before; kept so the cap stays right if it goes).
-        committed = abs(held) * self._last_price.get(sig.symbol, entry) + sum(
+        committed = abs(held) * (self._book.last_price(sig.symbol) or entry) + sum(
             (p.remaining * p.entry for p in pending_here), ZERO)
         room = max_size - committed
         qty_size = (room / size_price).to_integral_value(rounding=ROUND_FLOOR) \
@@ -420,7 +414,7 @@ class RiskGuard(Handler):
 
         stop_risk = qty * abs(limit_price - stop)
         open_risk = self.open_stop_risk()
-        realized = self._realized.get(day, ZERO)
+        realized = self._book.realized(day)
         # Every stop hit from here: open positions close at their stops (what they realize
         # then is today's realized less their stop risk), unless today's P&L is already lower
         # (a position through its stop); pending entries and this one fill at their limits.
