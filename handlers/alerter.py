@@ -48,7 +48,8 @@ from domain.events import (
     SignalGenerated,
     TradingResumed,
 )
-from domain.values import Severity, Side, derive_id, to_cents
+from domain.pnl import Position, apply_fill
+from domain.values import Severity, derive_id, to_cents
 from handlers.base import Handler
 
 if TYPE_CHECKING:
@@ -105,9 +106,8 @@ class _Entry:
 class _Position:
     """Per-symbol round trip: open -> flat, for the day's largest win/loss."""
 
-    qty: Decimal = Decimal(0)  # signed: + long, - short
-    avg_price: Decimal = Decimal(0)
-    realized: Decimal = Decimal(0)
+    book: Position = field(default_factory=Position)  # the shared P&L maths (domain.pnl)
+    realized: Decimal = Decimal(0)  # this round trip's, net of fees
 
 
 @dataclass
@@ -162,6 +162,7 @@ class Alerter(Handler):
         self.pending_trades: list[dict[str, Any]] = []
         self.stop_trigger: EmergencyStopTriggered | None = None
         self.day = _Day()
+        self._fill_keys: OrderedDict[tuple[str, str], None] = OrderedDict()  # fills seen
 
     # --- evolve ---------------------------------------------------------------------------
 
@@ -262,23 +263,21 @@ class Alerter(Handler):
         self.pending_trades.append(trade)
 
     def _track_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
-        """Round-trip P&L per symbol (average cost), for the summary's largest win/loss."""
-        pos = self.day.positions.setdefault(fill.symbol, _Position())
-        signed = fill.qty if fill.side == Side.BUY else -fill.qty
-        pos.realized -= fill.fee
-        if pos.qty == 0 or (pos.qty > 0) == (signed > 0):
-            total = abs(pos.qty) + fill.qty
-            pos.avg_price = (pos.avg_price * abs(pos.qty) + fill.price * fill.qty) / total
-            pos.qty += signed
+        """Round-trip P&L per symbol (average cost, domain.pnl), for the summary's largest
+        win/loss. A fill already seen (same order and fill id) counts once."""
+        key = (fill.order_id, fill.fill_id)
+        if fill.fill_id and key in self._fill_keys:
             return
-        closing = min(fill.qty, abs(pos.qty))
-        direction = 1 if pos.qty > 0 else -1
-        pos.realized += (fill.price - pos.avg_price) * closing * direction
-        pos.qty += signed
-        if pos.qty == 0 or (pos.qty > 0) != (direction > 0):
+        self._fill_keys[key] = None
+        if len(self._fill_keys) > 10_000:
+            self._fill_keys.popitem(last=False)
+        pos = self.day.positions.setdefault(fill.symbol, _Position())
+        result = apply_fill(pos.book, fill.side, fill.qty, fill.price, fill.fee)
+        pos.book = result.position
+        pos.realized += result.realized - fill.fee
+        if result.closed_qty and (result.position.is_flat or result.opened):
             self.day.round_trips.append(to_cents(pos.realized))
             pos.realized = Decimal(0)
-            pos.avg_price = fill.price if pos.qty != 0 else Decimal(0)
 
     def _track_pnl(self, event: DailyPnLChanged) -> None:
         if self.day.session_date is not None and event.session_date != self.day.session_date:
