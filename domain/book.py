@@ -75,6 +75,10 @@ class PositionBook:
 
     # --- input ---------------------------------------------------------------------------
 
+    def seen(self, fill: Fill) -> bool:
+        """True when this fill (order id, fill id) was applied before."""
+        return bool(fill.fill_id) and (fill.order_id, fill.fill_id) in self._fill_keys
+
     def apply(self, fill: Fill) -> FillResult | None:
         """Apply a fill; None when it was applied before. The result is on the day basis."""
         if fill.fill_id:
@@ -107,6 +111,11 @@ class PositionBook:
         if at is not None:
             self._on(at)
         entry.mark = price
+
+    def roll_to(self, at: datetime) -> date:
+        """Start the session date of `at` if it is a later one (owners that see every bar
+        roll on the first bar of a date); returns the book's current date."""
+        return self._on(at)
 
     def _on(self, at: datetime) -> date:
         d = self._dates.date_of(at)
@@ -151,6 +160,10 @@ class PositionBook:
         """The position on the current date's basis (carried ones from the last mark)."""
         e = self._entries.get(symbol)
         return e.day if e is not None else Position()
+
+    def day_positions(self) -> dict[str, Position]:
+        """Every symbol held or traded on the current date, on the date's basis."""
+        return {s: e.day for s, e in self._entries.items()}
 
     def open_positions(self) -> dict[str, Position]:
         return {s: e.position for s, e in self._entries.items() if not e.position.is_flat}
