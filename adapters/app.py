@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,15 +27,18 @@ from adapters.simulation import MarketTape, SimulatedClock, XnysCalendar
 from config.settings import Settings
 from domain.calendar import NEW_YORK
 from domain.events import (
+    AccountSnapshotted,
     AlertFailed,
     AlertRaised,
     AlertSent,
     AlertSuppressed,
     BarReceived,
+    ClockTicked,
     DailyPnLChanged,
     EmergencyStopTriggered,
     Event,
     OrderFilled,
+    OrderPartiallyFilled,
     SessionEnded,
     SessionStarted,
     SessionStartRejected,
@@ -49,6 +54,7 @@ from handlers.strategy import Strategy
 from projections.daily_pnl import DailyPnLProjection
 from projections.positions import PositionsProjection
 
+log = logging.getLogger("catalyst.app")
 BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "bundled"
 
 
@@ -72,12 +78,21 @@ def build_handlers(settings: Settings, broker_name: str, scanner: bool = True) -
 
 
 class BrokerEffect:
-    """Runs the executor's broker commands and turns broker updates into events."""
+    """Runs the executor's broker commands and turns broker updates into events.
+
+    It also reports the broker's account (`AccountSnapshotted`) at the session start, after
+    every fill and every minute (ClockTicked), so the risk guard sizes against the real
+    account. The simulated broker's is read from its engine at the cause's simulated time
+    (deterministic); a live broker's with one REST read, and a failed read is skipped: the
+    next minute's replaces it.
+    """
 
     name = "broker"
     subjects = ("catalyst.order.approved", "catalyst.order.submitted",
                 "catalyst.position.close_requested", "catalyst.session.flatten_requested",
                 "catalyst.risk.emergency_stop_triggered", "catalyst.session.ended",
+                "catalyst.session.started", "catalyst.session.clock_ticked",
+                "catalyst.order.filled", "catalyst.order.partially_filled",
                 "catalyst.md.bar.>")
 
     def __init__(self, executor: Executor, service: ExecutionService,
@@ -110,6 +125,8 @@ class BrokerEffect:
             if self.service.emergency_pending:
                 out += await self.service.check_pending()
             return out
+        if isinstance(event, _SNAPSHOT_CAUSES):
+            return await self.account_snapshot(event)
         self.service.observe(event)  # (order references: nothing to take from a bar)
         out: list[Event] = []
         if isinstance(event, SessionEnded):
@@ -122,6 +139,30 @@ class BrokerEffect:
             out += self._drain(event.correlation_id)
         return out
 
+
+    async def account_snapshot(self, cause: Event | None = None, now: datetime | None = None
+                               ) -> list[Event]:
+        """The broker's account now, as an event caused by `cause` (id derived from it), or
+        without a cause at `now` (a process start: id from the broker and the time)."""
+        if self.sim is not None:
+            acct = self.sim.engine.account()
+            broker = self.sim.name
+        else:
+            broker = getattr(self.service.broker, "name", "broker")
+            try:
+                acct = await self.service.broker.get_account()
+            except Exception as e:  # noqa: BLE001 - a snapshot is refreshed every minute
+                log.warning("account snapshot (%s) failed: %s",
+                            cause.type if cause else "start", e)
+                return []
+        figures = {"broker": broker, "cash": acct.cash, "equity": acct.equity,
+                   "buying_power": acct.buying_power}
+        if cause is not None:
+            return [AccountSnapshotted.caused_by(cause, 0, "broker:account", **figures)]
+        assert now is not None
+        return [AccountSnapshotted(
+            event_id=uuid5(NAMESPACE_URL, f"catalyst:account:{broker}:{now.isoformat()}"),
+            type="AccountSnapshotted", occurred_at=now, correlation_id="broker", **figures)]
 
     def _market_closed(self, event: SessionEnded, settings: Settings) -> list[Event]:
         """The simulated market closes as Alpaca's does: day orders expire. A flatten that
@@ -140,6 +181,9 @@ class BrokerEffect:
                 if last is not None and last >= due - timedelta(minutes=1):
                     engine.close_position(p.symbol, event.occurred_at, immediate_price=True)
         return self._drain(event.correlation_id)
+
+
+_SNAPSHOT_CAUSES = (SessionStarted, ClockTicked, OrderFilled, OrderPartiallyFilled)
 
 
 class AlertEffect:

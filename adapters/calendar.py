@@ -11,15 +11,14 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 import pandas as pd
 
+from domain.calendar import NEW_YORK, session_date
 from domain.errors import CatalystError
 from domain.values import ensure_utc
 
-NEW_YORK = ZoneInfo("America/New_York")
 EXCHANGE = "XNYS"
 
 
@@ -71,9 +70,7 @@ def _check_bounds(d: date) -> None:
         )
 
 
-def session_date(ts: datetime) -> date:
-    """The New York calendar date of an instant (the trading-day key for P&L)."""
-    return ensure_utc(ts).astimezone(NEW_YORK).date()
+__all__ = ["NEW_YORK", "session_date"]  # re-exported: the one definition is in domain
 
 
 def ny_midnight(d: date) -> datetime:

@@ -206,6 +206,11 @@ class Services:
             # Adopt the broker's positions only once its missed updates are in the log, or a
             # fill made while we were down would be counted twice.
             await self.log.publish_many(await self.reconciliation(adopt=caught_up))
+        # The broker's account at start, so the risk guard sizes against it from the first
+        # signal (then after every fill and every minute: BrokerEffect).
+        async with self.broker_lock:
+            start_snapshot = await broker_effect.account_snapshot(now=self.clock())
+        await self.log.publish_many(start_snapshot)
         if self.market_data is not None:
             self._spawn("market_data", self._pump_market_data)
         if self.schedule:

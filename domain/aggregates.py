@@ -16,14 +16,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from uuid import NAMESPACE_URL, UUID, uuid5
-from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import Aggregate
 
+from domain.calendar import NEW_YORK  # noqa: F401 - kept importable from here
+from domain.calendar import session_date as _session_date
 from domain.errors import CatalystError
 from domain.values import Side, ensure_utc
 
-NEW_YORK = ZoneInfo("America/New_York")
 _ID_NAMESPACE = uuid5(NAMESPACE_URL, "catalyst:aggregates")
 
 
@@ -43,9 +43,8 @@ class InvalidOrderFill(CatalystError, ValueError):
     """A fill that cannot belong to the order (non-positive, or more than was ordered)."""
 
 
-def session_date_of(instant: datetime) -> date:
-    """The New York session date an instant belongs to (never the server's local date)."""
-    return ensure_utc(instant).astimezone(NEW_YORK).date()
+# The New York session date an instant belongs to: the one function in domain.calendar.
+session_date_of = _session_date
 
 
 def _positive(name: str, value: Decimal) -> Decimal:

@@ -7,6 +7,10 @@ from datetime import date, datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from domain.values import ensure_utc
+
+# The one definition of the trading day's zone and of the session date (issue 14): every
+# other module imports these rather than building its own.
 NEW_YORK = ZoneInfo("America/New_York")
 
 
@@ -25,5 +29,6 @@ class MarketCalendar(Protocol):
 
 
 def session_date(at: datetime) -> date:
-    """The trading day of an instant is its New York calendar date, never the server's."""
-    return at.astimezone(NEW_YORK).date()
+    """The trading day of an instant is its New York calendar date, never the server's
+    (a naive time is refused: it would be read in the server's zone)."""
+    return ensure_utc(at).astimezone(NEW_YORK).date()

@@ -372,6 +372,17 @@ class PositionClosed(Event):
     broker_order_id: str = ""
 
 
+@event("catalyst.broker.account_snapshotted")
+class AccountSnapshotted(Event):
+    """The broker's account as it reports it: at the session start, after every fill and
+    every minute. The risk guard's buying power and equity come from the latest one."""
+
+    broker: str
+    cash: Money
+    equity: Money
+    buying_power: Money
+
+
 @event("catalyst.broker.reconciliation_discrepancy_found")
 class ReconciliationDiscrepancyFound(Event):
     kind: str  # "position" / "order"

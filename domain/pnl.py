@@ -21,11 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from zoneinfo import ZoneInfo
 
+from domain.calendar import NEW_YORK, session_date
 from domain.values import Side
 
-NEW_YORK = ZoneInfo("America/New_York")
 ZERO = Decimal(0)
 # The cost a partial close removes is rounded to this quantum (far below a cent) so sums of
 # costs stay exact within Decimal's 28 significant digits.
@@ -144,9 +143,8 @@ def reward_risk(side: Side, entry: Decimal, stop: Decimal, target: Decimal) -> D
 # --- session dates ---------------------------------------------------------------------------
 
 
-def ny_session_date(ts: datetime) -> date:
-    """The New York calendar date of a UTC time (the trading day it belongs to)."""
-    return ts.astimezone(NEW_YORK).date()
+# The one session-date function (domain.calendar), under the name this module's users know.
+ny_session_date = session_date
 
 
 def ny_day_bounds(day: date) -> tuple[datetime, datetime]:

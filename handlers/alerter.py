@@ -56,7 +56,8 @@ from domain.events import (
     SignalGenerated,
     TradingResumed,
 )
-from domain.values import Severity, Side, derive_id, to_cents
+from domain.pnl import Position, apply_fill
+from domain.values import Severity, derive_id, to_cents
 from handlers.base import Handler
 
 if TYPE_CHECKING:
@@ -123,9 +124,8 @@ class _Entry:
 class _Position:
     """Per-symbol round trip: open -> flat, for the day's largest win/loss."""
 
-    qty: Decimal = Decimal(0)  # signed: + long, - short
-    avg_price: Decimal = Decimal(0)
-    realized: Decimal = Decimal(0)
+    book: Position = field(default_factory=Position)  # the shared P&L maths (domain.pnl)
+    realized: Decimal = Decimal(0)  # this round trip's, net of fees
     peak: Decimal = Decimal(0)  # the largest size held in this round trip
     entry_price: Decimal = Decimal(0)  # average entry of the round trip
 
@@ -193,6 +193,7 @@ class Alerter(Handler):
         self.pending_trades: list[dict[str, Any]] = []
         self.stop_trigger: EmergencyStopTriggered | None = None
         self.day = _Day()
+        self._fill_keys: OrderedDict[tuple[str, str], None] = OrderedDict()  # fills seen
 
     # --- evolve ---------------------------------------------------------------------------
 
@@ -312,30 +313,30 @@ class Alerter(Handler):
         self.pending_trades.append(trade)
 
     def _track_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
-        """Round-trip P&L per symbol (average cost), for the summary's largest win/loss and
-        the trade-closed alerts."""
-        pos = self.day.positions.setdefault(fill.symbol, _Position())
-        signed = fill.qty if fill.side == Side.BUY else -fill.qty
-        pos.realized -= fill.fee
-        if pos.qty == 0 or (pos.qty > 0) == (signed > 0):
-            total = abs(pos.qty) + fill.qty
-            pos.avg_price = (pos.avg_price * abs(pos.qty) + fill.price * fill.qty) / total
-            pos.qty += signed
-            pos.peak = max(pos.peak, abs(pos.qty))
-            pos.entry_price = pos.avg_price
+        """Round-trip P&L per symbol (average cost, domain.pnl), for the summary's largest
+        win/loss and the trade-closed alerts. A fill already seen (same order and fill id)
+        counts once."""
+        key = (fill.order_id, fill.fill_id)
+        if fill.fill_id and key in self._fill_keys:
             return
-        closing = min(fill.qty, abs(pos.qty))
-        direction = 1 if pos.qty > 0 else -1
-        pos.realized += (fill.price - pos.avg_price) * closing * direction
-        pos.qty += signed
-        if pos.qty == 0 or (pos.qty > 0) != (direction > 0):
+        self._fill_keys[key] = None
+        if len(self._fill_keys) > 10_000:
+            self._fill_keys.popitem(last=False)
+        pos = self.day.positions.setdefault(fill.symbol, _Position())
+        direction = "long" if pos.book.qty > 0 else "short"
+        result = apply_fill(pos.book, fill.side, fill.qty, fill.price, fill.fee)
+        pos.book = result.position
+        pos.realized += result.realized - fill.fee
+        if result.closed_qty and (result.position.is_flat or result.opened):
             pnl = to_cents(pos.realized)
             self.day.round_trips.append(pnl)
-            self._closed(fill, pos, pnl, "long" if direction > 0 else "short")
+            self._closed(fill, pos, pnl, direction)
             pos.realized = Decimal(0)
-            pos.avg_price = fill.price if pos.qty != 0 else Decimal(0)
-            pos.peak = abs(pos.qty)
-            pos.entry_price = pos.avg_price
+            pos.peak = abs(pos.book.qty)
+            pos.entry_price = pos.book.avg_price or Decimal(0)
+        elif not result.closed_qty:
+            pos.peak = max(pos.peak, abs(pos.book.qty))
+            pos.entry_price = pos.book.avg_price or Decimal(0)
 
     def _closed(self, fill: OrderFilled | OrderPartiallyFilled, pos: _Position, pnl: Decimal,
                 direction: str) -> None:

@@ -17,9 +17,11 @@ Two kinds of output:
   means the `PositionCloseRequested` this handler emits gets its `ClosePosition` when it comes
   back through the log, so a crash between publishing it and acting on it loses nothing.
 
-State (rebuilt from the log): open positions from fills (signed qty, average entry, when
-opened) and the realized P&L per New York session date (net of fees), which the emergency
-command carries so the completion event can report the realized P&L after the stop.
+State (rebuilt from the log): the position book (domain.book: fills, deduplicated by fill
+id; marks from the bars of held symbols; realized P&L per New York session date net of fees,
+on the same basis as the daily P&L projection), and per open position when it opened and
+whether its close was requested. The emergency command carries the date's realized P&L in
+cents, so the completion event starts from the figure the DailyPnLChanged showed.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar
-from zoneinfo import ZoneInfo
 
+from domain.book import PositionBook
+from domain.calendar import session_date
 from domain.events import (
     BarReceived,
     EmergencyStopTriggered,
@@ -41,13 +44,12 @@ from domain.events import (
     PositionCloseRequested,
     ScanRequested,
 )
-from domain.values import Side
+from domain.values import Side, to_cents
 from handlers.base import Handler
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
-NEW_YORK = ZoneInfo("America/New_York")
 _ZERO = Decimal(0)
 _UNKNOWN = object()  # `Executor._oldest_open` not computed since the state last changed
 
@@ -118,11 +120,11 @@ class HeldPosition:
 @dataclass(slots=True)
 class ExecutorState:
     positions: dict[str, HeldPosition] = field(default_factory=dict)
-    realized: dict[date, Decimal] = field(default_factory=dict)
+    book: PositionBook = field(default_factory=PositionBook)
 
 
-def session_date_of(ts: datetime) -> date:
-    return ts.astimezone(NEW_YORK).date()
+# The one session-date function (domain.calendar).
+session_date_of = session_date
 
 
 class Executor(Handler):
@@ -154,7 +156,9 @@ class Executor(Handler):
     # --- state -------------------------------------------------------------------------------
 
     def evolve(self, event: Event) -> None:
-        if isinstance(event, BarReceived):  # most events; they move no state here
+        if isinstance(event, BarReceived):  # most events: only a held symbol's bar marks it
+            if event.symbol in self.state.positions and event.bar.timeframe == "1Min":
+                self.state.book.mark(event.symbol, event.bar.close, event.occurred_at)
             return
         self._oldest_open = _UNKNOWN
         if isinstance(event, OrderFilled | OrderPartiallyFilled):
@@ -168,32 +172,23 @@ class Executor(Handler):
                 pos.close_requested = True
 
     def _on_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
-        signed = fill.qty if fill.side is Side.BUY else -fill.qty
-        day = session_date_of(fill.occurred_at)
-        realized = self.state.realized.get(day, _ZERO) - fill.fee
-        pos = self.state.positions.get(fill.symbol)
-        if pos is None:
-            self.state.positions[fill.symbol] = HeldPosition(
-                signed, fill.price, fill.occurred_at
-            )
-        elif (pos.qty > 0) == (signed > 0):
-            total = pos.qty + signed
-            pos.avg_entry_price = (pos.qty * pos.avg_entry_price + signed * fill.price) / total
-            pos.qty = total
+        book = self.state.book
+        if book.apply(fill) is None:
+            return  # the same fill again (another translation of it)
+        symbol = fill.symbol
+        pos = book.position(symbol)
+        opened_at = book.opened_at(symbol)
+        if pos.is_flat or opened_at is None:
+            self.state.positions.pop(symbol, None)
+            return
+        held = self.state.positions.get(symbol)
+        avg = pos.avg_price
+        assert avg is not None
+        if held is None or held.opened_at != opened_at:
+            # new, or flipped through flat: a new position, with a new hold clock
+            self.state.positions[symbol] = HeldPosition(pos.qty, avg, opened_at)
         else:
-            closed = min(abs(signed), abs(pos.qty))
-            direction = 1 if pos.qty > 0 else -1
-            realized += (fill.price - pos.avg_entry_price) * closed * direction
-            remaining = pos.qty + signed
-            if remaining == 0:
-                del self.state.positions[fill.symbol]
-            elif (remaining > 0) == (pos.qty > 0):
-                pos.qty = remaining
-            else:  # flipped through flat: a new position, with a new hold clock
-                self.state.positions[fill.symbol] = HeldPosition(
-                    remaining, fill.price, fill.occurred_at
-                )
-        self.state.realized[day] = realized
+            held.qty, held.avg_entry_price = pos.qty, avg
 
     def ignores(self, type_name: str, occurred_at: datetime, symbol: str | None,
                 settings: Settings) -> bool:
@@ -201,6 +196,8 @@ class Executor(Handler):
         # before the oldest hold clock still running reaches the maximum.
         if type_name != "BarReceived":
             return False
+        if symbol in self.state.positions:
+            return False  # it marks a held symbol in the book
         oldest = self._oldest_open
         if oldest is _UNKNOWN:
             oldest = self._oldest_open = min(
@@ -214,7 +211,8 @@ class Executor(Handler):
         return occurred_at - oldest < self._max_hold[1]  # type: ignore[operator]
 
     def realized_pnl(self, session_date: date) -> Decimal:
-        return self.state.realized.get(session_date, _ZERO)
+        """The date's realized P&L net of fees, in cents: the daily P&L projection's figure."""
+        return to_cents(self.state.book.realized(session_date))
 
     # --- decisions ---------------------------------------------------------------------------
 

@@ -32,7 +32,12 @@ Stop risk is measured from the worst fill (the limit) to the stop. An open posit
 risk is |qty| x |average entry - stop| of the approval that opened it; today's P&L is taken
 no better than today's realized P&L, so an unrealized gain never pays for a new stop.
 
-Account figures come from a starting cash (constructor) and the fills:
+Account figures come from the broker: the latest `AccountSnapshotted` (published by the
+broker effect at the session start, after every fill and every minute, by the simulated
+broker too) gives cash and equity; buying power is its buying power less the notional of
+pending entries the broker had not been sent when it was taken (one it had is already
+reserved in the broker's figure). Until a first snapshot, the figures follow a starting cash
+(constructor) and the fills:
     cash          starting cash - buys x price + sells x price - fees
     equity        cash + sum(qty x last fill price)   (we do not consume bars: hot path)
     buying power  equity - sum(|qty| x last fill price) - pending orders' notional
@@ -67,7 +72,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, ClassVar
 from uuid import UUID, uuid5
 
+from domain.book import PositionBook
 from domain.events import (
+    AccountSnapshotted,
     DailyLossWarningIssued,
     DailyPnLChanged,
     EmergencyStopTriggered,
@@ -78,10 +85,11 @@ from domain.events import (
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
+    OrderSubmitted,
     SignalGenerated,
     TradingResumed,
 )
-from domain.pnl import ZERO, Position, SessionDateCache, apply_fill, reward_risk, signed_qty
+from domain.pnl import ZERO, SessionDateCache, reward_risk, signed_qty
 from domain.values import Side, derive_id
 from handlers.base import Handler
 
@@ -120,6 +128,8 @@ class _Pending:
     remaining: Decimal
     entry: Decimal
     stop: Decimal | None
+    at_broker: bool = False  # OrderSubmitted seen: the broker reserves its buying power
+    in_snapshot: bool = False  # at the broker when the latest account snapshot was taken
 
     @property
     def signed(self) -> Decimal:
@@ -139,9 +149,13 @@ class Account:
     gross_value: Decimal
     pending_notional: Decimal
     pending_stop_risk: Decimal
+    broker_buying_power: Decimal | None = None  # the latest AccountSnapshotted's
+    unreserved_notional: Decimal = ZERO  # pending entries the broker had not been sent then
 
     @property
     def buying_power(self) -> Decimal:
+        if self.broker_buying_power is not None:
+            return self.broker_buying_power - self.unreserved_notional
         return self.equity - self.gross_value - self.pending_notional
 
 
@@ -151,20 +165,21 @@ class RiskGuard(Handler):
         "OrderApproved", "OrderDenied", "DailyLossWarningIssued", "EmergencyStopTriggered"})
     subjects: ClassVar[tuple[str, ...]] = (
         "catalyst.signal.generated", "catalyst.pnl.daily_changed", "catalyst.order.>",
-        "catalyst.risk.>",
+        "catalyst.risk.>", "catalyst.broker.account_snapshotted",
     )
     accepts: ClassVar[frozenset[str] | None] = frozenset({
         "SignalGenerated", "DailyPnLChanged", "OrderApproved", "OrderFilled",
         "OrderPartiallyFilled", "OrderCanceled", "OrderRejected", "DailyLossWarningIssued",
-        "EmergencyStopTriggered", "TradingResumed",
+        "EmergencyStopTriggered", "TradingResumed", "OrderSubmitted", "AccountSnapshotted",
     })
 
     def __init__(self, starting_cash: Decimal = Decimal("100000")) -> None:
         super().__init__()
         self._dates = SessionDateCache()
         self._cash = Decimal(starting_cash)
-        self._positions: dict[str, Position] = {}
-        self._last_price: dict[str, Decimal] = {}
+        # Positions, last prices and realized P&L per session date: the shared book (fills
+        # only, deduplicated by fill id; marks are fill prices: the guard takes no bars).
+        self._book = PositionBook()
         # client_order_id -> still-unfilled entry order
         self._pending: dict[str, _Pending] = {}
         self._pnl: dict[date, Decimal] = {}  # latest DailyPnLChanged total per date
@@ -172,9 +187,8 @@ class RiskGuard(Handler):
         self._stopped: set[date] = set()
         self._halt_date: date | None = None  # latest halting stop's date
         self._halt_manual = False  # a halt that only TradingResumed lifts
-        self._fill_keys: set[tuple[str, str]] = set()
         self._stops: dict[str, Decimal] = {}  # symbol -> stop of the entry that opened it
-        self._realized: dict[date, Decimal] = {}  # net of fees, per session date
+        self._snapshot: AccountSnapshotted | None = None  # the broker's latest figures
 
     # --- state -----------------------------------------------------------------------------
 
@@ -186,6 +200,14 @@ class RiskGuard(Handler):
                 event.symbol, event.side, event.qty, event.limit_price or event.entry,
                 event.stop_loss,
             )
+        elif isinstance(event, OrderSubmitted):
+            pending = self._pending.get(event.client_order_id)
+            if pending is not None:
+                pending.at_broker = True
+        elif isinstance(event, AccountSnapshotted):
+            self._snapshot = event
+            for p in self._pending.values():
+                p.in_snapshot = p.at_broker
         elif isinstance(event, OrderCanceled | OrderRejected):
             # a canceled bracket leg (an exit) leaves the entry order as it was
             if getattr(event, "leg", None) is None:
@@ -206,19 +228,11 @@ class RiskGuard(Handler):
             self._halt_manual = False
 
     def _on_fill(self, event: OrderFilled | OrderPartiallyFilled) -> None:
-        if event.fill_id:
-            key = (event.order_id, event.fill_id)
-            if key in self._fill_keys:
-                return
-            self._fill_keys.add(key)
-        pos = self._positions.get(event.symbol, Position())
-        result = apply_fill(pos, event.side, event.qty, event.price, event.fee)
-        self._positions[event.symbol] = result.position
+        result = self._book.apply(event)
+        if result is None:
+            return  # the same fill again
         if result.position.is_flat:
             self._stops.pop(event.symbol, None)
-        day = self._dates.date_of(event.occurred_at)
-        self._realized[day] = self._realized.get(day, ZERO) + result.realized - event.fee
-        self._last_price[event.symbol] = event.price
         self._cash -= signed_qty(event.side, event.qty) * event.price + event.fee
         if event.leg is None:  # an entry order's own fill, not a bracket exit
             pending = self._pending.get(event.client_order_id)
@@ -233,23 +247,32 @@ class RiskGuard(Handler):
 
     def account(self) -> Account:
         value = gross = ZERO
-        for symbol, pos in self._positions.items():
+        book = self._book
+        for symbol, pos in book.open_positions().items():
             if pos.qty:
-                mv = pos.qty * self._last_price[symbol]
+                mv = pos.qty * (book.last_price(symbol) or ZERO)
                 value += mv
                 gross += abs(mv)
-        notional = risk = ZERO
+        notional = risk = unreserved = ZERO
         for p in self._pending.values():
             notional += p.remaining * p.entry
             risk += p.stop_risk
+            if not p.in_snapshot:
+                unreserved += p.remaining * p.entry
+        snap = self._snapshot
+        if snap is not None:
+            return Account(snap.cash, snap.equity, gross, notional, risk,
+                           broker_buying_power=snap.buying_power,
+                           unreserved_notional=unreserved)
         return Account(self._cash, self._cash + value, gross, notional, risk)
 
     def open_stop_risk(self) -> Decimal:
-        """What open positions lose from their average entry to their stops."""
+        """What open positions lose from their average entry to their stops (on today's
+        basis: a position carried from an earlier date from where it entered today)."""
         risk = ZERO
         for symbol, stop in self._stops.items():
-            pos = self._positions.get(symbol)
-            if pos is not None and pos.qty:
+            pos = self._book.day_position(symbol)
+            if pos.qty:
                 avg = pos.avg_price
                 assert avg is not None
                 risk += max(ZERO, (avg - stop) * pos.qty)  # qty signed: shorts mirror
@@ -257,7 +280,7 @@ class RiskGuard(Handler):
 
     def open_symbols(self) -> set[str]:
         """Symbols with a position or a pending entry order."""
-        held = {s for s, p in self._positions.items() if p.qty}
+        held = set(self._book.open_positions())
         return held | {p.symbol for p in self._pending.values() if p.remaining > 0}
 
     def pnl_on(self, day: date) -> Decimal:
@@ -327,7 +350,7 @@ class RiskGuard(Handler):
             return deny("invalid_signal", f"{sig.side} signal needs entry > 0 and the stop "
                         f"on the losing side of the entry")
 
-        held = self._positions.get(sig.symbol, Position()).qty
+        held = self._book.position(sig.symbol).qty
         pending_here = [p for p in self._pending.values()
                         if p.symbol == sig.symbol and p.remaining > 0]
         if held or pending_here:
@@ -346,7 +369,7 @@ class RiskGuard(Handler):
                                                rounding=ROUND_CEILING)
         # What the symbol already holds or has pending counts against its cap (zero today:
         # position_or_order_open denies before; kept so the cap stays right if it goes).
-        committed = abs(held) * self._last_price.get(sig.symbol, entry) + sum(
+        committed = abs(held) * (self._book.last_price(sig.symbol) or entry) + sum(
             (p.remaining * p.entry for p in pending_here), ZERO)
         room = max_size - committed
         qty_size = (room / size_price).to_integral_value(rounding=ROUND_FLOOR) \
@@ -393,7 +416,7 @@ class RiskGuard(Handler):
 
         stop_risk = qty * abs(limit_price - stop)
         open_risk = self.open_stop_risk()
-        realized = self._realized.get(day, ZERO)
+        realized = self._book.realized(day)
         # Every stop hit from here: open positions close at their stops (what they realize
         # then is today's realized less their stop risk), unless today's P&L is already lower
         # (a position through its stop); pending entries and this one fill at their limits.

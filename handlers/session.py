@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ from domain.events import (
     Event,
     FlattenRequested,
     OrderFilled,
+    OrderPartiallyFilled,
     ScanRequested,
     SessionEnded,
     SessionStarted,
@@ -66,11 +68,12 @@ class SessionHandler(Handler):
     emits: ClassVar[frozenset[str]] = frozenset({
         "SessionStarted", "SessionStartRejected", "ScanRequested", "EntriesStopped",
         "FlattenRequested", "SessionEnded"})
-    subjects = ("catalyst.session.>", "catalyst.order.filled", "catalyst.risk.>")
+    subjects = ("catalyst.session.>", "catalyst.order.filled",
+                "catalyst.order.partially_filled", "catalyst.risk.>")
     accepts = frozenset({
         "SessionStartRequested", "SessionStarted", "ClockTicked", "ScanRequested",
         "EntriesStopped", "FlattenRequested", "SessionEnded", "OrderFilled",
-        "EmergencyStopTriggered", "TradingResumed",
+        "OrderPartiallyFilled", "EmergencyStopTriggered", "TradingResumed",
     })
 
     def __init__(self, calendar: MarketCalendar, broker_name: str = "sim") -> None:
@@ -78,6 +81,9 @@ class SessionHandler(Handler):
         self.calendar = calendar
         self.broker_name = broker_name
         self.state = SessionState()
+        # Fills applied (order id, fill id): a fill translated again under another event id
+        # (a reconnect, a REST backfill) is counted once, as in the position book.
+        self._fill_keys: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # --- state -----------------------------------------------------------------------------
 
@@ -104,11 +110,18 @@ class SessionHandler(Handler):
             st.halted, st.halted_on = True, event.session_date
         elif isinstance(event, TradingResumed):
             st.halted, st.halted_on, st.halt_manual = False, None, False
-        elif isinstance(event, OrderFilled):
+        elif isinstance(event, OrderFilled | OrderPartiallyFilled):
             self._count_trade(event)
 
-    def _count_trade(self, fill: OrderFilled) -> None:
+    def _count_trade(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
         """A trade is a round trip: counted, won or lost when the position returns to flat."""
+        if fill.fill_id:
+            key = (fill.order_id, fill.fill_id)
+            if key in self._fill_keys:
+                return
+            self._fill_keys[key] = None
+            if len(self._fill_keys) > 10_000:
+                self._fill_keys.popitem(last=False)
         st = self.state
         pos, trip = st.trips.get(fill.symbol, (Position(), Decimal(0)))
         result = apply_fill(pos, fill.side, fill.qty, fill.price, fill.fee)

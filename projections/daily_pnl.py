@@ -3,6 +3,9 @@
 - The session date of an event is the America/New_York calendar date of its UTC
   `occurred_at`. An event dated before the current session date (late delivery) counts
   toward the current date: the projection never goes back a day.
+- Positions, fills (deduplicated by order and fill id), marks, realized P&L and fees per
+  date, and the carry-over below are the shared position book's (domain/book.py); this
+  projection adds the running unrealized sum, the cents, the low and when to emit.
 - Realized: price P&L of closing fills under average cost (domain/pnl.py).
 - Unrealized: each open position at its latest mark, which is the latest `BarReceived`
   close or fill price for the symbol, whichever came last.
@@ -23,20 +26,19 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from domain.book import PositionBook
 from domain.events import BarReceived, DailyPnLChanged, Event, OrderFilled, OrderPartiallyFilled
-from domain.pnl import ZERO, Position, SessionDateCache, apply_fill
+from domain.pnl import ZERO, SessionDateCache
 from domain.values import to_cents
 from handlers.base import Handler
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
-_FILL_KEYS_LIMIT = 100_000
 _EMITTED_DATES_KEPT = 8
 
 
@@ -55,18 +57,14 @@ class DailyPnLProjection(Handler):
         super().__init__()
         self._dates = SessionDateCache()
         self._date: date | None = None
-        # Day-basis positions: every symbol held or traded on the current date.
-        self._pos: dict[str, Position] = {}
-        # Open positions only: their mark and unrealized P&L on the current date.
-        self._mark: dict[str, Decimal] = {}
+        # Positions (day basis), marks, realized and fees per date: the shared book.
+        self._book = PositionBook()
+        # Open positions only: their unrealized P&L on the current date.
         self._unreal: dict[str, Decimal] = {}
-        self._realized = ZERO  # gross, current date
-        self._fees = ZERO
         self._unreal_sum = ZERO
         self._total_c = ZERO  # realized - fees + unrealized, in cents
         self._low = ZERO
         self._emitted: dict[date, Decimal] = {}  # last total emitted per date (from the log)
-        self._fill_keys: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # --- state -----------------------------------------------------------------------------
 
@@ -80,17 +78,14 @@ class DailyPnLProjection(Handler):
             if old is None:  # no position: the common case, O(1)
                 return
             mark = event.bar.close
-            self._mark[event.symbol] = mark
-            self._set_unrealized(event.symbol, self._pos[event.symbol].unrealized(mark), old)
+            book = self._book
+            book.mark(event.symbol, mark)  # (the date is rolled above)
+            self._set_unrealized(event.symbol, book.day_position(event.symbol).unrealized(mark),
+                                 old)
             self._refresh_total()
         elif isinstance(event, OrderFilled | OrderPartiallyFilled):
-            if event.fill_id:
-                key = (event.order_id, event.fill_id)
-                if key in self._fill_keys:
-                    return
-                self._fill_keys[key] = None
-                if len(self._fill_keys) > _FILL_KEYS_LIMIT:
-                    self._fill_keys.popitem(last=False)
+            if self._book.seen(event):
+                return
             self._on_date(event)
             self._on_fill(event)
             self._refresh_total()
@@ -106,44 +101,38 @@ class DailyPnLProjection(Handler):
         if self._date is None:
             self._date = d
         elif d > self._date:
-            self._roll(d)
+            self._roll(d, event.occurred_at)
 
-    def _roll(self, new_date: date) -> None:
+    def _roll(self, new_date: date, at: datetime) -> None:
         """Start a new date: open positions carry over at their last mark (see module doc)."""
-        carried: dict[str, Position] = {}
-        for symbol, pos in self._pos.items():
-            if not pos.is_flat:
-                carried[symbol] = pos.rebased(self._mark[symbol])
-                self._unreal[symbol] = ZERO
-        self._pos = carried
+        self._book.roll_to(at)
+        for symbol in self._unreal:
+            self._unreal[symbol] = ZERO
         self._date = new_date
-        self._realized = self._fees = self._unreal_sum = ZERO
+        self._unreal_sum = ZERO
         self._total_c = self._low = ZERO
 
     def _on_fill(self, event: OrderFilled | OrderPartiallyFilled) -> None:
         symbol = event.symbol
-        result = apply_fill(
-            self._pos.get(symbol, Position()), event.side, event.qty, event.price, event.fee
-        )
+        result = self._book.apply(event)
+        assert result is not None  # `seen` was asked first
         pos = result.position
-        self._pos[symbol] = pos
-        self._realized += result.realized
-        self._fees += event.fee
         old = self._unreal.get(symbol, ZERO)
         if pos.is_flat:
             self._unreal.pop(symbol, None)
-            self._mark.pop(symbol, None)
             self._unreal_sum -= old
         else:
-            self._mark[symbol] = event.price
             self._set_unrealized(symbol, pos.unrealized(event.price), old)
 
     def _set_unrealized(self, symbol: str, value: Decimal, old: Decimal) -> None:
         self._unreal[symbol] = value
         self._unreal_sum += value - old
 
+    def _realized_net(self) -> Decimal:
+        return self._book.realized(self._date) if self._date is not None else ZERO
+
     def _refresh_total(self) -> None:
-        total = to_cents(self._realized - self._fees) + to_cents(self._unreal_sum)
+        total = to_cents(self._realized_net()) + to_cents(self._unreal_sum)
         self._total_c = total
         if total < self._low:
             self._low = total
@@ -168,14 +157,14 @@ class DailyPnLProjection(Handler):
             return []
         if self._date is None or self._total_c == self._emitted.get(self._date, ZERO):
             return []
-        realized = to_cents(self._realized - self._fees)
+        realized = to_cents(self._realized_net())
         return [DailyPnLChanged.caused_by(
             event, 0, self.name,
             session_date=self._date,
             realized=realized,
             unrealized=self._total_c - realized,
             total=self._total_c,
-            fees=to_cents(self._fees),
+            fees=to_cents(self._book.fees(self._date)),
             intraday_low=self._low,
             by_symbol=self._by_symbol(),
             open_positions=len(self._unreal),
@@ -184,7 +173,7 @@ class DailyPnLProjection(Handler):
     def _by_symbol(self) -> dict[str, str]:
         return {
             s: str(to_cents(p.realized - p.fees + self._unreal.get(s, ZERO)))
-            for s, p in sorted(self._pos.items())
+            for s, p in sorted(self._book.day_positions().items())
         }
 
     # --- queries ---------------------------------------------------------------------------
@@ -198,13 +187,14 @@ class DailyPnLProjection(Handler):
         return self._total_c
 
     def snapshot(self) -> dict[str, Any]:
-        realized = to_cents(self._realized - self._fees)
+        realized = to_cents(self._realized_net())
+        fees = self._book.fees(self._date) if self._date is not None else ZERO
         return {
             "session_date": self._date.isoformat() if self._date else None,
             "realized": str(realized),
             "unrealized": str(self._total_c - realized),
             "total": str(self._total_c),
-            "fees": str(to_cents(self._fees)),
+            "fees": str(to_cents(fees)),
             "intraday_low": str(self._low),
             "by_symbol": self._by_symbol(),
             "open_positions": len(self._unreal),

@@ -62,6 +62,7 @@ from adapters.broker.port import (
     OrderRequest,
     TradeUpdate,
 )
+from domain.pnl import Position, apply_fill
 from domain.values import Bar, Side
 
 if TYPE_CHECKING:
@@ -112,8 +113,20 @@ class _Order:
 
 @dataclass(slots=True)
 class _Position:
-    qty: Decimal  # signed: negative is short
-    avg_entry_price: Decimal
+    """A symbol's position, kept with the shared P&L maths (domain.pnl, average cost) so the
+    broker's average price and realized P&L are the ones the rest of the system computes."""
+
+    book: Position
+
+    @property
+    def qty(self) -> Decimal:  # signed: negative is short
+        return self.book.qty
+
+    @property
+    def avg_entry_price(self) -> Decimal:
+        avg = self.book.avg_price
+        assert avg is not None  # flat positions are removed
+        return avg
 
 
 class SimEngine:
@@ -442,27 +455,14 @@ class SimEngine:
         signed = qty if side is Side.BUY else -qty
         self.cash -= signed * price + fee
         self.fees += fee
-        self.realized_pnl -= fee
         pos = self._positions.get(symbol)
-        if pos is None:
-            self._positions[symbol] = _Position(signed, price)
-            return
-        if (pos.qty > 0) == (signed > 0):  # adding to the position: average the entry
-            total = pos.qty + signed
-            pos.avg_entry_price = (pos.qty * pos.avg_entry_price + signed * price) / total
-            pos.qty = total
-            return
-        closed = min(abs(signed), abs(pos.qty))
-        direction = Decimal(1) if pos.qty > 0 else Decimal(-1)
-        self.realized_pnl += (price - pos.avg_entry_price) * closed * direction
-        remaining = pos.qty + signed
-        if remaining == 0:
-            del self._positions[symbol]
-        elif (remaining > 0) == (pos.qty > 0):
-            pos.qty = remaining
-        else:  # flipped through flat: the rest opens at this price
-            pos.qty = remaining
-            pos.avg_entry_price = price
+        # Average cost, partial closes and flips through flat: domain.pnl.apply_fill.
+        result = apply_fill(pos.book if pos else Position(), side, qty, price, fee)
+        self.realized_pnl += result.realized - fee
+        if result.position.is_flat:
+            self._positions.pop(symbol, None)
+        else:
+            self._positions[symbol] = _Position(result.position)
 
     def _cancel(self, order: _Order, at: datetime) -> TradeUpdate:
         order.status = "canceled"

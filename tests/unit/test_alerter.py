@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import count
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -479,3 +479,16 @@ def test_an_alert_in_the_log_is_not_decided_again_even_without_its_trigger() -> 
     after = Alerter()
     after.rebuild(decided)
     assert after.handle(w, cfg) == []
+
+
+def test_a_fill_translated_twice_counts_once_in_the_round_trips() -> None:
+    # Issue 14, item 8: the alerter's round trips follow the shared P&L maths and drop a fill
+    # already seen (same order id and fill id, another event id: a reconnect's translation).
+    alerter = Alerter()
+    events: list[Event] = [session_started(), *entry("AAPL", 5, "150.00")]
+    exit_ = exit_fill("AAPL", 40, "153.00")
+    again = exit_.model_copy(update={"event_id": uuid4()})
+    later = [*entry("AAPL", 60, "150.00"), exit_fill("AAPL", 70, "151.00")]
+    run(alerter, [*events, exit_, again, *later], settings(cooldown=0))
+    # counted twice, the copy would open a phantom short that the next entry "closes"
+    assert alerter.day.round_trips == [Decimal("30.00"), Decimal("10.00")]

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -524,3 +525,24 @@ def test_a_position_opened_yesterday_counts_when_it_closes_today() -> None:
 
     assert (monday.trades, monday.realized_pnl) == (0, D(0))
     assert (tuesday.trades, tuesday.losses, tuesday.realized_pnl) == (1, 1, D("-10"))
+
+
+def test_partial_fills_and_a_fill_translated_twice_make_one_round_trip() -> None:
+    # Issue 14, item 8: the trade count follows the same fills as every other P&L: partial
+    # fills count, and a fill seen again under another event id (same order and fill id)
+    # does not.
+    from domain.events import OrderPartiallyFilled
+
+    h = SessionHandler(CAL)
+    started(h)
+    t = OPEN + timedelta(minutes=10)
+    part = make(OrderPartiallyFilled, "fill:p1", t, order_id="o-p", client_order_id="c-p",
+                broker_order_id="b-p", fill_id="f-p1", symbol="PPP", side=Side.BUY,
+                qty=D("4"), price=D("10"), filled_qty=D("4"))
+    rest = fill("p2", "PPP", Side.BUY, "6", "10", t + timedelta(minutes=1))
+    out = fill("p3", "PPP", Side.SELL, "10", "11", t + timedelta(minutes=2))
+    copy = out.model_copy(update={"event_id": uuid5(NAMESPACE_URL, "another-translation")})
+    for ev in (part, rest, out, copy):
+        h.handle(ev, DEFAULT)
+    [ended] = [e for e in day_of_ticks(h, DEFAULT) if isinstance(e, SessionEnded)]
+    assert (ended.trades, ended.wins, ended.realized_pnl) == (1, 1, D("10"))
