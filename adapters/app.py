@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -178,6 +181,7 @@ class RunSummary:
     rejections: list[str] = field(default_factory=list)
     events: int = 0
     mailbox: Path | None = None
+    interrupted: str | None = None  # the signal that stopped the run before its end
 
     def observe(self, ev: Event) -> None:
         if isinstance(ev, OrderFilled):
@@ -316,10 +320,40 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
                     "%Y-%m-%d %H:%M ET"))
 
             clock = SimulatedClock(pipeline, tape, run_id, speed=speed, on_progress=on_progress)
-            await clock.run(run_days)
+            try:
+                with _stop_on_signals() as stopped:
+                    await clock.run(run_days)
+            except asyncio.CancelledError:
+                # Ctrl-C or SIGTERM: keep what was recorded and report it, like a clean end.
+                summary.interrupted = stopped.get("signal", "SIGINT")
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # the flush and the close below must still run
         await recorder.flush()
         summary.events = pipeline.dispatched
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[dict[str, str]]:
+    """SIGINT and SIGTERM cancel the running simulation (which then reports its summary)
+    instead of killing it mid-write; the dict says which signal it was."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    seen: dict[str, str] = {}
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        def stop(sig: signal.Signals = sig) -> None:
+            seen["signal"] = sig.name
+            if task is not None:
+                task.cancel()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+    try:
+        yield seen
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def run_started_event(run_id: str, kind: str, settings: Settings, pipeline: Pipeline,
@@ -358,9 +392,31 @@ def print_summary(s: RunSummary, console: Console) -> None:
     console.print(table)
     for r in s.rejections:
         console.print(f"[yellow]session start rejected:[/] {r}")
+    if s.interrupted:
+        console.print(f"[yellow]interrupted ({s.interrupted}):[/] the run stopped before the "
+                      "end of its session; the figures above are what it recorded",
+                      soft_wrap=True)
+    if s.trades == 0 and not s.interrupted:
+        console.print(f"no trades: {_why_no_trades(s)}", soft_wrap=True)
+    # One item a line, never wrapped: these are paths and commands to copy.
     if s.mailbox:
-        console.print(f"mail: {s.mailbox}/  log: {s.store}  "
-                      f"(replay: catalyst replay --run {s.run_id})")
+        console.print(f"mail (maildir): {s.mailbox}/", soft_wrap=True, highlight=False)
+    console.print(f"event log (NATS store): {s.store}", soft_wrap=True, highlight=False)
+    console.print(f"replay: catalyst replay --run {s.run_id}", soft_wrap=True,
+                  highlight=False)
+
+
+def _why_no_trades(s: RunSummary) -> str:
+    if s.rejections:
+        return "the session did not start (see above)"
+    if not s.sessions_started:
+        return "no session started on the day"
+    if s.emergency_stops:
+        return "trading was halted by the emergency stop"
+    if s.fills:
+        return "positions were opened but none was closed by the end"
+    return ("no signal led to an order (no candidate passed the scanner and strategy, or "
+            "the risk guard denied them; see `catalyst audit report`)")
 
 
 def _money(v: Decimal) -> str:

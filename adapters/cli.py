@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,61 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     # One line, verbatim, however narrow the terminal: scripts grep it (file, line, column).
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def input_file(path: Path, option: str) -> Path:
+    """A file the command reads: it exists, is a file, and is text (checked on its start, so
+    binary bytes are one line here rather than a decode error deep inside a reader)."""
+    if not path.exists():
+        raise fail(f"{option} {path}: no such file")
+    if path.is_dir():
+        raise fail(f"{option} {path}: is a directory, not a file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(65536)
+    except OSError as e:
+        raise fail(f"{option} {path}: cannot read: {e.strerror}") from None
+    if path.suffix != ".gz":
+        import codecs
+
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last char is fine
+        except UnicodeDecodeError:
+            raise fail(f"{option} {path}: not a text file (binary data)") from None
+        if b"\0" in head:
+            raise fail(f"{option} {path}: not a text file (binary data)")
+    return path
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file the command writes: its folder exists (we do not guess at creating one)."""
+    if path.is_dir():
+        raise fail(f"{option} {path}: is a directory; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise fail(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise fail(f"{option} {path}: the folder {folder} is not writable")
+    return path
+
+
+def check_log_format(log_format: str | None) -> None:
+    if log_format is not None and log_format not in ("text", "json"):
+        raise fail(f"--log-format {log_format!r}: use text or json")
+
+
+def check_port(port: int) -> None:
+    """The metrics port must be free before the run starts (and creates its store)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise fail(f"--metrics-port {port}: not a TCP port (1-65535)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise fail(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: "
+                       f"{e.strerror}") from None
 
 
 def settings_or_exit(config_dir: Path | None, log_format: str | None = None) -> Settings:
@@ -158,11 +214,13 @@ def events_tail(
 # --- session -------------------------------------------------------------------------------
 
 
-def _publish(settings: Settings, event: Any, run: str | None = None) -> int:
-    from adapters.connection import default_store, open_event_log
+def _publish(settings: Settings, event: Any) -> int:
+    from adapters.connection import live_system, open_event_log
 
     async def main() -> int:
-        async with open_event_log(settings, default_store(settings, run)) as log:
+        # Only a running system is addressed: a finished run's log is closed, and no store is
+        # created for a system that is not there.
+        async with open_event_log(settings, live_system(settings)) as log:
             return await log.publish(event)
 
     return run_async(main())
@@ -222,13 +280,28 @@ def run(
     """Run the main job. With no Alpaca keys: one full simulated session on the bundled
     data (embedded NATS, simulated broker, mail to var/mail), then a summary. With keys:
     paper (or, guarded, live) trading in real time."""
+    if speed is not None and not speed > 0:  # (also refuses nan)
+        raise fail(f"--speed {speed:g}: must be more than 0 (N x real time)")
+    check_log_format(log_format)
+    if metrics_port is not None:
+        check_port(metrics_port)
     settings = settings_or_exit(config_dir, log_format)
     from adapters import app as runtime
 
+    broker = settings.trading.broker
+    if (live or broker.mode == "live") and not broker.has_keys:
+        # Either live switch alone is refused; without keys it must not fall back to a
+        # simulation that exits 0 as if the operator had asked for one.
+        switch = "--live" if live else "broker.mode: live (TRADING_MODE=live)"
+        raise fail(f"{switch} needs ALPACA_API_KEY and ALPACA_SECRET_KEY, and live trading "
+                   "needs both --live and broker.mode: live; refusing to run a simulation "
+                   "instead")
     if settings.trading.broker.effective_kind == "sim":
         summary = run_async(runtime.run_simulated(settings, config_dir, day=day, speed=speed,
                                                   console=console, metrics_port=metrics_port))
         runtime.print_summary(summary, console)
+        if summary.interrupted:  # 128 + the signal, as a shell reports it
+            raise typer.Exit(130 if summary.interrupted == "SIGINT" else 143)
         return
     if settings.trading.broker.mode == "live" and not live:
         raise fail("broker.mode is live but --live was not given; refusing to trade real "
@@ -252,6 +325,11 @@ def backtest(
     log_format: LogFormat = None,
 ) -> None:
     """Run the live handlers over recorded bars with the simulated broker; write a report."""
+    input_file(bars, "--bars")
+    if signals is not None:
+        input_file(signals, "--signals")
+    output_file(report, "--report")
+    check_log_format(log_format)
     settings = settings_or_exit(config_dir, log_format)
     from adapters import backtest as bt
 
@@ -317,6 +395,20 @@ def main() -> None:
     except CatalystError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except (OSError, UnicodeError, ValueError) as e:
+        # The last net under every command: what a user can cause (a file, a port, a
+        # value) ends in one line. CATALYST_DEBUG=1 shows the traceback for a bug report.
+        if os.environ.get("CATALYST_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {escape(_describe(e))}", highlight=False,
+                  soft_wrap=True)
+        sys.exit(1)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def register_extensions() -> None:

@@ -36,10 +36,13 @@ def _cli() -> Any:
 
 @contextlib.asynccontextmanager
 async def _nats_log(settings: Any, run: str | None) -> AsyncIterator[Any]:
-    from adapters.connection import default_store, open_event_log
+    from adapters.connection import StoreError, default_store, has_log, open_event_log
 
-    store = default_store(settings, run)
-    if not settings.trading.nats.url and not (store / "jetstream").exists():
+    try:
+        store = default_store(settings, run)
+    except StoreError as e:
+        raise _cli().fail(str(e)) from None
+    if not settings.trading.nats.url and not has_log(store, settings):
         where = f"run {run!r}" if run else str(store)
         raise _cli().fail(f"no event log at {where} ({store}); run `catalyst run` first, "
                           "or pass --run ID / --file EXPORT.jsonl")
@@ -92,6 +95,8 @@ def register(app: typer.Typer) -> None:
         """Read the event log in order (both streams merged) and print one line per event;
         --verify proves the log explains every decision."""
         cli = _cli()
+        if file is not None:
+            cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, start, end)
         if verify and subject:
@@ -106,11 +111,26 @@ def register(app: typer.Typer) -> None:
             d = await rp.find_session_date(await make_source(), session)
             return rp.Window.for_date(d)
 
-        async def go(source: Any, plan: Any, w: Any) -> int:
+        async def check_window(w: Any, found: int, make_source: Any) -> None:
+            # Nothing read for a window: a date the log does not hold is an error that
+            # names the dates it does (a subject that matched nothing is not).
+            if found == 0 and (w.start is not None or w.end is not None):
+                why = rp.window_misses(w, await rp.log_dates(await make_source()))
+                if why:
+                    raise cli.fail(why)
+
+        async def go(source: Any, plan: Any, w: Any, make_source: Any) -> int:
             if verify:
                 with rp.Progress(source.total, "verify") as bar:
                     result = await rp.verify(source, plan, w, on_batch=bar.advance,
                                              jobs=jobs)
+                if isinstance(source, FileSource):
+                    rp.add_integrity(result, source.integrity())
+                    if "digest" not in source.header:
+                        result.notes.append("the export has no line count and digest (an "
+                                            "older export): its completeness is unchecked")
+                if not result.divergences:
+                    await check_window(w, result.events, make_source)
                 if as_json:
                     print(json.dumps({"events": result.events, "context": result.context,
                                       "decisions_checked": result.derived,
@@ -121,13 +141,15 @@ def register(app: typer.Typer) -> None:
                 else:
                     rp.print_result(result)
                 return 1 if result.divergences else 0
-            await rp.print_entries(source, w, subject, as_json)
+            n = await rp.print_entries(source, w, subject, as_json)
+            await check_window(w, n, make_source)
             return 0
 
         async def main() -> int:
             try:
                 if file is not None:
                     src = FileSource(file)
+                    src.require_export()
 
                     async def file_source() -> Any:
                         return FileSource(file)
@@ -136,7 +158,7 @@ def register(app: typer.Typer) -> None:
                     if w.start is None and w.end is None and src.header.get("window"):
                         w = rp.Window.from_dict(src.header["window"])
                     plan = rp.plan_for_file(src, settings) if verify else None
-                    return await go(src, plan, w)
+                    return await go(src, plan, w, file_source)
                 async with _nats_log(settings, run) as log:
 
                     async def session_source() -> Any:
@@ -146,7 +168,11 @@ def register(app: typer.Typer) -> None:
                     w = await resolve_session(session_source)
                     plan = await rp.plan_for_nats(log, settings) if verify else None
                     source = await NatsSource(log, subject=subject).open()
-                    return await go(source, plan, w)
+
+                    async def record_source() -> Any:
+                        return await NatsSource(log, streams=("record",)).open()
+
+                    return await go(source, plan, w, record_source)
             except (LogReadError, rp.ReplayError, HelperError) as e:
                 raise cli.fail(str(e)) from None
 
@@ -170,24 +196,42 @@ def register(app: typer.Typer) -> None:
         cli = _cli()
         if fmt not in ("html", "json", "csv"):
             raise cli.fail(f"--format {fmt!r}: use html, json or csv")
+        if out is not None:
+            cli.output_file(out, "--out")
+        if file is not None:
+            cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, None, None)
         from adapters.audit import build_report, render
         from adapters.log_source import FileSource, LogReadError, NatsSource
         from adapters.replay import Window
 
+        async def missing_day(report: dict[str, Any], w: Any, source: Any) -> None:
+            from adapters.replay import log_dates, window_misses
+
+            if report["summary"]["events"] == 0:
+                why = window_misses(w, await log_dates(source))
+                if why:
+                    raise cli.fail(why)
+
         async def main() -> dict[str, Any]:
             try:
                 if file is not None:
                     src = FileSource(file)
+                    src.require_export()
                     w = window
                     if w.start is None and src.header.get("window"):
                         w = Window.from_dict(src.header["window"])
-                    return await build_report(src, w)
+                    report = await build_report(src, w)
+                    await missing_day(report, w, FileSource(file))
+                    return report
                 if window.start is None:
                     raise cli.fail("--date is required (the New York session date)")
                 async with _nats_log(settings, run) as log:
-                    return await build_report(await NatsSource(log).open(), window)
+                    report = await build_report(await NatsSource(log).open(), window)
+                    await missing_day(report, window,
+                                      await NatsSource(log, streams=("record",)).open())
+                    return report
             except LogReadError as e:
                 raise cli.fail(str(e)) from None
 
@@ -215,18 +259,21 @@ def register(app: typer.Typer) -> None:
         """Write a day's log (both streams, in order) as a portable JSONL file that
         `catalyst replay --file` and `replay --verify --file` read without NATS."""
         cli = _cli()
+        cli.output_file(out, "--out")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, None, None)
         if window.start is None:
             raise cli.fail("--date is required (the New York session date)")
+        from adapters.connection import default_store, run_label
         from adapters.log_source import LogReadError, NatsSource
         from adapters.replay import export
 
         async def main() -> dict[str, int]:
             try:
                 async with _nats_log(settings, run) as log:
+                    label = run_label(default_store(settings, run), settings)
                     return await export(await NatsSource(log).open(), out, window, context,
-                                        {"run": run})
+                                        {"run": label})
             except LogReadError as e:
                 raise cli.fail(str(e)) from None
 
@@ -246,6 +293,10 @@ def register(app: typer.Typer) -> None:
         """Publish an export into a fresh log (same ids, same order), e.g. on another
         machine: `catalyst replay --run <run>` and `audit report --run <run>` then read it."""
         cli = _cli()
+        cli.input_file(file, "FILE")
+        if run is not None and (not run or run == "latest" or run.startswith(".")
+                                or any(c in run for c in "/\\")):
+            raise cli.fail(f"--run {run!r}: a run name is one path segment, not 'latest'")
         settings = cli.settings_or_exit(config_dir)
         from adapters.connection import open_event_log, run_store
         from adapters.log_source import FileSource, LogReadError, import_entries
@@ -256,6 +307,9 @@ def register(app: typer.Typer) -> None:
         async def main() -> int:
             try:
                 src = FileSource(file)
+                src.require_export()
+                if problems := src.integrity():  # never publish a tampered log as a run
+                    raise cli.fail("; ".join(problems))
                 async with open_event_log(settings, store) as log:
                     if await log.last_seq() or await log.last_seq(log.names.market_data):
                         raise cli.fail(f"{store} already holds a log; import into a new run")
@@ -278,10 +332,14 @@ def register(app: typer.Typer) -> None:
         P&L, consumer lag, NATS and broker. Exit 1 when NATS is not reachable."""
         cli = _cli()
         settings = cli.settings_or_exit(config_dir)
-        from adapters.connection import default_store
+        from adapters.connection import StoreError, default_store
         from adapters.status import gather, print_status
 
-        st = cli.run_async(gather(settings, default_store(settings, run)))
+        try:
+            store = default_store(settings, run)
+        except StoreError as e:
+            raise cli.fail(str(e)) from None
+        st = cli.run_async(gather(settings, store))
         if as_json:
             print(json.dumps(st, indent=2, default=str))
         else:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 ALPACA_LIVE_HOST = "api.alpaca.markets"
@@ -52,6 +60,22 @@ def _unsafe_url(field: str, message: str) -> PydanticCustomError:
 class Strict(BaseModel):
     # Inputs stay out of error text: they may hold keys or a webhook token.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bools_and_ints_are_strict(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML `true` is not 1 and `1` is not true: a bool field takes only a bool, an int
+        field only a whole number (not a bool, 5.0 or '5'), a number field never a bool.
+        Pydantic's lax mode would coerce each of these silently."""
+        name = info.field_name
+        ann = cls.model_fields[name].annotation if name else None
+        if ann is bool and not isinstance(value, bool):
+            raise PydanticCustomError("strict_bool", "must be true or false")
+        if ann is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise PydanticCustomError("strict_int", "must be a whole number (an integer)")
+        if ann in (float, Decimal) and isinstance(value, bool):
+            raise PydanticCustomError("strict_number", "must be a number, not true/false")
+        return value
 
 
 # --- risk_parameters.yaml -------------------------------------------------------------------
@@ -272,6 +296,25 @@ class NatsTls(Strict):
 
 class Nats(Strict):
     url: str | None = None  # None: start an embedded nats-server
+
+    @field_validator("url")
+    @classmethod
+    def _nats_urls(cls, v: str | None) -> str | None:
+        """A server URL (or a comma-separated list, as nats-py takes): refused here, not
+        after a connect timeout."""
+        if v is None:
+            return v
+        for part in v.split(","):
+            u = urlsplit(part.strip())
+            try:
+                port_ok = u.port is None or 0 < u.port < 65536
+            except ValueError:
+                port_ok = False
+            if u.scheme not in ("nats", "tls", "ws", "wss") or not u.hostname or not port_ok:
+                raise PydanticCustomError(
+                    "nats_url", "not a NATS server URL (e.g. nats://127.0.0.1:4222; schemes "
+                    "nats, tls, ws, wss)")
+        return v
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
