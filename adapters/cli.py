@@ -21,6 +21,25 @@ from config.loader import ConfigError, load_settings, redacted
 from config.settings import Settings
 from domain.errors import CatalystError
 
+
+def _flags_take_no_value() -> None:
+    """typer 0.29's rich help prints a type after every option, `<bool>` after flags too,
+    which reads as if `--json` took a value. A flag shows no type (one place, here)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_catalyst", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._catalyst = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
 app = typer.Typer(
     name="catalyst",
     help="Catalyst: an event-sourced autonomous trading system for US equities on NATS "
@@ -391,7 +410,28 @@ def data_fetch(
 
 def main() -> None:
     try:
-        app()
+        from typer._click import exceptions as click_errors  # typer >= 0.2x vendors click
+    except ImportError:  # older typer: click itself
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:  # a group with no command: its help
+        e.show()
+        sys.exit(e.exit_code)
+    except click_errors.UsageError as e:
+        # One line, like every other error (typer would draw a multi-line panel).
+        where = e.ctx.command_path if e.ctx else "catalyst"
+        err.print(f"[bold red]error:[/] {escape(e.format_message())} (see {where} --help)",
+                  highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except click_errors.ClickException as e:
+        err.print(f"[bold red]error:[/] {escape(e.format_message())}", highlight=False,
+                  soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("[bold red]error:[/] aborted", highlight=False)
+        sys.exit(1)
     except CatalystError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
@@ -403,6 +443,7 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(_describe(e))}", highlight=False,
                   soft_wrap=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _describe(e: BaseException) -> str:
@@ -416,6 +457,7 @@ def register_extensions() -> None:
     from adapters import cli_ops
 
     cli_ops.register(app)
+    cli_ops.register_runs(app)
 
 
 register_extensions()

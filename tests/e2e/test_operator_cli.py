@@ -293,3 +293,45 @@ def test_a_cut_or_edited_export_is_a_divergence(sim: Sim, export: Path, tmp_path
     i = catalyst(tmp_path, "audit", "import", str(bad), "--run", "copy", timeout=60)
     assert "digest" in one_line_error(i) or "lines" in one_line_error(i)
     assert not (tmp_path / "var").exists()
+
+
+# --- var/ growth -------------------------------------------------------------------------
+
+
+def _fake_run(cwd: Path, run_id: str) -> None:
+    """A run's store as the embedded server lays it out (enough for listing and pruning)."""
+    (cwd / "var/runs" / run_id / "nats/jetstream/$G/streams/CATALYST").mkdir(parents=True)
+    (cwd / "var/runs" / run_id / "nats/jetstream/$G/streams/CATALYST/1.blk").write_bytes(
+        b"x" * 2048)
+
+
+def test_runs_list_and_prune_bound_var(tmp_path: Path) -> None:
+    ids = [f"sim-2025010{d}T120000-000000" for d in range(1, 6)]
+    for run_id in [*ids, "backtest-20250106T120000-000000", "import-audit"]:
+        _fake_run(tmp_path, run_id)
+    (tmp_path / "var/runs/latest").symlink_to("backtest-20250106T120000-000000")
+
+    listed = catalyst(tmp_path, "runs", "list", "--json", timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["run_id"] for r in rows][-1] == "backtest-20250106T120000-000000"
+    assert {r["run_id"]: r["kind"] for r in rows}["import-audit"] == "other"
+    assert next(r for r in rows if r["latest"])["run_id"].startswith("backtest-")
+    table = catalyst(tmp_path, "runs", "list", timeout=30)
+    assert "sim-20250101T120000-000000" in table.stdout and "(latest)" in table.stdout
+
+    dry = catalyst(tmp_path, "runs", "prune", "--keep", "2", "--dry-run", timeout=30)
+    assert dry.returncode == 0 and dry.stdout.count("would delete") == 4, dry.stdout
+    assert len(list((tmp_path / "var/runs").iterdir())) == 8
+
+    pruned = catalyst(tmp_path, "runs", "prune", "--keep", "2", timeout=30)
+    assert pruned.returncode == 0, pruned.stderr
+    left = sorted(p.name for p in (tmp_path / "var/runs").iterdir())
+    assert left == ["backtest-20250106T120000-000000", "import-audit", "latest",
+                    "sim-20250105T120000-000000"]
+
+    aged = catalyst(tmp_path, "runs", "prune", "--older-than", "1", timeout=30)
+    assert aged.returncode == 0 and "2 runs deleted" in aged.stdout, aged.stdout
+    assert sorted(p.name for p in (tmp_path / "var/runs").iterdir()) == ["import-audit"]
+    assert "say what to keep" in one_line_error(catalyst(tmp_path, "runs", "prune"))
+    assert "--keep" in one_line_error(catalyst(tmp_path, "runs", "prune", "--keep", "-1"))
