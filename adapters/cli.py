@@ -415,7 +415,7 @@ def main() -> None:
         from click import exceptions as click_errors  # type: ignore[no-redef]
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="catalyst")
     except click_errors.NoArgsIsHelpError as e:  # a group with no command: its help
         e.show()
         sys.exit(e.exit_code)

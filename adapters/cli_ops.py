@@ -403,6 +403,8 @@ def register_runs(app: typer.Typer) -> None:
         cli = _cli()
         if keep is None and older_than is None:
             raise cli.fail("say what to keep: --keep N and/or --older-than DAYS")
+        if older_than is not None and not 0 <= older_than <= 36500:  # (nan and inf too)
+            raise cli.fail(f"--older-than {older_than}: a number of days, 0 to 36500")
         cutoff = (datetime.now(UTC) - timedelta(days=older_than)
                   if older_than is not None else None)
         doomed = prune_plan(keep, cutoff)
