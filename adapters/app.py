@@ -39,6 +39,7 @@ from domain.events import (
     SessionStarted,
     SessionStartRejected,
 )
+from domain.pnl import win_rate
 from domain.values import Bar
 from handlers.alerter import Alerter
 from handlers.base import Handler
@@ -381,8 +382,9 @@ def print_summary(s: RunSummary, console: Console) -> None:
     table.add_row("sessions started", str(s.sessions_started))
     table.add_row("fills", str(s.fills))
     table.add_row("trades (round trips)", str(s.trades))
-    win_rate = f"{100 * s.wins / s.trades:.0f}%" if s.trades else "-"
-    table.add_row("wins / losses (win rate)", f"{s.wins} / {s.losses} ({win_rate})")
+    rate = win_rate(s.wins, s.trades)
+    table.add_row("wins / losses (win rate)",
+                  f"{s.wins} / {s.losses} ({'-' if rate is None else f'{100 * rate:.0f}%'})")
     table.add_row("realized P&L", _money(s.realized))
     table.add_row("alerts sent", str(s.alerts_sent))
     if s.alerts_suppressed or s.alerts_failed:
