@@ -209,12 +209,28 @@ def events_tail(
 ) -> None:
     """Follow events live as they are published (Ctrl-C to stop)."""
     settings = settings_or_exit(config_dir)
-    from adapters.connection import default_store, open_event_log
+    from adapters.connection import (
+        StoreError,
+        default_store,
+        has_log,
+        open_event_log,
+        running_url,
+    )
     from adapters.event_log import decode_msg
     from adapters.render import event_line
 
+    try:
+        store = default_store(settings, run)
+    except StoreError as e:
+        raise fail(str(e)) from None
+    if not settings.trading.nats.url and running_url(store) is None:
+        # Nothing will ever be published there: following it would wait for ever.
+        what = "its log is finished" if has_log(store, settings) else "it holds no log"
+        raise fail(f"nothing is running on {store} ({what}); read a finished log with "
+                   f"`catalyst replay{' --run ' + run if run else ''}`")
+
     async def main() -> None:
-        async with open_event_log(settings, default_store(settings, run)) as log:
+        async with open_event_log(settings, store, create_streams=False) as log:
             sub = await log.nc.subscribe(subject)
             async for msg in sub.messages:
                 try:

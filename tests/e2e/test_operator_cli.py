@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli_support import CATALYST, Run, catalyst, clean_env
+from tests.e2e.cli_support import CATALYST, Run, catalyst, clean_env, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -37,17 +37,26 @@ class Sim:
     run_id: str
     day: str
     verified: str  # the last line of `replay --verify` right after the run
+    summary: str  # what `catalyst run` printed, on a 60-column terminal
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Sim:
     cwd = tmp_path_factory.mktemp("sim")
-    r = catalyst(cwd, "run", "--date", "2025-11-25", timeout=240)
+    r = catalyst(cwd, "run", "--date", "2025-11-25", env=clean_env(COLUMNS="60"),
+                 timeout=240)
     assert r.returncode == 0, r.stderr
     run_id = os.readlink(cwd / "var/runs/latest")
     v = catalyst(cwd, "replay", "--verify", timeout=240)
     assert v.returncode == 0 and " 0 divergences" in v.stdout, v.stdout + v.stderr
-    return Sim(cwd, run_id, "2025-11-25", v.stdout.strip().splitlines()[-1])
+    return Sim(cwd, run_id, "2025-11-25", v.stdout.strip().splitlines()[-1], r.stdout)
+
+
+def test_the_summary_labels_the_event_log_and_never_wraps_a_path_or_command(sim: Sim) -> None:
+    lines = sim.summary.splitlines()
+    assert f"event log (NATS store): var/runs/{sim.run_id}/nats" in lines
+    assert f"replay: catalyst replay --run {sim.run_id}" in lines
+    assert "mail (maildir): var/mail/" in lines
 
 
 READS = [
@@ -84,6 +93,12 @@ def test_a_finished_simulations_log_is_closed_to_resume_and_session_start(sim: S
     v = catalyst(sim.cwd, "replay", "--verify", timeout=240)
     assert v.returncode == 0 and v.stdout.strip().splitlines()[-1] == sim.verified
     assert tree(sim.cwd) == before
+
+
+def test_tailing_a_finished_run_says_so_instead_of_waiting_for_ever(sim: Sim) -> None:
+    for args in (["events", "tail"], ["events", "tail", "--run", sim.run_id]):
+        r = catalyst(sim.cwd, *args, timeout=30)
+        assert "its log is finished" in one_line_error(r) and "catalyst replay" in r.stderr
 
 
 def test_status_reads_the_run_and_leaves_no_live_store_behind(sim: Sim) -> None:
@@ -123,10 +138,11 @@ def test_an_unknown_run_id_is_an_error_naming_the_nearest_runs(sim: Sim,
     assert tree(sim.cwd) == before
 
 
-def _start_run(cwd: Path) -> subprocess.Popen[str]:
+def _start_run(cwd: Path, *extra: str) -> subprocess.Popen[str]:
     # Slow enough to be caught mid-session: 600x real time is ~40 s for a whole day.
-    p = subprocess.Popen([str(CATALYST), "run", "--speed", "600"], cwd=cwd, env=clean_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([str(CATALYST), "run", "--speed", "600", *extra], cwd=cwd,
+                         env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         st = catalyst(cwd, "status", "--json", timeout=30)
@@ -140,6 +156,18 @@ def _start_run(cwd: Path) -> subprocess.Popen[str]:
 
 def test_a_killed_run_is_reported_cut_off_not_running(tmp_path: Path) -> None:
     p = _start_run(tmp_path)
+    # While it runs, a tail follows it (the run announced its server).
+    out = tmp_path / "tail.txt"
+    with out.open("w") as f:
+        tail = subprocess.Popen([str(CATALYST), "events", "tail", "--run", "latest"],
+                                cwd=tmp_path, env=clean_env(), stdout=f,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "ClockTicked" not in out.read_text():
+            time.sleep(0.5)
+        tail.send_signal(signal.SIGINT)
+        tail.communicate(timeout=30)
+    assert "ClockTicked" in out.read_text(), out.read_text()[-500:]
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=10)
     time.sleep(0.5)  # the embedded server dies with its parent
@@ -150,14 +178,22 @@ def test_a_killed_run_is_reported_cut_off_not_running(tmp_path: Path) -> None:
     assert j["session"]["cut_off"] is True
 
 
-def test_sigterm_stops_a_run_with_its_summary(tmp_path: Path) -> None:
-    p = _start_run(tmp_path)
+def test_sigterm_stops_a_run_with_its_summary_and_config_edits_wait_for_the_next_run(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path / "cfg")
+    p = _start_run(tmp_path, "--config", str(config))
+    # Simulations take their config at start (README): an edit during one is not applied.
+    risk = config / "risk_parameters.yaml"
+    risk.write_text(risk.read_text().replace("max_positions: 5", "max_positions: 4", 1))
+    time.sleep(1.5)  # a live runtime would have reloaded by now
     p.send_signal(signal.SIGTERM)
     out, errs = p.communicate(timeout=60)
     assert p.returncode == 143, errs
     assert "Traceback" not in errs
     assert "fills" in out and "interrupted (SIGTERM)" in out, out
     assert "event log (NATS store): var/runs/" in out
+    cfg = catalyst(tmp_path, "replay", "--subject", "catalyst.config.>", timeout=60)
+    assert cfg.returncode == 0 and cfg.stdout == "", cfg.stdout + cfg.stderr
 
 
 # --- tracebacks where an error belongs ---------------------------------------------------
