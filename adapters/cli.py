@@ -131,7 +131,8 @@ def check_port(port: int) -> None:
                        f"{e.strerror}") from None
 
 
-def settings_or_exit(config_dir: Path | None, log_format: str | None = None) -> Settings:
+def settings_or_exit(config_dir: Path | None, log_format: str | None = None,
+                     one_shot: bool = True) -> Settings:
     try:
         settings = load_settings(config_dir).settings
     except ConfigError as e:
@@ -141,6 +142,12 @@ def settings_or_exit(config_dir: Path | None, log_format: str | None = None) -> 
                                                      n.password, n.token) if x)
     logcfg = settings.trading.logging
     setup_logging(logcfg.level, log_format or logcfg.format)
+    if one_shot:
+        # A command that connects once says "cannot reach" in one line; nats-py's retry
+        # warnings (four a second) would bury it.
+        import logging
+
+        logging.getLogger("catalyst.event_log").setLevel(logging.ERROR)
     return settings
 
 
@@ -320,7 +327,7 @@ def run(
     check_log_format(log_format)
     if metrics_port is not None:
         check_port(metrics_port)
-    settings = settings_or_exit(config_dir, log_format)
+    settings = settings_or_exit(config_dir, log_format, one_shot=False)
     from adapters import app as runtime
 
     broker = settings.trading.broker

@@ -254,8 +254,10 @@ async def gather(settings: Settings, store: Path, timeout: float = 10.0) -> dict
                 status["consumers"] = await consumer_lag(log)
                 if fold.started is not None:
                     status["broker"]["last_session_broker"] = fold.started.broker
-    except Exception as e:  # noqa: BLE001 - status reports it (timeouts included)
-        status["nats"].update(connected=False, error=f"{type(e).__name__}: {e}")
+    except TimeoutError:
+        status["nats"].update(connected=False, error=f"no answer within {timeout:.0f} s")
+    except Exception as e:  # noqa: BLE001 - status reports it
+        status["nats"].update(connected=False, error=str(e) or type(e).__name__)
     return status
 
 
@@ -266,7 +268,8 @@ def print_status(status: dict[str, Any], console: Any) -> None:
     ok = n.get("connected")
     console.print(f"[bold]NATS[/]: {'[green]connected[/]' if ok else '[red]not reachable[/]'}"
                   f" ({n['mode']}{', ' + n['url'] if n.get('url') else ''})"
-                  + (f" server {n.get('server_version')}" if ok else f": {n.get('error')}"))
+                  + (f" server {n.get('server_version')}" if ok else f": {n.get('error')}"),
+                  soft_wrap=True)
     if not ok:
         return
     for name, s in (n.get("streams") or {}).items():

@@ -262,6 +262,21 @@ def test_a_nats_url_that_is_not_a_url_is_caught_by_config_check(tmp_path: Path,
     assert "CATALYST_NATS_URL" in one_line_error(r)
 
 
+def test_an_unreachable_server_is_one_line_not_a_page_of_retries(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = clean_env(CATALYST_NATS_URL=f"nats://127.0.0.1:{port}")
+    r = catalyst(tmp_path, "resume", "--reason", "checked", env=env, timeout=60)
+    assert "cannot reach the NATS server" in one_line_error(r)
+    st = catalyst(tmp_path, "status", env=env, timeout=60)
+    assert st.returncode == 1 and "WARNING" not in st.stderr, st.stderr
+    assert "not reachable" in st.stdout and "no answer within" in st.stdout
+    assert tree(tmp_path) == set()
+
+
 # --- dates a run does not hold -------------------------------------------------------------
 
 
