@@ -177,3 +177,58 @@ def test_every_command_with_wrong_and_random_arguments(scratch: Path) -> None:
     assert time.monotonic() - started < 90
     # Nothing that reads left a store behind (writes happen only where a command writes).
     assert not (scratch / "var" / "nats").exists()
+
+
+READERS = [["replay"], ["audit", "report"], ["audit", "export"], ["status"],
+           ["events", "tail"]]
+
+
+def test_reading_commands_on_a_real_log_with_mixed_right_and_wrong_arguments(
+        scratch: Path) -> None:
+    """Right values mixed with wrong ones reach further into the readers than an empty
+    directory does: a one-day backtest's log is the store."""
+    from datetime import date
+
+    from tests.e2e.cli_support import catalyst
+    from tests.e2e.test_backtest_cli import Tape
+
+    day = date(2026, 3, 2)
+    bars, signals = (Tape().symbol("AAA", day, "10.00")
+                     .signal(day, "14:35", "AAA", "9.50", "11.00").write(scratch / "in"))
+    assert signals is not None
+    b = catalyst(scratch, "backtest", "--bars", str(bars), "--signals", str(signals),
+                 "--report", "r.json", timeout=120)
+    assert b.returncode == 0, b.stderr
+    run_id = os.readlink(scratch / "var/runs/latest")
+    export = scratch / "day.jsonl"
+    e = catalyst(scratch, "audit", "export", "--date", day.isoformat(), "--out", str(export),
+                 timeout=60)
+    assert e.returncode == 0, e.stderr
+    right = {  # values that make sense for each option, mixed below with wrong ones
+        "day": [day.isoformat()], "start": [f"{day}T10:00", day.isoformat()],
+        "end": [f"{day}T15:00", day.isoformat()], "run": [run_id, "latest"],
+        "subject": ["catalyst.order.>", "catalyst.>"], "jobs": ["1", "2"],
+        "fmt": ["json", "csv", "html"], "out": ["out.txt"], "file": [str(export)],
+        "session": ["s-unknown"],
+    }
+    rng = random.Random(1616)
+    found: list[str] = []
+    started = time.monotonic()
+    for path in READERS:
+        cmd = next(c for p, c in leaf_commands() if p == path)
+        options = [p for p in cmd.params if p.param_type_name == "option"
+                   and p.name not in ("help", "config_dir")]
+        for _ in range(6):
+            args = list(path)
+            for o in options:
+                if not (o.required or rng.random() < 0.35):
+                    continue
+                args.append(o.opts[0] if not o.is_flag
+                            else rng.choice(o.opts + o.secondary_opts))
+                if not o.is_flag:
+                    good = right.get(o.name or "")
+                    args.append(rng.choice(good if good and rng.random() < 0.85 else WRONG))
+            found += problems(args, call(args), must_fail=False)
+    assert not found, "\n".join(found)
+    assert time.monotonic() - started < 90
+    assert not (scratch / "var" / "nats").exists()
