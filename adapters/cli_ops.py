@@ -96,6 +96,8 @@ def register(app: typer.Typer) -> None:
         --verify proves the log explains every decision."""
         cli = _cli()
         if file is not None:
+            if run is not None:
+                raise cli.fail("--run and --file: read one log, not both")
             cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, start, end)
@@ -199,6 +201,8 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             cli.output_file(out, "--out")
         if file is not None:
+            if run is not None:
+                raise cli.fail("--run and --file: read one log, not both")
             cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, None, None)

@@ -122,6 +122,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError("file not found", str(path)) from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text file (binary data, or not UTF-8)", str(path)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as e:

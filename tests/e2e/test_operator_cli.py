@@ -223,6 +223,8 @@ def junk(tmp_path: Path) -> Path:
      "the folder nodir does not exist"),
     (["audit", "export", "--date", "2025-11-25", "--out", "nodir/x.jsonl"],
      "the folder nodir does not exist"),
+    (["replay", "--file", "not-export.jsonl", "--run", "latest"], "not both"),
+    (["audit", "report", "--file", "not-export.jsonl", "--run", "latest"], "not both"),
     (["run", "--speed", "0"], "--speed 0: must be more than 0"),
     (["run", "--speed", "-5"], "--speed -5: must be more than 0"),
     (["run", "--log-format", "xml"], "--log-format 'xml'"),

@@ -77,3 +77,9 @@ def test_a_nats_url_that_is_not_one_is_refused(cfg: Path, url: str) -> None:
                                  "nats://a:4222,nats://b:4222", "ws://127.0.0.1:8080"])
 def test_nats_urls_that_are_urls_pass(cfg: Path, url: str) -> None:
     assert load_settings(cfg, env={"CATALYST_NATS_URL": url}).settings.trading.nats.url == url
+
+
+def test_a_binary_config_file_is_named(cfg: Path) -> None:
+    (cfg / "risk_parameters.yaml").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"risk_parameters.yaml: not a text file"):
+        load_settings(cfg, env={})
