@@ -1,4 +1,8 @@
-"""The composition root: builds the handlers, effects and clock for a run, and runs it."""
+"""The composition root: builds the handlers, effects and clock for a run, and runs it.
+
+Past ~400 lines: the run summary sits with the run it summarises until the planned
+`adapters/runtime/` split.
+"""
 
 from __future__ import annotations
 

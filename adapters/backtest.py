@@ -9,6 +9,9 @@ the scanner is off; the risk guard still decides and sizes. Without it the scann
 strategy run as in a live session, with daily history built from the file's earlier days.
 Inputs are validated completely before anything runs; the report is written atomically at
 the end, so a failed run leaves nothing half-written.
+
+Past ~400 lines: the report (fills, days, and every signal with its outcome) is built here,
+beside the run it describes, so the contract has one home.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The work is in adapters.replay / adapters.audit / adapters.status; this module only turns
 options into calls, picks the log (a run's store, the live store, a configured server, or
-an export file) and maps outcomes to exit codes.
+an export file) and maps outcomes to exit codes. Past ~400 lines with `runs list|prune`,
+until the planned move to `adapters/cli/`.
 """
 
 from __future__ import annotations
