@@ -388,3 +388,16 @@ def test_runs_list_and_prune_bound_var(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "var/runs").iterdir()) == ["import-audit"]
     assert "say what to keep" in one_line_error(catalyst(tmp_path, "runs", "prune"))
     assert "--keep" in one_line_error(catalyst(tmp_path, "runs", "prune", "--keep", "-1"))
+
+
+def test_ctrl_c_stops_a_run_with_its_summary_too(tmp_path: Path) -> None:
+    p = _start_run(tmp_path)
+    p.send_signal(signal.SIGINT)
+    out, errs = p.communicate(timeout=60)
+    assert p.returncode == 130, errs
+    assert "Traceback" not in errs
+    assert "interrupted (SIGINT)" in out and "events recorded" in out, out
+    st = json.loads(catalyst(tmp_path, "status", "--json", timeout=60).stdout)
+    assert st["session"]["state"] == "cut off"  # interrupted before its session ended
+    v = catalyst(tmp_path, "replay", "--verify", timeout=240)
+    assert v.returncode == 0 and " 0 divergences" in v.stdout, v.stdout + v.stderr
