@@ -1,9 +1,16 @@
-"""The composition root: builds the handlers, effects and clock for a run, and runs it."""
+"""The composition root: builds the handlers, effects and clock for a run, and runs it.
+
+Past ~400 lines: the run summary sits with the run it summarises until the planned
+`adapters/runtime/` split.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -43,6 +50,7 @@ from domain.events import (
     SessionStarted,
     SessionStartRejected,
 )
+from domain.pnl import win_rate
 from domain.values import Bar, Severity
 from handlers.alerter import Alerter
 from handlers.base import Handler
@@ -230,6 +238,7 @@ class RunSummary:
     @property
     def undelivered_critical(self) -> int:
         return sum(1 for p in self.pending if p.alert.severity == Severity.CRITICAL)
+    interrupted: str | None = None  # the signal that stopped the run before its end
 
     def observe(self, ev: Event) -> None:
         if isinstance(ev, OrderFilled):
@@ -376,13 +385,43 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
                     "%Y-%m-%d %H:%M ET"))
 
             clock = SimulatedClock(pipeline, tape, run_id, speed=speed, on_progress=on_progress)
-            await clock.run(run_days)
+            try:
+                with _stop_on_signals() as stopped:
+                    await clock.run(run_days)
+            except asyncio.CancelledError:
+                # Ctrl-C or SIGTERM: keep what was recorded and report it, like a clean end.
+                summary.interrupted = stopped.get("signal", "SIGINT")
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # the flush and the close below must still run
         await recorder.flush()
         summary.events = pipeline.dispatched
     # Nothing retries inside a simulated day (it runs in seconds): what a channel did not
     # take stays pending in the log, for `catalyst alerts deliver`.
     summary.pending = summary.ledger.pending(channels)
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[dict[str, str]]:
+    """SIGINT and SIGTERM cancel the running simulation (which then reports its summary)
+    instead of killing it mid-write; the dict says which signal it was."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    seen: dict[str, str] = {}
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        def stop(sig: signal.Signals = sig) -> None:
+            seen["signal"] = sig.name
+            if task is not None:
+                task.cancel()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+    try:
+        yield seen
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def run_started_event(run_id: str, kind: str, settings: Settings, pipeline: Pipeline,
@@ -410,8 +449,9 @@ def print_summary(s: RunSummary, console: Console) -> None:
     table.add_row("sessions started", str(s.sessions_started))
     table.add_row("fills", str(s.fills))
     table.add_row("trades (round trips)", str(s.trades))
-    win_rate = f"{100 * s.wins / s.trades:.0f}%" if s.trades else "-"
-    table.add_row("wins / losses (win rate)", f"{s.wins} / {s.losses} ({win_rate})")
+    rate = win_rate(s.wins, s.trades)
+    table.add_row("wins / losses (win rate)",
+                  f"{s.wins} / {s.losses} ({'-' if rate is None else f'{100 * rate:.0f}%'})")
     table.add_row("realized P&L", _money(s.realized))
     table.add_row("alerts sent", str(s.alerts_sent))
     if s.alerts_suppressed or s.alerts_failed:
@@ -422,9 +462,32 @@ def print_summary(s: RunSummary, console: Console) -> None:
     for r in s.rejections:
         console.print(f"[yellow]session start rejected:[/] {r}")
     if s.pending:
-        console.print(pending_line(s.pending, s.run_id))
-    where = f"mail: {s.mailbox}/  " if s.mailbox else ""
-    console.print(f"{where}log: {s.store}  (replay: catalyst replay --run {s.run_id})")
+        console.print(pending_line(s.pending, s.run_id), soft_wrap=True)
+    if s.interrupted:
+        console.print(f"[yellow]interrupted ({s.interrupted}):[/] the run stopped before the "
+                      "end of its session; the figures above are what it recorded",
+                      soft_wrap=True)
+    if s.trades == 0 and not s.interrupted:
+        console.print(f"no trades: {_why_no_trades(s)}", soft_wrap=True)
+    # One item a line, never wrapped: these are paths and commands to copy.
+    if s.mailbox:
+        console.print(f"mail (maildir): {s.mailbox}/", soft_wrap=True, highlight=False)
+    console.print(f"event log (NATS store): {s.store}", soft_wrap=True, highlight=False)
+    console.print(f"replay: catalyst replay --run {s.run_id}", soft_wrap=True,
+                  highlight=False)
+
+
+def _why_no_trades(s: RunSummary) -> str:
+    if s.rejections:
+        return "the session did not start (see above)"
+    if not s.sessions_started:
+        return "no session started on the day"
+    if s.emergency_stops:
+        return "trading was halted by the emergency stop"
+    if s.fills:
+        return "positions were opened but none was closed by the end"
+    return ("no signal led to an order (no candidate passed the scanner and strategy, or "
+            "the risk guard denied them; see `catalyst audit report`)")
 
 
 def _money(v: Decimal) -> str:

@@ -9,6 +9,9 @@ the scanner is off; the risk guard still decides and sizes. Without it the scann
 strategy run as in a live session, with daily history built from the file's earlier days.
 Inputs are validated completely before anything runs; the report is written atomically at
 the end, so a failed run leaves nothing half-written.
+
+Past ~400 lines: the report (fills, days, and every signal with its outcome) is built here,
+beside the run it describes, so the contract has one home.
 """
 
 from __future__ import annotations
@@ -44,8 +47,13 @@ from domain.events import (
     DailyPnLChanged,
     EmergencyStopTriggered,
     Event,
+    OrderApproved,
+    OrderCanceled,
+    OrderDenied,
     OrderFilled,
     OrderPartiallyFilled,
+    OrderRejected,
+    OrderSubmitted,
     ScanRequested,
     SessionEnded,
     SignalGenerated,
@@ -151,14 +159,27 @@ class BacktestResult:
     events: int = 0
     seconds: float = 0.0
 
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)  # signal_id -> entry
+    report_signals: list[dict[str, Any]] = field(default_factory=list)  # as reported
+    _entry_orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # order_id ->
+
     def observe(self, ev: Event) -> None:
         if type(ev) in _UNREPORTED:  # bars, ticks, scans: most events
+            return
+        if isinstance(ev, SignalGenerated | OrderApproved | OrderDenied | OrderSubmitted
+                      | OrderRejected | OrderCanceled):
+            self._follow_signal(ev)
             return
         if isinstance(ev, OrderFilled | OrderPartiallyFilled):
             self.fills.append({
                 "time": ev.occurred_at.isoformat(), "symbol": ev.symbol, "side": ev.side.value,
                 "qty": _num(ev.qty), "price": _num(ev.price), "order_id": ev.order_id,
             })
+            order = self._entry_orders.get(ev.order_id)
+            if order is not None:
+                order["filled_qty"] = _num(Decimal(order["filled_qty"]) + ev.qty)
+                order["status"] = ("filled" if isinstance(ev, OrderFilled)
+                                   else "partially filled")
             pos = self.positions.get(ev.symbol, Position())
             self.positions[ev.symbol] = apply_fill(pos, ev.side, ev.qty, ev.price, ev.fee).position
         elif isinstance(ev, DailyPnLChanged):
@@ -171,7 +192,63 @@ class BacktestResult:
                                "date": ev.session_date.isoformat(), "pnl": _num(ev.pnl),
                                "reason": ev.reason})
 
-    def report(self, all_days: list[date]) -> dict[str, Any]:
+    def _follow_signal(self, ev: Event) -> None:
+        """Every signal and what became of it: a signal that cannot trade must say why, not
+        leave the user with '0 fills'."""
+        if isinstance(ev, SignalGenerated):
+            self.signals[ev.signal_id] = {
+                "signal_id": ev.signal_id, "time": ev.occurred_at.isoformat(),
+                "symbol": ev.symbol, "side": ev.side.value, "entry": _num(ev.entry),
+                "stop_loss": _num(ev.stop_loss), "take_profit": _num(ev.take_profit),
+                "source": ev.reason, "outcome": "pending"}
+        elif isinstance(ev, OrderApproved):
+            sig = self.signals.get(ev.signal_id)
+            if sig is not None:
+                order = {"order_id": ev.order_id, "qty": _num(ev.qty),
+                         "entry": _num(ev.entry), "status": "approved", "filled_qty": "0"}
+                sig.update(outcome="approved", order=order)
+                self._entry_orders[ev.order_id] = order
+        elif isinstance(ev, OrderDenied):
+            sig = self.signals.get(ev.signal_id)
+            if sig is not None:
+                sig.update(outcome="denied", rule=ev.rule, detail=ev.detail,
+                           figures=dict(ev.figures))
+        else:
+            order = self._entry_orders.get(getattr(ev, "order_id", ""))
+            if order is None:
+                return
+            if isinstance(ev, OrderSubmitted) and order["status"] == "approved":
+                order["status"] = "submitted"
+            elif isinstance(ev, OrderRejected):
+                order.update(status="rejected", why=f"the broker rejected it: {ev.code} "
+                             f"{ev.message}")
+            elif isinstance(ev, OrderCanceled) and ev.leg is None \
+                    and order["status"] in ("approved", "submitted"):
+                order.update(status="canceled", why=(
+                    f"canceled unfilled ({ev.reason or 'no reason given'}): a market entry "
+                    f"fills at the open of the next bar of {ev.symbol}, and none came"))
+
+    def signal_outcomes(self, rows: list[SignalRow] | None, spool: SpooledBars | None
+                        ) -> list[dict[str, Any]]:
+        """The report's `signals`: every signal in time order with its outcome. Rows of
+        SIGNALS.csv that never reached the pipeline are `skipped`, with why."""
+        out = list(self.signals.values())
+        for r in rows or ():
+            if f"csv-line-{r.line}" not in self.signals:
+                out.append({"signal_id": f"csv-line-{r.line}", "time": r.timestamp.isoformat(),
+                            "symbol": r.symbol, "side": r.side.value, "entry": None,
+                            "stop_loss": _num(r.stop_loss), "take_profit": _num(r.take_profit),
+                            "source": f"SIGNALS.csv line {r.line}", "outcome": "skipped",
+                            "why": _why_skipped(r, spool)})
+        for sig in out:
+            order = sig.get("order")
+            if order and order["status"] in ("approved", "submitted"):
+                order["why"] = ("never filled: no bar of the symbol came after the order "
+                                "before the run ended")
+        return sorted(out, key=lambda s: (s["time"], s["signal_id"]))
+
+    def report(self, all_days: list[date], rows: list[SignalRow] | None = None,
+               spool: SpooledBars | None = None) -> dict[str, Any]:
         days = []
         for d in all_days:
             t = self.days.get(d, DayTotals())
@@ -183,7 +260,20 @@ class BacktestResult:
             for s, p in sorted(self.positions.items()) if not p.is_flat
         ]
         return {"fills": self.fills, "days": days, "emergency_stops": self.stops,
-                "positions": positions, "run_id": self.run_id}
+                "positions": positions, "run_id": self.run_id,
+                "signals": self.signal_outcomes(rows, spool)}
+
+
+def _why_skipped(r: SignalRow, spool: SpooledBars | None) -> str:
+    day = xnys.session_date(r.timestamp)
+    session = xnys.session_for(day)
+    if spool is not None and day not in spool.dates:
+        return f"the bars have no session on {day.isoformat()}"
+    if session is not None and not session.open <= r.timestamp < session.close:
+        return (f"{r.timestamp.isoformat()} is outside the session "
+                f"({session.open.isoformat()} to {session.close.isoformat()})")
+    return (f"{r.timestamp.isoformat()} is after the last minute the run reached on "
+            f"{day.isoformat()}; a signal is taken at a session minute")
 
 
 def _num(v: Decimal) -> str:
@@ -317,7 +407,9 @@ async def _run(settings: Settings, spool: SpooledBars, rows: list[SignalRow] | N
         else:
             await go(Recorder(None))
     result.seconds = time.perf_counter() - started
-    write_json_atomic(report_path, result.report(tape.dates))
+    report = result.report(tape.dates, rows, spool)
+    result.report_signals = report["signals"]
+    write_json_atomic(report_path, report)
     return result
 
 
@@ -341,7 +433,28 @@ def print_result(r: BacktestResult, console: Console) -> None:
         table.add_row(d.isoformat(), f"{t.realized:,.2f}", f"{t.unrealized:,.2f}",
                       f"{t.total:,.2f}", str(t.trades))
     console.print(table)
+    signals = r.report_signals
+    if signals:
+        counts = {k: sum(1 for s in signals if s["outcome"] == k)
+                  for k in ("approved", "denied", "skipped")}
+        filled = sum(1 for s in signals if s.get("order", {}).get("status") in
+                     ("filled", "partially filled"))
+        console.print(f"{len(signals)} signals: {counts['approved']} approved ({filled} "
+                      f"filled), {counts['denied']} denied, {counts['skipped']} skipped",
+                      highlight=False)
+        unfilled = [s for s in signals if s["outcome"] != "approved" or s.get("order", {})
+                    .get("status") not in ("filled", "partially filled")]
+        for s in unfilled[:10]:  # why a signal did not trade; the report has them all
+            why = (f"denied by {s['rule']}: {s['detail']}" if s["outcome"] == "denied"
+                   else s.get("why") or s.get("order", {}).get("why", ""))
+            console.print(f"  {s['time']} {s['symbol']} {s['side']}: {s['outcome']}"
+                          f"{' (' + s['order']['status'] + ')' if s.get('order') else ''}"
+                          f": {why}", highlight=False, soft_wrap=True)
+        if len(unfilled) > 10:
+            console.print(f"  ... and {len(unfilled) - 10} more in the report")
     rate = r.bars / r.seconds if r.seconds else 0
     console.print(f"{len(r.fills)} fills, {len(r.stops)} emergency stops, {r.bars} bars in "
-                  f"{r.seconds:.2f}s ({rate:,.0f} bars/s); report: {r.report_path}; "
-                  f"log: {r.store}")
+                  f"{r.seconds:.2f}s ({rate:,.0f} bars/s)", highlight=False)
+    # One item a line, never wrapped: paths to copy.
+    console.print(f"report: {r.report_path}", soft_wrap=True, highlight=False)
+    console.print(f"event log (NATS store): {r.store}", soft_wrap=True, highlight=False)

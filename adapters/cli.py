@@ -1,10 +1,15 @@
-"""`catalyst`: the command line. Every command has --help; errors are one clear line, exit 1."""
+"""`catalyst`: the command line. Every command has --help; errors are one clear line, exit 1.
+
+Past ~400 lines: the commands, their argument checks and the one-line error net live
+together until the planned move to `adapters/cli/` splits them per command group.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +24,25 @@ from adapters.logs import register_secrets, setup_logging
 from config.loader import ConfigError, load_settings, redacted
 from config.settings import Settings
 from domain.errors import CatalystError
+
+
+def _flags_take_no_value() -> None:
+    """typer 0.29's rich help prints a type after every option, `<bool>` after flags too,
+    which reads as if `--json` took a value. A flag shows no type (one place, here)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_catalyst", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._catalyst = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 app = typer.Typer(
     name="catalyst",
@@ -56,7 +80,63 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def settings_or_exit(config_dir: Path | None, log_format: str | None = None) -> Settings:
+def input_file(path: Path, option: str) -> Path:
+    """A file the command reads: it exists, is a file, and is text (checked on its start, so
+    binary bytes are one line here rather than a decode error deep inside a reader)."""
+    if not path.exists():
+        raise fail(f"{option} {path}: no such file")
+    if path.is_dir():
+        raise fail(f"{option} {path}: is a directory, not a file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(65536)
+    except OSError as e:
+        raise fail(f"{option} {path}: cannot read: {e.strerror}") from None
+    if path.suffix != ".gz":
+        import codecs
+
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last char is fine
+        except UnicodeDecodeError:
+            raise fail(f"{option} {path}: not a text file (binary data)") from None
+        if b"\0" in head:
+            raise fail(f"{option} {path}: not a text file (binary data)")
+    return path
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file the command writes: its folder exists (we do not guess at creating one)."""
+    if path.is_dir():
+        raise fail(f"{option} {path}: is a directory; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise fail(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise fail(f"{option} {path}: the folder {folder} is not writable")
+    return path
+
+
+def check_log_format(log_format: str | None) -> None:
+    if log_format is not None and log_format not in ("text", "json"):
+        raise fail(f"--log-format {log_format!r}: use text or json")
+
+
+def check_port(port: int) -> None:
+    """The metrics port must be free before the run starts (and creates its store)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise fail(f"--metrics-port {port}: not a TCP port (1-65535)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise fail(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: "
+                       f"{e.strerror}") from None
+
+
+def settings_or_exit(config_dir: Path | None, log_format: str | None = None,
+                     one_shot: bool = True) -> Settings:
     try:
         settings = load_settings(config_dir).settings
     except ConfigError as e:
@@ -66,6 +146,12 @@ def settings_or_exit(config_dir: Path | None, log_format: str | None = None) -> 
                                                      n.password, n.token) if x)
     logcfg = settings.trading.logging
     setup_logging(logcfg.level, log_format or logcfg.format)
+    if one_shot:
+        # A command that connects once says "cannot reach" in one line; nats-py's retry
+        # warnings (four a second) would bury it.
+        import logging
+
+        logging.getLogger("catalyst.event_log").setLevel(logging.ERROR)
     return settings
 
 
@@ -137,12 +223,28 @@ def events_tail(
 ) -> None:
     """Follow events live as they are published (Ctrl-C to stop)."""
     settings = settings_or_exit(config_dir)
-    from adapters.connection import default_store, open_event_log
+    from adapters.connection import (
+        StoreError,
+        default_store,
+        has_log,
+        open_event_log,
+        running_url,
+    )
     from adapters.event_log import decode_msg
     from adapters.render import event_line
 
+    try:
+        store = default_store(settings, run)
+    except StoreError as e:
+        raise fail(str(e)) from None
+    if not settings.trading.nats.server_urls and running_url(store) is None:
+        # Nothing will ever be published there: following it would wait for ever.
+        what = "its log is finished" if has_log(store, settings) else "it holds no log"
+        raise fail(f"nothing is running on {store} ({what}); read a finished log with "
+                   f"`catalyst replay{' --run ' + run if run else ''}`")
+
     async def main() -> None:
-        async with open_event_log(settings, default_store(settings, run)) as log:
+        async with open_event_log(settings, store, create_streams=False) as log:
             sub = await log.nc.subscribe(subject)
             async for msg in sub.messages:
                 try:
@@ -161,11 +263,13 @@ def events_tail(
 # --- session -------------------------------------------------------------------------------
 
 
-def _publish(settings: Settings, event: Any, run: str | None = None) -> int:
-    from adapters.connection import default_store, open_event_log
+def _publish(settings: Settings, event: Any) -> int:
+    from adapters.connection import live_system, open_event_log
 
     async def main() -> int:
-        async with open_event_log(settings, default_store(settings, run)) as log:
+        # Only a running system is addressed: a finished run's log is closed, and no store is
+        # created for a system that is not there.
+        async with open_event_log(settings, live_system(settings)) as log:
             return await log.publish(event)
 
     return run_async(main())
@@ -225,13 +329,28 @@ def run(
     """Run the main job. With no Alpaca keys: one full simulated session on the bundled
     data (embedded NATS, simulated broker, mail to var/mail), then a summary. With keys:
     paper (or, guarded, live) trading in real time."""
-    settings = settings_or_exit(config_dir, log_format)
+    if speed is not None and not speed > 0:  # (also refuses nan)
+        raise fail(f"--speed {speed:g}: must be more than 0 (N x real time)")
+    check_log_format(log_format)
+    if metrics_port is not None:
+        check_port(metrics_port)
+    settings = settings_or_exit(config_dir, log_format, one_shot=False)
     from adapters import app as runtime
 
+    broker = settings.trading.broker
+    if (live or broker.mode == "live") and not broker.has_keys:
+        # Either live switch alone is refused; without keys it must not fall back to a
+        # simulation that exits 0 as if the operator had asked for one.
+        switch = "--live" if live else "broker.mode: live (TRADING_MODE=live)"
+        raise fail(f"{switch} needs ALPACA_API_KEY and ALPACA_SECRET_KEY, and live trading "
+                   "needs both --live and broker.mode: live; refusing to run a simulation "
+                   "instead")
     if settings.trading.broker.effective_kind == "sim":
         summary = run_async(runtime.run_simulated(settings, config_dir, day=day, speed=speed,
                                                   console=console, metrics_port=metrics_port))
         runtime.print_summary(summary, console)
+        if summary.interrupted:  # 128 + the signal, as a shell reports it
+            raise typer.Exit(130 if summary.interrupted == "SIGINT" else 143)
         if summary.undelivered_critical:  # a CRITICAL nobody received is not a success
             raise fail(f"{summary.undelivered_critical} CRITICAL alert(s) not delivered; "
                        f"catalyst alerts deliver --run {summary.run_id}")
@@ -258,6 +377,11 @@ def backtest(
     log_format: LogFormat = None,
 ) -> None:
     """Run the live handlers over recorded bars with the simulated broker; write a report."""
+    input_file(bars, "--bars")
+    if signals is not None:
+        input_file(signals, "--signals")
+    output_file(report, "--report")
+    check_log_format(log_format)
     settings = settings_or_exit(config_dir, log_format)
     from adapters import backtest as bt
 
@@ -300,7 +424,7 @@ def _alert_log(settings: Settings, run: str | None) -> Any:
     from adapters.connection import default_store, open_event_log
 
     store = default_store(settings, run)
-    if not settings.trading.nats.url and not (store / "jetstream").exists():
+    if not settings.trading.nats.server_urls and not (store / "jetstream").exists():
         raise fail(f"no event log at {store}; run `catalyst run` first, or pass --run ID")
     return open_event_log(settings, store, create_streams=False)
 
@@ -399,10 +523,46 @@ def data_fetch(
 
 def main() -> None:
     try:
-        app()
+        from typer._click import exceptions as click_errors  # typer >= 0.2x vendors click
+    except ImportError:  # older typer: click itself
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+
+    try:
+        code = app(standalone_mode=False, prog_name="catalyst")
+    except click_errors.NoArgsIsHelpError as e:  # a group with no command: its help
+        e.show()
+        sys.exit(e.exit_code)
+    except click_errors.UsageError as e:
+        # One line, like every other error (typer would draw a multi-line panel).
+        where = e.ctx.command_path if e.ctx else "catalyst"
+        err.print(f"[bold red]error:[/] {escape(e.format_message())} (see {where} --help)",
+                  highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except click_errors.ClickException as e:
+        err.print(f"[bold red]error:[/] {escape(e.format_message())}", highlight=False,
+                  soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("[bold red]error:[/] aborted", highlight=False)
+        sys.exit(1)
     except CatalystError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except (OSError, UnicodeError, ValueError) as e:
+        # The last net under every command: what a user can cause (a file, a port, a
+        # value) ends in one line. CATALYST_DEBUG=1 shows the traceback for a bug report.
+        if os.environ.get("CATALYST_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {escape(_describe(e))}", highlight=False,
+                  soft_wrap=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def register_extensions() -> None:
@@ -410,6 +570,7 @@ def register_extensions() -> None:
     from adapters import cli_ops
 
     cli_ops.register(app)
+    cli_ops.register_runs(app)
 
 
 register_extensions()

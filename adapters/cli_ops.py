@@ -2,7 +2,8 @@
 
 The work is in adapters.replay / adapters.audit / adapters.status; this module only turns
 options into calls, picks the log (a run's store, the live store, a configured server, or
-an export file) and maps outcomes to exit codes.
+an export file) and maps outcomes to exit codes. Past ~400 lines with `runs list|prune`,
+until the planned move to `adapters/cli/`.
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ def _cli() -> Any:
 
 @contextlib.asynccontextmanager
 async def _nats_log(settings: Any, run: str | None) -> AsyncIterator[Any]:
-    from adapters.connection import default_store, open_event_log, resolve_run
+    from adapters.connection import StoreError, default_store, has_log, open_event_log, run_id_of
 
-    store = default_store(settings, run)
-    if not settings.trading.nats.server_urls and not (store / "jetstream").exists():
+    try:
+        store = default_store(settings, run)
+    except StoreError as e:
+        raise _cli().fail(str(e)) from None
+    if not settings.trading.nats.server_urls and not has_log(store, settings):
         where = f"run {run!r}" if run else str(store)
         raise _cli().fail(f"no event log at {where} ({store}); run `catalyst run` first, "
                           "or pass --run ID / --file EXPORT.jsonl")
     async with open_event_log(settings, store, create_streams=False,
-                              run_id=resolve_run(run) if run else None) as log:
+                              run_id=run_id_of(run) if run else None) as log:
         yield log
 
 
@@ -93,6 +97,10 @@ def register(app: typer.Typer) -> None:
         """Read the event log in order (both streams merged) and print one line per event;
         --verify proves the log explains every decision."""
         cli = _cli()
+        if file is not None:
+            if run is not None:
+                raise cli.fail("--run and --file: read one log, not both")
+            cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, start, end)
         if verify and subject:
@@ -107,11 +115,26 @@ def register(app: typer.Typer) -> None:
             d = await rp.find_session_date(await make_source(), session)
             return rp.Window.for_date(d)
 
-        async def go(source: Any, plan: Any, w: Any) -> int:
+        async def check_window(w: Any, found: int, make_source: Any) -> None:
+            # Nothing read for a window: a date the log does not hold is an error that
+            # names the dates it does (a subject that matched nothing is not).
+            if found == 0 and (w.start is not None or w.end is not None):
+                why = rp.window_misses(w, await rp.log_dates(await make_source()))
+                if why:
+                    raise cli.fail(why)
+
+        async def go(source: Any, plan: Any, w: Any, make_source: Any) -> int:
             if verify:
                 with rp.Progress(source.total, "verify") as bar:
                     result = await rp.verify(source, plan, w, on_batch=bar.advance,
                                              jobs=jobs)
+                if isinstance(source, FileSource):
+                    rp.add_integrity(result, source.integrity())
+                    if "digest" not in source.header:
+                        result.notes.append("the export has no line count and digest (an "
+                                            "older export): its completeness is unchecked")
+                if not result.divergences:
+                    await check_window(w, result.events, make_source)
                 if as_json:
                     print(json.dumps({"events": result.events, "context": result.context,
                                       "decisions_checked": result.derived,
@@ -122,13 +145,15 @@ def register(app: typer.Typer) -> None:
                 else:
                     rp.print_result(result)
                 return 1 if result.divergences else 0
-            await rp.print_entries(source, w, subject, as_json)
+            n = await rp.print_entries(source, w, subject, as_json)
+            await check_window(w, n, make_source)
             return 0
 
         async def main() -> int:
             try:
                 if file is not None:
                     src = FileSource(file)
+                    src.require_export()
 
                     async def file_source() -> Any:
                         return FileSource(file)
@@ -137,7 +162,7 @@ def register(app: typer.Typer) -> None:
                     if w.start is None and w.end is None and src.header.get("window"):
                         w = rp.Window.from_dict(src.header["window"])
                     plan = rp.plan_for_file(src, settings) if verify else None
-                    return await go(src, plan, w)
+                    return await go(src, plan, w, file_source)
                 async with _nats_log(settings, run) as log:
 
                     async def session_source() -> Any:
@@ -147,7 +172,11 @@ def register(app: typer.Typer) -> None:
                     w = await resolve_session(session_source)
                     plan = await rp.plan_for_nats(log, settings) if verify else None
                     source = await NatsSource(log, subject=subject).open()
-                    return await go(source, plan, w)
+
+                    async def record_source() -> Any:
+                        return await NatsSource(log, streams=("record",)).open()
+
+                    return await go(source, plan, w, record_source)
             except (LogReadError, rp.ReplayError, HelperError) as e:
                 raise cli.fail(str(e)) from None
 
@@ -171,24 +200,44 @@ def register(app: typer.Typer) -> None:
         cli = _cli()
         if fmt not in ("html", "json", "csv"):
             raise cli.fail(f"--format {fmt!r}: use html, json or csv")
+        if out is not None:
+            cli.output_file(out, "--out")
+        if file is not None:
+            if run is not None:
+                raise cli.fail("--run and --file: read one log, not both")
+            cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, None, None)
         from adapters.audit import build_report, render
         from adapters.log_source import FileSource, LogReadError, NatsSource
         from adapters.replay import Window
 
+        async def missing_day(report: dict[str, Any], w: Any, source: Any) -> None:
+            from adapters.replay import log_dates, window_misses
+
+            if report["summary"]["events"] == 0:
+                why = window_misses(w, await log_dates(source))
+                if why:
+                    raise cli.fail(why)
+
         async def main() -> dict[str, Any]:
             try:
                 if file is not None:
                     src = FileSource(file)
+                    src.require_export()
                     w = window
                     if w.start is None and src.header.get("window"):
                         w = Window.from_dict(src.header["window"])
-                    return await build_report(src, w)
+                    report = await build_report(src, w)
+                    await missing_day(report, w, FileSource(file))
+                    return report
                 if window.start is None:
                     raise cli.fail("--date is required (the New York session date)")
                 async with _nats_log(settings, run) as log:
-                    return await build_report(await NatsSource(log).open(), window)
+                    report = await build_report(await NatsSource(log).open(), window)
+                    await missing_day(report, window,
+                                      await NatsSource(log, streams=("record",)).open())
+                    return report
             except LogReadError as e:
                 raise cli.fail(str(e)) from None
 
@@ -216,18 +265,21 @@ def register(app: typer.Typer) -> None:
         """Write a day's log (both streams, in order) as a portable JSONL file that
         `catalyst replay --file` and `replay --verify --file` read without NATS."""
         cli = _cli()
+        cli.output_file(out, "--out")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, None, None)
         if window.start is None:
             raise cli.fail("--date is required (the New York session date)")
+        from adapters.connection import default_store, run_label
         from adapters.log_source import LogReadError, NatsSource
         from adapters.replay import export
 
         async def main() -> dict[str, int]:
             try:
                 async with _nats_log(settings, run) as log:
+                    label = run_label(default_store(settings, run), settings)
                     return await export(await NatsSource(log).open(), out, window, context,
-                                        {"run": run})
+                                        {"run": label})
             except LogReadError as e:
                 raise cli.fail(str(e)) from None
 
@@ -240,13 +292,17 @@ def register(app: typer.Typer) -> None:
     def audit_import(
         file: Annotated[Path, typer.Argument(help="An export written by `audit export`.")],
         run: Annotated[str | None, typer.Option("--run", help="Store it as this run "
-                                                "(var/runs/<run>/nats; default: "
-                                                "import-<file name>).")] = None,
+                                                "(var/runs/NAME/nats; default: "
+                                                "import-FILESTEM).")] = None,
         config_dir: ConfigDir = None,
     ) -> None:
         """Publish an export into a fresh log (same ids, same order), e.g. on another
-        machine: `catalyst replay --run <run>` and `audit report --run <run>` then read it."""
+        machine: `catalyst replay --run NAME` and `audit report --run NAME` then read it."""
         cli = _cli()
+        cli.input_file(file, "FILE")
+        if run is not None and (not run or run == "latest" or run.startswith(".")
+                                or any(c in run for c in "/\\")):
+            raise cli.fail(f"--run {run!r}: a run name is one path segment, not 'latest'")
         settings = cli.settings_or_exit(config_dir)
         from adapters.connection import open_event_log, run_store
         from adapters.log_source import FileSource, LogReadError, import_entries
@@ -257,6 +313,9 @@ def register(app: typer.Typer) -> None:
         async def main() -> int:
             try:
                 src = FileSource(file)
+                src.require_export()
+                if problems := src.integrity():  # never publish a tampered log as a run
+                    raise cli.fail("; ".join(problems))
                 async with open_event_log(settings, store, run_id=name) as log:
                     if await log.last_seq() or await log.last_seq(log.names.market_data):
                         raise cli.fail(f"{store} already holds a log; import into a new run")
@@ -279,14 +338,88 @@ def register(app: typer.Typer) -> None:
         P&L, consumer lag, NATS and broker. Exit 1 when NATS is not reachable."""
         cli = _cli()
         settings = cli.settings_or_exit(config_dir)
-        from adapters.connection import default_store, resolve_run
+        from adapters.connection import StoreError, default_store, run_id_of
         from adapters.status import gather, print_status
 
-        st = cli.run_async(gather(settings, default_store(settings, run),
-                                  run_id=resolve_run(run) if run else None))
+        try:
+            store = default_store(settings, run)
+        except StoreError as e:
+            raise cli.fail(str(e)) from None
+        st = cli.run_async(gather(settings, store, run_id=run_id_of(run) if run else None))
         if as_json:
             print(json.dumps(st, indent=2, default=str))
         else:
             print_status(st, cli.console)
         if not st["nats"].get("connected"):
             raise typer.Exit(1)
+
+
+def register_runs(app: typer.Typer) -> None:
+    """`catalyst runs list|prune`: every simulation and backtest keeps its own store under
+    var/runs, so var/ grows with every demo; these show and bound it."""
+    runs_app = typer.Typer(help="Simulation and backtest runs under var/runs: list, prune.",
+                           no_args_is_help=True)
+    app.add_typer(runs_app, name="runs")
+
+    @runs_app.command("list")
+    def runs_list(
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Every run with its kind, start time, size on disk and whether it is running;
+        the newest last, `latest` marked."""
+        from adapters.runs import list_runs
+
+        rows = list_runs()
+        if as_json:
+            print(json.dumps([r.as_dict() for r in rows], indent=2))
+            return
+        cli = _cli()
+        if not rows:
+            cli.console.print("no runs under var/runs (start one with `catalyst run`)")
+            return
+        from rich.table import Table
+
+        table = Table(title="runs (var/runs)")
+        table.add_column("run id", no_wrap=True)  # ids are copied into --run
+        for col in ("kind", "started (UTC)", "size", "state"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r.run_id + (" (latest)" if r.latest else ""), r.kind,
+                          r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-",
+                          r.size_text, "running" if r.running else "")
+        cli.console.print(table)
+
+    @runs_app.command("prune")
+    def runs_prune(
+        keep: Annotated[int | None, typer.Option("--keep", min=0, help="Keep this many of "
+                                                 "the newest simulation and backtest runs; "
+                                                 "delete the older ones.")] = None,
+        older_than: Annotated[float | None, typer.Option(
+            "--older-than", min=0, help="Delete simulation and backtest runs started more "
+            "than this many days ago.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be "
+                                              "deleted.")] = False,
+    ) -> None:
+        """Delete old simulation and backtest runs (their stores under var/runs). A running
+        one, imported audits (import-*) and the live store (var/nats) are never touched."""
+        from datetime import UTC, datetime, timedelta
+
+        from adapters.runs import list_runs, prune_plan, remove_run
+
+        cli = _cli()
+        if keep is None and older_than is None:
+            raise cli.fail("say what to keep: --keep N and/or --older-than DAYS")
+        if older_than is not None and not 0 <= older_than <= 36500:  # (nan and inf too)
+            raise cli.fail(f"--older-than {older_than}: a number of days, 0 to 36500")
+        cutoff = (datetime.now(UTC) - timedelta(days=older_than)
+                  if older_than is not None else None)
+        doomed = prune_plan(keep, cutoff)
+        for r in doomed:
+            if not dry_run:
+                remove_run(r)
+            cli.console.print(f"{'would delete' if dry_run else 'deleted'} {r.run_id} "
+                              f"({r.size_text})", highlight=False)
+        kept = len(list_runs())
+        cli.console.print(f"{len(doomed)} run{'s' if len(doomed) != 1 else ''} "
+                          f"{'to delete' if dry_run else 'deleted'}; {kept} left",
+                          highlight=False)

@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 from adapters.embedded_nats import EmbeddedNats
 from adapters.event_log import EventLog, StreamNames, connect_options_from_settings
 from config.settings import Settings
+from domain.errors import CatalystError
 
 RUNS_DIR = Path("var/runs")
 URL_FILE = "server.url"
@@ -57,7 +58,7 @@ def run_names(settings: Settings, run_id: str) -> tuple[StreamNames, str]:
                         f"{nats_cfg.market_data_stream}_{suffix}"), f"run.{token}.")
 
 
-def resolve_run(run: str) -> str:
+def run_id_of(run: str) -> str:
     """'latest' -> the newest run's id; any other id as given."""
     if run != "latest":
         return run
@@ -75,17 +76,101 @@ def mark_latest_run(run_id: str) -> None:
     tmp.replace(link)
 
 
-def default_store(settings: Settings, run: str | None = None) -> Path:
-    """The store a reading command uses: an explicit run, the live store, or the latest run."""
-    if run:
-        return run_store(resolve_run(run))
+class StoreError(CatalystError):
+    """No log where a command looks for one: an unknown run id, or no store at all."""
+
+
+def running_url(store: Path) -> str | None:
+    """The URL of the embedded server a running Catalyst announced for `store`, if it still
+    answers. A stale announcement (the process was killed) counts as nothing running."""
+    url_file = store / URL_FILE
+    try:
+        url = url_file.read_text().strip()
+    except OSError:
+        return None
+    return url if url and _reachable(url) else None
+
+
+def has_log(store: Path, settings: Settings) -> bool:
+    """Whether `store` holds the record stream, judged from the directory alone: a reading
+    command must not start a server (which creates files) just to find out."""
+    stream = settings.trading.nats.record_stream
+    return any(p.is_dir() for p in store.glob(f"jetstream/*/streams/{stream}"))
+
+
+def known_runs() -> list[str]:
+    """Run ids with a store under var/runs, oldest first (ids start with their time)."""
+    if not RUNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in RUNS_DIR.iterdir()
+                  if p.name != "latest" and not p.name.startswith(".")
+                  and (p / "nats").is_dir())
+
+
+def resolve_run(run: str, settings: Settings) -> Path:
+    """The store of run `run` ('latest' included). An unknown id is an error naming the
+    nearest ones: a typo must never read (or create) an empty store."""
+    import difflib
+
+    if run == "latest":
+        link = RUNS_DIR / "latest"
+        if not link.exists():
+            raise StoreError("--run latest: there is no simulation or backtest run yet "
+                             "(start one with `catalyst run`)")
+        return link.resolve() / "nats"
+    runs = known_runs()
+    if run in runs and has_log(run_store(run), settings):
+        return run_store(run)
+    near = difflib.get_close_matches(run, runs, n=3, cutoff=0.5) or runs[-3:]
+    hint = f"; nearest: {', '.join(near)}" if near else "; there are no runs yet"
+    why = "has no event log" if run in runs else "is not a known run id"
+    raise StoreError(f"--run {run!r} {why}{hint} (catalyst runs list)")
+
+
+def live_in_use(settings: Settings) -> bool:
+    """The live store counts when it holds a log or a running system announced itself; an
+    empty or absent one never shadows the simulation runs."""
     live = settings.trading.nats.store_dir
-    if (live / "jetstream").exists():
+    return running_url(live) is not None or has_log(live, settings)
+
+
+def default_store(settings: Settings, run: str | None = None) -> Path:
+    """The store a reading command uses: an explicit run, the live store, or the latest run.
+    Raises StoreError when there is nothing to read (reading never creates a store)."""
+    if run:
+        if settings.trading.nats.server_urls:
+            # On a configured server a run is its own streams (the id names them), not a
+            # directory here: the reading command says so if the server has none.
+            return run_store(run_id_of(run))
+        return resolve_run(run, settings)
+    live = settings.trading.nats.store_dir
+    if settings.trading.nats.server_urls or live_in_use(settings):
         return live
     latest = RUNS_DIR / "latest"
-    if latest.exists():
+    if latest.exists() and has_log(latest.resolve() / "nats", settings):
         return latest.resolve() / "nats"
-    return live
+    raise StoreError(f"no event log: nothing at {live} and no simulation run under "
+                     f"{RUNS_DIR}; run `catalyst run` first, or pass --file EXPORT.jsonl")
+
+
+def run_label(store: Path, settings: Settings) -> str:
+    """The run a store belongs to, for an export's header: a run id, or 'live'."""
+    if settings.trading.nats.server_urls:
+        return "live"
+    runs = RUNS_DIR.resolve()
+    resolved = store.resolve()
+    return resolved.parent.name if resolved.parent.parent == runs else "live"
+
+
+def live_system(settings: Settings) -> Path:
+    """The store of the running live/paper system, for commands that write to it (resume,
+    session start). A finished simulation's log is closed: never written after the fact."""
+    live = settings.trading.nats.store_dir
+    if settings.trading.nats.server_urls or running_url(live):
+        return live
+    raise StoreError(f"no running Catalyst system (no server announced in {live / URL_FILE}"
+                     " and no nats.url); a finished simulation's log is closed: in a "
+                     "simulation, start a new run with `catalyst run`")
 
 
 @contextlib.asynccontextmanager
@@ -118,6 +203,8 @@ async def open_event_log(settings: Settings, store: Path | None = None,
             await log.close()
         return
     store = Path(store or nats_cfg.store_dir)
+    if not create_streams and not store.is_dir():
+        raise StoreError(f"no event log at {store}")  # a read must not create the store
     url_file = store / URL_FILE
     if url_file.exists():
         url = url_file.read_text().strip()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from domain.errors import CatalystError
 from domain.events import Event
 
 if TYPE_CHECKING:
@@ -136,9 +137,17 @@ class Metrics:
             await asyncio.sleep(interval)
 
 
+class MetricsPortError(CatalystError):
+    """The metrics port cannot be bound."""
+
+
 def start_metrics_server(port: int, metrics: Metrics, addr: str = "127.0.0.1") -> Any:
     """Serve /metrics on a daemon thread; returns the server (call .shutdown() to stop)."""
-    result = start_http_server(port, addr=addr, registry=metrics.registry)
+    try:
+        result = start_http_server(port, addr=addr, registry=metrics.registry)
+    except OSError as e:  # in use, or not ours to bind: the option's problem, in one line
+        raise MetricsPortError(f"--metrics-port {port}: cannot listen on {addr}:{port}: "
+                               f"{e.strerror or e}") from None
     server = result[0] if isinstance(result, tuple) else result
     log.info("metrics on http://%s:%s/metrics", addr, port)
     return server

@@ -944,6 +944,16 @@ async def verify(source: LogSource, plan: Plan, window: Window | None = None,
         v.close()
 
 
+def add_integrity(result: VerifyResult, problems: list[str]) -> None:
+    """An export whose lines do not match its header's count and digest is one divergence
+    (reported first: nothing else in the file can be trusted as the recorded log)."""
+    if not problems:
+        return
+    result.divergences += 1
+    result.reported.insert(0, Divergence("tampered", "export", UUID(int=0),
+                                         "; ".join(problems)))
+
+
 def print_result(r: VerifyResult, out: TextIO = sys.stdout) -> None:
     for n in r.notes:
         out.write(f"note: {n}\n")
@@ -1080,6 +1090,32 @@ async def print_entries(source: LogSource, window: Window, subject: str | None,
     return n
 
 
+async def log_dates(source: LogSource) -> list[date]:
+    """The New York dates a log has events on (run and config records aside: they carry
+    wall-clock stamps), to tell a user which dates to ask for."""
+    dates: set[date] = set()
+    async for batch in source.batches():
+        for e in batch:
+            if e.event.type not in ("RunStarted", "ConfigChanged", "ConfigRejected"):
+                dates.add(e.event.occurred_at.astimezone(NEW_YORK).date())
+    return sorted(dates)
+
+
+def window_misses(window: Window, dates: list[date]) -> str | None:
+    """Why a window read nothing, when the log has no event in it (None: it has some, and
+    a filter matched nothing)."""
+    if window.start is None and window.end is None:
+        return None
+    for d in dates:  # the day [d, d + 1) overlaps the window [start, end)
+        day_start = datetime.combine(d, time(0), NEW_YORK)
+        day_end = datetime.combine(d + timedelta(days=1), time(0), NEW_YORK)
+        if (window.start is None or window.start < day_end) and \
+                (window.end is None or day_start < window.end):
+            return None
+    held = ", ".join(d.isoformat() for d in dates) if dates else "none (the log is empty)"
+    return f"{window.label}: the log has no events in that window; the dates it holds: {held}"
+
+
 async def find_session_date(source: LogSource, session_id: str) -> date:
     """The session date of a session id (from its SessionStarted)."""
     async for batch in source.batches():
@@ -1098,10 +1134,11 @@ async def export(source: LogSource, path: Any, window: Window, context: bool = T
     import tempfile
     from pathlib import Path
 
-    from adapters.log_source import export_header, export_line
+    from adapters.log_source import LineChain, export_header, export_line
 
     path = Path(path)
     counts = {"events": 0, "context": 0, "record": 0, "market_data": 0}
+    chain = LineChain()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
     body = tmp + ".body"
     try:
@@ -1110,11 +1147,14 @@ async def export(source: LogSource, path: Any, window: Window, context: bool = T
                 async for batch in window_entries(source, window, on_batch=bar.advance,
                                                   context=context):
                     for phase, e in batch:
-                        f.write(export_line(e) + "\n")
+                        line = export_line(e)
+                        chain.add(line.encode())
+                        f.write(line + "\n")
                         counts["context" if phase == BEFORE else "events"] += 1
                         counts[e.stream] += 1
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(export_header(window.as_dict(), counts, **(extra or {})) + "\n")
+            f.write(export_header(window.as_dict(), counts, **(extra or {}),
+                                  lines=chain.lines, digest=chain.hexdigest) + "\n")
             with open(body, encoding="utf-8") as b:
                 while chunk := b.read(1 << 20):
                     f.write(chunk)

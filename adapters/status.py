@@ -202,6 +202,22 @@ async def consumer_lag(log: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda c: (c["stream"], c["consumer"]))
 
 
+def _mark_cut_off(status: dict[str, Any], settings: Settings) -> None:
+    """A session the log says is running, in a store no process serves, was cut off (kill
+    -9, a crash, a machine that went down): it will never end, so do not call it running.
+    A running Catalyst announces its embedded server; a clean stop ends the session first.
+    Behind a configured server we cannot tell, and say what the log says."""
+    session = status.get("session") or {}
+    if settings.trading.nats.server_urls or status["nats"].get("running"):
+        return
+    if str(session.get("state", "")).startswith("running"):
+        session["state"] = "cut off"
+        session["cut_off"] = True
+        session["note"] = ("no process is running this log and the session never ended "
+                           f"(last event {status.get('as_of')}): the run was killed or "
+                           "interrupted")
+
+
 async def gather(settings: Settings, store: Path, timeout: float = 10.0,
                  run_id: str | None = None) -> dict[str, Any]:
     from adapters.connection import open_event_log
@@ -237,11 +253,14 @@ async def gather(settings: Settings, store: Path, timeout: float = 10.0,
                         for e in batch:
                             fold.add(e)
                 status.update(fold.view())
+                _mark_cut_off(status, settings)
                 status["consumers"] = await consumer_lag(log)
                 if fold.started is not None:
                     status["broker"]["last_session_broker"] = fold.started.broker
-    except Exception as e:  # noqa: BLE001 - status reports it (timeouts included)
-        status["nats"].update(connected=False, error=f"{type(e).__name__}: {e}")
+    except TimeoutError:
+        status["nats"].update(connected=False, error=f"no answer within {timeout:.0f} s")
+    except Exception as e:  # noqa: BLE001 - status reports it
+        status["nats"].update(connected=False, error=str(e) or type(e).__name__)
     return status
 
 
@@ -252,7 +271,8 @@ def print_status(status: dict[str, Any], console: Any) -> None:
     ok = n.get("connected")
     console.print(f"[bold]NATS[/]: {'[green]connected[/]' if ok else '[red]not reachable[/]'}"
                   f" ({n['mode']}{', ' + n['url'] if n.get('url') else ''})"
-                  + (f" server {n.get('server_version')}" if ok else f": {n.get('error')}"))
+                  + (f" server {n.get('server_version')}" if ok else f": {n.get('error')}"),
+                  soft_wrap=True)
     if not ok:
         return
     for name, s in (n.get("streams") or {}).items():
@@ -272,6 +292,8 @@ def print_status(status: dict[str, Any], console: Any) -> None:
                  f"{s['market_close']}), {s['scans']} scans, {s['trades']} trades")
     if s.get("reason"):
         line += f": {s['reason']}"
+    if s.get("note"):
+        line += f" ({s['note']})"
     console.print(line)
     t = status.get("trading") or {}
     if t.get("state") == "halted":

@@ -50,6 +50,7 @@ ENV_MAP: dict[str, tuple[str, ...]] = {
     "CATALYST_LOG_FORMAT": ("trading", "logging", "format"),
 }
 LIST_VARS = {"ALERT_EMAIL_CRITICAL", "ALERT_EMAIL_WARNING", "ALERT_EMAIL_INFO"}
+INT_VARS = {"SMTP_PORT"}
 SECRET_VARS = {"ALPACA_API_KEY", "ALPACA_SECRET_KEY", "SMTP_PASSWORD", "CATALYST_NATS_PASSWORD",
                "CATALYST_NATS_TOKEN"}
 
@@ -95,6 +96,27 @@ def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error: YAML would let
+    the later one win silently, and a trader would not know which value is in force."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
 def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         text = path.read_text()
@@ -102,14 +124,23 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError("file not found", str(path)) from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text file (binary data, or not UTF-8)", str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         raise ConfigError(f"YAML syntax error: {e.problem}", str(path),
                           mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as e:  # not marked (e.g. bytes that are not text)
+        raise ConfigError(f"not YAML: {e}", str(path)) from None
+    except _DuplicateKey as e:
+        raise ConfigError(f"duplicate key {e.key!r} (first given on line {e.first}; "
+                          "give each key once)", str(path), e.line) from None
     if data is None:
-        data = {}
+        # A file of only comments: every default would be in force without a word.
+        raise ConfigError("the file is empty (no settings); write `{}` to take every "
+                          "default, or copy the shipped file", str(path))
     if not isinstance(data, dict):
         raise ConfigError("top level must be a mapping of sections", str(path), 1)
     return data, text
@@ -135,6 +166,8 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             continue
         if var in LIST_VARS:
             value = [a.strip() for a in value.split(",") if a.strip()]
+        elif var in INT_VARS and value.strip().isdigit():
+            value = int(value)  # the environment is text; the field takes whole numbers only
         node = raw
         for key in path[:-1]:
             node = node.setdefault(key, {}) if isinstance(node.get(key, {}), dict) else {}

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 ALPACA_LIVE_HOST = "api.alpaca.markets"
@@ -52,6 +60,22 @@ def _unsafe_url(field: str, message: str) -> PydanticCustomError:
 class Strict(BaseModel):
     # Inputs stay out of error text: they may hold keys or a webhook token.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bools_and_ints_are_strict(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML `true` is not 1 and `1` is not true: a bool field takes only a bool, an int
+        field only a whole number (not a bool, 5.0 or '5'), a number field never a bool.
+        Pydantic's lax mode would coerce each of these silently."""
+        name = info.field_name
+        ann = cls.model_fields[name].annotation if name else None
+        if ann is bool and not isinstance(value, bool):
+            raise PydanticCustomError("strict_bool", "must be true or false")
+        if ann is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise PydanticCustomError("strict_int", "must be a whole number (an integer)")
+        if ann in (float, Decimal) and isinstance(value, bool):
+            raise PydanticCustomError("strict_number", "must be a number, not true/false")
+        return value
 
 
 # --- risk_parameters.yaml -------------------------------------------------------------------

@@ -178,3 +178,10 @@ class SessionDateCache:
         self._start, self._end = start, end
         self._date = d
         return d
+
+
+def win_rate(wins: int, trades: int) -> float | None:
+    """The share of round trips that made money: wins / trades, a break-even trade counting
+    as a trade that did not win. The one definition the run summary, the daily email and
+    the backtest report use (None when there was no trade)."""
+    return wins / trades if trades else None

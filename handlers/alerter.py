@@ -56,7 +56,7 @@ from domain.events import (
     SignalGenerated,
     TradingResumed,
 )
-from domain.pnl import Position, apply_fill
+from domain.pnl import Position, apply_fill, win_rate
 from domain.values import Severity, derive_id, to_cents
 from handlers.base import Handler
 
@@ -687,7 +687,6 @@ class Alerter(Handler):
 
     def _daily_summary(self, ev: SessionEnded, settings: Settings) -> Event:
         day = self.day if self.day.session_date in (None, ev.session_date) else _Day()
-        decided = ev.wins + ev.losses
         wins = [p for p in day.round_trips if p > 0]
         losses = [p for p in day.round_trips if p < 0]
         curve = [[t, v] for t, v in day.curve.items()]
@@ -704,7 +703,7 @@ class Alerter(Handler):
                 "trades": ev.trades,
                 "wins": ev.wins,
                 "losses": ev.losses,
-                "win_rate": (ev.wins / decided) if decided else None,
+                "win_rate": win_rate(ev.wins, ev.trades),
                 "realized_pnl": str(ev.realized_pnl),
                 "largest_win": _s(max(wins)) if wins else None,
                 "largest_loss": _s(min(losses)) if losses else None,

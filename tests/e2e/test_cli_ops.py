@@ -106,7 +106,8 @@ def test_export_replays_verifies_and_reports_the_same_without_nats(demo: Demo, e
                  "--out", str(html))
     assert h.returncode == 0 and "data:image/png;base64," in html.read_text()
 
-    # One edited decision: --verify fails and says what and where.
+    # One edited decision: --verify fails and says what and where (and that the file no
+    # longer matches its digest).
     lines = out.read_text().splitlines()
     i = next(k for k, line in enumerate(lines) if '"type":"OrderDenied"' in line)
     lines[i] = lines[i].replace('"rule":"', '"rule":"x', 1)
@@ -114,8 +115,9 @@ def test_export_replays_verifies_and_reports_the_same_without_nats(demo: Demo, e
     tampered.write_text("\n".join(lines) + "\n")
     t = catalyst(demo.cwd, "replay", "--file", str(tampered), "--verify")
     assert t.returncode == 1
-    assert "DIVERGENCE 1: differs: OrderDenied" in t.stdout and "causation:" in t.stdout
-    assert " 1 divergence" in t.stdout.splitlines()[-1]
+    assert "DIVERGENCE 1: tampered: export" in t.stdout
+    assert "DIVERGENCE 2: differs: OrderDenied" in t.stdout and "causation:" in t.stdout
+    assert " 2 divergences" in t.stdout.splitlines()[-1]
 
 
 def test_export_imported_on_a_fresh_store_gives_the_same_report(demo: Demo, exported: Path,
