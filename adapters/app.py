@@ -263,9 +263,12 @@ def new_run_id(kind: str, now: datetime) -> str:
 
 async def run_simulated(settings: Settings, config_dir: Path | None, day: str | None = None,
                         speed: float | None = None, console: Console | None = None,
-                        days: int | None = None, metrics_port: int | None = None
-                        ) -> RunSummary:
-    """One full session on the bundled data: embedded NATS, simulated broker, local mail."""
+                        days: int | None = None, metrics_port: int | None = None,
+                        serve: Any = None) -> RunSummary:
+    """One full session on the bundled data: embedded NATS, simulated broker, local mail.
+
+    `serve` (adapters.api.server.ServeOptions): the HTTP API and dashboard beside the run,
+    kept up after the day ends until Ctrl-C (the summary is printed when the day ends)."""
     from adapters.connection import mark_latest_run, open_event_log, run_store
     from config.loader import ConfigError
 
@@ -297,6 +300,11 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
         mark_latest_run(run_id)
         recorder = Recorder(log)
         pipeline, _ = build_sim_pipeline(settings, holder, recorder, [summary.observe])
+        api = None
+        if serve is not None:
+            from adapters.api.server import SimulationApi
+
+            api = await SimulationApi.start(serve, log, pipeline, holder, console)
         if metrics_port:
             from adapters.metrics import Metrics, start_metrics_server
 
@@ -316,9 +324,14 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
                     "%Y-%m-%d %H:%M ET"))
 
             clock = SimulatedClock(pipeline, tape, run_id, speed=speed, on_progress=on_progress)
+            if api is not None:
+                api.attach(clock)  # commands from the API enter between two minutes
             await clock.run(run_days)
         await recorder.flush()
         summary.events = pipeline.dispatched
+        if api is not None:
+            await api.serve_after_run(console, lambda: print_summary(summary, console))
+            summary.events = pipeline.dispatched
     return summary
 
 
@@ -370,8 +383,10 @@ def _money(v: Decimal) -> str:
 
 
 async def run_live(settings: Settings, config_dir: Path | None,
-                   console: Console | None = None, metrics_port: int | None = None) -> None:
+                   console: Console | None = None, metrics_port: int | None = None,
+                   serve: Any = None) -> None:
     from adapters.services import run_services
 
-    await run_services(settings, config_dir, console or Console(), metrics_port=metrics_port)
+    await run_services(settings, config_dir, console or Console(), metrics_port=metrics_port,
+                       serve=serve)
 
