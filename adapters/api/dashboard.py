@@ -14,17 +14,22 @@ _ENV = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "st
                    autoescape=select_autoescape(["html"]))
 
 
+def _when(iso: str | None) -> str:
+    """'2025-11-26T14:03:00-05:00' -> '2025-11-26 14:03 ET' (the API's times are New York's)."""
+    return f"{iso[:10]} {iso[11:16]} ET" if iso else "?"
+
+
 def banner(trading: dict[str, Any]) -> tuple[str, str]:
     """(css class, text) of the trading-state banner; the script builds the same text."""
     if trading.get("state") == "halted":
-        text = f"HALTED since {trading.get('since') or '?'}: {trading.get('reason') or ''}"
+        text = f"HALTED since {_when(trading.get('since'))}: {trading.get('reason') or ''}"
         if trading.get("require_manual_restart"):
             text += " (a person must resume trading)"
         return "halted", text
     text = "ACTIVE"
     last = trading.get("last_resumed")
     if last:
-        text += f" (resumed {last['at']} by {last['by']}: {last['reason']})"
+        text += f" (resumed {_when(last['at'])} by {last['by']}: {last['reason']})"
     return "active", text
 
 

@@ -34,18 +34,20 @@
     }
     for (const r of rows) { const tr = body.insertRow(); build(tr, r); }
   }
-  function hhmm(iso) { return iso ? iso.slice(11, 19) : ""; }
+  function hhmm(iso) { return iso ? iso.slice(11, 16) : ""; }
+  // "2025-11-26T14:03:00-05:00" -> "2025-11-26 14:03 ET" (the API's times are New York's).
+  function when(iso) { return iso ? iso.slice(0, 10) + " " + iso.slice(11, 16) + " ET" : "?"; }
 
   // --- rendering -------------------------------------------------------------------------
 
   function bannerText(t) {
     if (t.state === "halted") {
-      let s = "HALTED since " + (t.since || "?") + ": " + (t.reason || "");
+      let s = "HALTED since " + when(t.since) + ": " + (t.reason || "");
       if (t.require_manual_restart) s += " (a person must resume trading)";
       return s;
     }
     let s = "ACTIVE";
-    if (t.last_resumed) s += " (resumed " + t.last_resumed.at + " by " + t.last_resumed.by + ": " + t.last_resumed.reason + ")";
+    if (t.last_resumed) s += " (resumed " + when(t.last_resumed.at) + " by " + t.last_resumed.by + ": " + t.last_resumed.reason + ")";
     return s;
   }
 
