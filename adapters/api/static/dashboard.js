@@ -138,7 +138,8 @@
     if (warn != null) hline(warn, "warning", "#c07a00", warn.toFixed(0));
     if (limit != null) hline(limit, "limit", "#c42b2b", limit.toFixed(0));
     for (let h = Math.ceil(open / 60) * 60; h <= close; h += 60) {
-      const t = svg("text", { x: x(h), y: H - 6, "text-anchor": "middle", "font-size": 11,
+      const t = svg("text", { x: x(h), y: H - 6, "font-size": 11,
+        "text-anchor": h + 30 > close ? "end" : "middle",
         fill: "#6b7585" }, el);
       t.textContent = String(Math.floor(h / 60)) + ":00";
     }
