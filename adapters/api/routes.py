@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Gauge, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.api import commands
+from adapters.api import commands, models
 from adapters.api.auth import HOW_TO_SET, RateLimiter, Tokens
 from adapters.api.readmodel import Published, ReadModel, Subscriber
 from adapters.event_log import EventLog
@@ -230,7 +230,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # --- reads -----------------------------------------------------------------------------
 
-    @app.get(f"{API}/status")
+    @app.get(f"{API}/status", response_model=models.Status)
     async def status() -> dict[str, Any]:
         """Session, trading state (active, or halted since when and why, and who resumed
         it last), P&L, positions, consumer lag, where the log is."""
@@ -245,30 +245,30 @@ def create_app(ctx: ApiContext) -> FastAPI:
                        "session_mode": ctx.settings().session.mode}
         return view
 
-    @app.get(f"{API}/dashboard")
+    @app.get(f"{API}/dashboard", response_model=models.Dashboard)
     async def dashboard_state() -> dict[str, Any]:
         """Everything the dashboard shows, in one object (what the stream's `state` sends)."""
         return ctx.model.dashboard()
 
-    @app.get(f"{API}/positions")
+    @app.get(f"{API}/positions", response_model=list[models.Position])
     async def positions() -> list[dict[str, Any]]:
         """Open positions with their mark (last 1-minute close) and unrealized P&L."""
         return ctx.model.positions()
 
-    @app.get(f"{API}/orders")
+    @app.get(f"{API}/orders", response_model=list[models.Order])
     async def orders(all: bool = False) -> list[dict[str, Any]]:  # noqa: A002 - query name
         """Open orders with their bracket legs (`?all=true`: every order seen)."""
         if all:
             return [o.as_dict() for o in ctx.model.orders.values()]
         return ctx.model.open_orders()
 
-    @app.get(f"{API}/pnl")
+    @app.get(f"{API}/pnl", response_model=models.Pnl)
     async def pnl(day: Annotated[date | None, Query(alias="date")] = None) -> dict[str, Any]:
         """Daily P&L of a New York session date (default: the latest), its curve (one point
         a minute), the warning line and the loss limit."""
         return ctx.model.pnl(day)
 
-    @app.get(f"{API}/fills")
+    @app.get(f"{API}/fills", response_model=models.Fills)
     async def fills(day: Annotated[date | None, Query(alias="date")] = None
                     ) -> dict[str, Any]:
         """The day's fills and round-trip trades."""
@@ -277,12 +277,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 "fills": ctx.model.fills.get(d, []) if d else [],
                 "trades": ctx.model.trades.get(d, []) if d else []}
 
-    @app.get(f"{API}/alerts")
+    @app.get(f"{API}/alerts", response_model=list[models.Alert])
     async def alerts() -> list[dict[str, Any]]:
         """Alerts raised, with their delivery: pending, sent, failed or suppressed."""
         return ctx.model.alert_list()
 
-    @app.get(f"{API}/events")
+    @app.get(f"{API}/events", response_model=list[models.LoggedEvent])
     async def events(subject: str = "catalyst.>", since: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=5000)] = 100
                      ) -> list[dict[str, Any]]:

@@ -154,6 +154,18 @@ async def test_posts_are_rate_limited(make_rig) -> None:  # type: ignore[no-unty
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
 
 
+def test_tokens_come_from_a_file_before_the_variable(tmp_path: Path) -> None:
+    f = tmp_path / "tokens"
+    f.write_text(f"# one per line\nalice:{SECRET}\nbob:{SECRET[::-1]}\n")
+    t = Tokens.from_env({"CATALYST_API_TOKEN_FILE": str(f),
+                         "CATALYST_API_TOKEN": f"carol:{SECRET}"})
+    assert t.who(f"Bearer {SECRET}") == "alice" and t.who(f"Bearer {SECRET[::-1]}") == "bob"
+    assert not Tokens.from_env({}).configured
+    with pytest.raises(ValueError, match="cannot read") as e:
+        Tokens.from_env({"CATALYST_API_TOKEN_FILE": str(tmp_path / "missing")})
+    assert SECRET not in str(e.value)
+
+
 def test_tokens_compare_in_constant_time_and_parse_names() -> None:
     t = Tokens.parse(f"alice:{SECRET}, bob:{SECRET[::-1]}\n# a comment\n")
     assert t.who(f"Bearer {SECRET}") == "alice"
@@ -240,6 +252,8 @@ async def test_manual_emergency_stop_leaves_the_broker_flat_and_halts(make_rig) 
     orders = await until(rig, "/api/v1/orders", lambda b: len(b) == 2)
     assert all({leg["leg"]: leg["status"] for leg in o["legs"]} ==
                {"stop_loss": "open", "take_profit": "open"} for o in orders)
+    board = (await rig.http.get("/api/v1/dashboard")).json()  # every view, validated
+    assert len(board["fills"]) == 2 and board["trading"]["state"] == "active"
 
     r = await rig.http.post("/api/v1/emergency-stop", headers=AUTH)
     assert r.status_code == 200, r.text
