@@ -1,4 +1,4 @@
-"""Response models of the read endpoints: the OpenAPI schema a client is generated from.
+"""Request and response models of every endpoint: the OpenAPI schema a client is made from.
 
 Money and quantities are decimal strings (as in the events); times are ISO 8601 in New York
 time, as `catalyst status` prints them. Views that `catalyst status` also builds allow extra
@@ -7,9 +7,12 @@ fields, so a field added there shows up here without a schema break.
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Open(BaseModel):
@@ -138,3 +141,65 @@ class Dashboard(Open):
     fills: list[Fill]
     trades: list[Trade]
     alerts: list[Alert]
+
+
+# --- the commands --------------------------------------------------------------------------
+
+
+class StartRequest(BaseModel):
+    """The original's body ({"mode": "normal", "max_positions": 1}) is accepted; the
+    session's mode and limits come from the configuration, as they did there."""
+
+    model_config = ConfigDict(extra="allow")
+    mode: str | None = None
+    max_positions: int | None = None
+    session_date: date | None = Field(None, description="New York session date (default: "
+                                      "today's, or the simulated day's)")
+
+
+class StartResponse(BaseModel):
+    status: str = "accepted"
+    event_id: UUID
+    event_type: str = "SessionStartRequested"
+    session_date: date
+    mode: str
+    requested_by: str
+    duplicate: bool = Field(False, description="true when this Idempotency-Key was already "
+                            "used for this session date: nothing new was published")
+    message: str
+
+
+class ResumeRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="why trading may resume "
+                        "(recorded in TradingResumed)")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("say why trading may resume")
+        return v.strip()
+
+
+class ResumeResponse(BaseModel):
+    status: str = "resumed"
+    event_id: UUID
+    event_type: str = "TradingResumed"
+    resumed_by: str
+    reason: str
+    was_halted: bool
+
+
+class StopResponse(BaseModel):
+    status: str = "triggered"
+    event_id: UUID
+    event_type: str = "EmergencyStopTriggered"
+    session_date: date
+    pnl: Decimal
+    reason: str = "manual"
+    triggered_by: str
+    actions: dict[str, bool]
+
+
+class Health(BaseModel):
+    ok: bool

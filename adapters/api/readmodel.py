@@ -8,15 +8,13 @@ bracket legs, the day's fills and round trips, alerts, the P&L curve, a tail of 
 Reading the log (rather than the in-process pipeline) is what lets the same API run beside a
 simulated run, a paper run, or on its own against a live store.
 
-Subscribers (server-sent event streams) get every record event as it is applied.
+Subscribers (server-sent event streams) get every record event as it is applied. The
+readers that feed it are in follow.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -24,16 +22,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import nats.errors
-import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-from adapters.event_log import EventLog, decode_msg
 from adapters.metrics import Metrics
 from adapters.render import event_fields
 from adapters.status import StatusFold
 from domain.calendar import NEW_YORK, session_date
-from domain.errors import CatalystError
 from domain.events import (
     AlertFailed,
     AlertRaised,
@@ -51,8 +43,6 @@ from domain.events import (
     SessionStartRequested,
 )
 from domain.pnl import Position, apply_fill
-
-log = logging.getLogger("catalyst.api")
 
 TAIL = 500
 
@@ -329,96 +319,3 @@ class ReadModel:
             "trades": self.trades.get(day, []) if day else [],
             "alerts": self.alert_list()[-100:],
         }
-
-    # --- following the log -----------------------------------------------------------------
-
-    async def follow(self, event_log: EventLog) -> None:
-        """Apply the record stream from its start, then every new event, forever."""
-        stream = event_log.names.record
-        while True:
-            try:
-                end = await self._wait_for_stream(event_log, stream)
-                if end <= self.record_seq:
-                    self.caught_up.set()
-                await self._pull(event_log, stream, ["catalyst.>"], self.record_seq + 1,
-                                 end, self._on_record)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - the reader restarts where it stopped
-                self.connected = False
-                log.warning("API log reader: %r; restarting at seq %d", e, self.record_seq + 1)
-                await asyncio.sleep(1.0)
-
-    async def follow_marks(self, event_log: EventLog) -> None:
-        """The last 1-minute close of each symbol (unrealized P&L of open positions)."""
-        stream = event_log.names.market_data
-        while True:
-            try:
-                await self._wait_for_stream(event_log, stream)
-                await self._pull(event_log, stream, ["catalyst.md.bar.>"], None, 0,
-                                 self._on_bar)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - marks are best effort; retried
-                log.warning("API mark reader: %r", e)
-                await asyncio.sleep(1.0)
-
-    async def _wait_for_stream(self, event_log: EventLog, stream: str) -> int:
-        while True:
-            try:
-                info = await event_log.js.stream_info(stream)
-                self.connected = True
-                return info.state.last_seq
-            except nats.js.errors.NotFoundError:
-                await asyncio.sleep(0.5)  # not created yet: a run about to start
-
-    async def _pull(self, event_log: EventLog, stream: str, subjects: list[str],
-                    start_seq: int | None, end: int, on_msg: Any) -> None:
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True,
-                                inactive_threshold=30.0)
-        if start_seq is None:  # marks: the latest bar of each symbol, then new ones
-            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
-        else:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = start_seq
-        # The filter goes in as the subscription's subject (nats-py sets the consumer's
-        # filter from it; one set in the config alone would be replaced by an empty one).
-        sub = await event_log.js.pull_subscribe(subjects[0], stream=stream, config=config)
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(500, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    if start_seq is not None and self.record_seq >= end:
-                        self.caught_up.set()
-                    continue
-                for msg in msgs:
-                    on_msg(msg)
-                if start_seq is not None and self.record_seq >= end:
-                    self.caught_up.set()
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await event_log.js.delete_consumer(stream, config.name)
-
-    def _on_record(self, msg: Any) -> None:
-        seq = msg.metadata.sequence.stream
-        if seq <= self.record_seq:
-            return
-        try:
-            ev = decode_msg(msg.data, msg.headers)
-        except CatalystError as e:
-            self.record_seq = seq
-            self.published.append(Published(seq, msg.subject, "undecodable", "", {},
-                                            str(e)[:300]))
-            return
-        self.apply(seq, msg.subject, ev)
-
-    def _on_bar(self, msg: Any) -> None:
-        try:
-            bar = json.loads(msg.data)["bar"]
-            if bar.get("timeframe", "1Min") == "1Min":
-                self.mark(msg.subject.rsplit(".", 1)[1], Decimal(str(bar["close"])))
-        except (ValueError, KeyError, TypeError):
-            return

@@ -24,7 +24,6 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Gauge, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.api import commands, models
 from adapters.api.auth import HOW_TO_SET, RateLimiter, Tokens
@@ -50,68 +49,6 @@ class ApiContext:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     _start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _started_ids: set[UUID] = field(default_factory=set)
-
-
-# --- request and response models (the OpenAPI schema) ------------------------------------
-
-
-class StartRequest(BaseModel):
-    """The original's body ({"mode": "normal", "max_positions": 1}) is accepted; the
-    session's mode and limits come from the configuration, as they did there."""
-
-    model_config = ConfigDict(extra="allow")
-    mode: str | None = None
-    max_positions: int | None = None
-    session_date: date | None = Field(None, description="New York session date (default: "
-                                      "today's, or the simulated day's)")
-
-
-class StartResponse(BaseModel):
-    status: str = "accepted"
-    event_id: UUID
-    event_type: str = "SessionStartRequested"
-    session_date: date
-    mode: str
-    requested_by: str
-    duplicate: bool = Field(False, description="true when this Idempotency-Key was already "
-                            "used for this session date: nothing new was published")
-    message: str
-
-
-class ResumeRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=500, description="why trading may resume "
-                        "(recorded in TradingResumed)")
-
-    @field_validator("reason")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("say why trading may resume")
-        return v.strip()
-
-
-class ResumeResponse(BaseModel):
-    status: str = "resumed"
-    event_id: UUID
-    event_type: str = "TradingResumed"
-    resumed_by: str
-    reason: str
-    was_halted: bool
-
-
-class StopResponse(BaseModel):
-    status: str = "triggered"
-    event_id: UUID
-    event_type: str = "EmergencyStopTriggered"
-    session_date: date
-    pnl: Decimal
-    reason: str = "manual"
-    triggered_by: str
-    actions: dict[str, bool]
-
-
-class Health(BaseModel):
-    ok: bool
 
 
 # --- the app -------------------------------------------------------------------------------
@@ -173,12 +110,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # --- commands --------------------------------------------------------------------------
 
-    @app.post(f"{API}/workflow/start", response_model=StartResponse, dependencies=POST_GUARD,
+    @app.post(f"{API}/workflow/start", response_model=models.StartResponse, dependencies=POST_GUARD,
               responses={400: {"description": "trading_session.mode is not autonomous"},
                          401: {"description": "no or wrong token"}})
-    async def workflow_start(who: Caller, body: StartRequest | None = None,
+    async def workflow_start(who: Caller, body: models.StartRequest | None = None,
                              idempotency_key: Annotated[str | None, Header(
-                                 max_length=200)] = None) -> StartResponse:
+                                 max_length=200)] = None) -> models.StartResponse:
         """Publish SessionStartRequested (the session handler decides: market open, not
         halted, not already running). With an `Idempotency-Key` header the same key on the
         same session date publishes once and answers with the same event id."""
@@ -196,26 +133,26 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 await ctx.sink.submit(ev)
                 ctx._started_ids.add(ev.event_id)
         assert ev.session_date is not None
-        return StartResponse(
+        return models.StartResponse(
             event_id=ev.event_id, session_date=ev.session_date, mode=mode, requested_by=who,
             duplicate=duplicate,
             message=("already requested with this Idempotency-Key; nothing published"
                      if duplicate else "SessionStartRequested published; the session "
                      "handler decides (see GET /api/v1/status)"))
 
-    @app.post(f"{API}/trading/resume", response_model=ResumeResponse,
+    @app.post(f"{API}/trading/resume", response_model=models.ResumeResponse,
               dependencies=POST_GUARD)
-    async def trading_resume(who: Caller, body: ResumeRequest) -> ResumeResponse:
+    async def trading_resume(who: Caller, body: models.ResumeRequest) -> models.ResumeResponse:
         """Lift an emergency-stop halt: publish TradingResumed with who (the token's name)
         and why."""
         was_halted = ctx.model.status()["trading"]["state"] == "halted"
         ev = commands.resumed(ctx.sink.now(), who, body.reason)
         await ctx.sink.submit(ev)
-        return ResumeResponse(event_id=ev.event_id, resumed_by=who, reason=body.reason,
+        return models.ResumeResponse(event_id=ev.event_id, resumed_by=who, reason=body.reason,
                               was_halted=was_halted)
 
-    @app.post(f"{API}/emergency-stop", response_model=StopResponse, dependencies=POST_GUARD)
-    async def emergency_stop(who: Caller) -> StopResponse:
+    @app.post(f"{API}/emergency-stop", response_model=models.StopResponse, dependencies=POST_GUARD)
+    async def emergency_stop(who: Caller) -> models.StopResponse:
         """The manual kill switch: EmergencyStopTriggered with reason `manual`; the executor
         cancels every order and closes every position, and trading halts until resumed,
         exactly as at the daily loss limit."""
@@ -225,7 +162,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ev = commands.manual_stop(now, who, ctx.settings(),
                                   latest.total if latest else Decimal(0), day)
         await ctx.sink.submit(ev)
-        return StopResponse(event_id=ev.event_id, session_date=ev.session_date, pnl=ev.pnl,
+        return models.StopResponse(event_id=ev.event_id, session_date=ev.session_date, pnl=ev.pnl,
                             triggered_by=who, actions=ev.actions)
 
     # --- reads -----------------------------------------------------------------------------
@@ -319,10 +256,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 
-    @app.get("/healthz", response_model=Health)
-    async def healthz() -> Health:
+    @app.get("/healthz", response_model=models.Health)
+    async def healthz() -> models.Health:
         """The process is up."""
-        return Health(ok=True)
+        return models.Health(ok=True)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

@@ -21,6 +21,7 @@ import uvicorn
 
 from adapters.api.auth import HOW_TO_SET, Tokens
 from adapters.api.commands import LogSink, PipelineSink, Sink
+from adapters.api.follow import follow, follow_marks
 from adapters.api.readmodel import ReadModel
 from adapters.api.routes import ApiContext, create_app
 from adapters.event_log import EventLog
@@ -91,8 +92,8 @@ async def start_api(event_log: EventLog, sink: Sink, settings: Callable[[], Sett
     shown = f"[{host}]" if ":" in host else host
     api = RunningApi(ctx, server, f"http://{shown}:{port}")
     api.tasks = [asyncio.create_task(server.serve(sockets=[sock]), name="api"),
-                 asyncio.create_task(model.follow(event_log), name="api-reader"),
-                 asyncio.create_task(model.follow_marks(event_log), name="api-marks")]
+                 asyncio.create_task(follow(model, event_log), name="api-reader"),
+                 asyncio.create_task(follow_marks(model, event_log), name="api-marks")]
     while not server.started:
         if api.tasks[0].done():
             api.tasks[0].result()
