@@ -243,6 +243,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return out
 
     @app.get(f"{API}/events/stream", response_class=StreamingResponse,
+             dependencies=POST_GUARD,  # token guesses here are limited as on the POSTs
              responses={200: {"content": {"text/event-stream": {}}}})
     async def events_stream(who: Caller, subject: str = "catalyst.>",
                             state: bool = False,
