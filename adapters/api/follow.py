@@ -23,6 +23,15 @@ from domain.errors import CatalystError
 log = logging.getLogger("catalyst.api")
 
 
+def _unless_cancelled() -> None:
+    """nats-py turns a cancellation during a fetch on a closing connection into
+    ConnectionClosedError; a reader must still end when it was cancelled (on Ctrl-C,
+    asyncio.run waits for every task), not take it for a failure and retry forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def follow(model: ReadModel, event_log: EventLog) -> None:
     """Apply the record stream from its start, then every new event, forever."""
     stream = event_log.names.record
@@ -36,6 +45,7 @@ async def follow(model: ReadModel, event_log: EventLog) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the reader restarts where it stopped
+            _unless_cancelled()
             model.connected = False
             log.warning("API log reader: %r; restarting at seq %d", e, model.record_seq + 1)
             await asyncio.sleep(1.0)
@@ -52,6 +62,7 @@ async def follow_marks(model: ReadModel, event_log: EventLog) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - marks are best effort; retried
+            _unless_cancelled()
             log.warning("API mark reader: %r", e)
             await asyncio.sleep(1.0)
 
@@ -83,6 +94,7 @@ async def _pull(model: ReadModel, event_log: EventLog, stream: str, subjects: li
             try:
                 msgs = await sub.fetch(500, timeout=1.0)
             except nats.errors.TimeoutError:
+                _unless_cancelled()
                 if start_seq is not None and model.record_seq >= end:
                     model.caught_up.set()
                 continue

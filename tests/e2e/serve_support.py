@@ -65,8 +65,11 @@ def serving(cwd: Path, *args: str, token: str | None = TOKEN,
     env = {k: v for k, v in env.items() if not k.startswith("CATALYST_API_TOKEN")}
     if token:
         env["CATALYST_API_TOKEN"] = token
+    # Ctrl-C as in a terminal: a test runner started in the background ignores SIGINT, and
+    # a child would inherit that.
     proc = subprocess.Popen([CATALYST, *args, "--port", "0"], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     served = Served(proc, "")
     try:
         served.read_until("API and dashboard:", start_timeout)

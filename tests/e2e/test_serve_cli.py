@@ -85,3 +85,13 @@ def test_serve_knows_its_roles_and_needs_a_log(tmp_path: Path) -> None:
                  env=clean_env(CATALYST_API_TOKEN="alice:short"))
     assert r.returncode == 1 and "shorter than 16 characters" in r.stderr
     assert "short" not in r.stderr.replace("shorter", "")  # the token is not echoed
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_the_day_ends_the_run_and_the_api(tmp_path: Path) -> None:
+    with serving(tmp_path, "run", "--serve", "--speed", "60") as served:
+        until(served.url + "/readyz", lambda b: b["ready"])
+        started = time.monotonic()
+        assert served.interrupt(timeout=60) == 130  # as without --serve: "interrupted"
+        assert time.monotonic() - started < 30
+    assert "interrupted" in "".join(served.output)
