@@ -3,7 +3,8 @@
 - A simulated run (`catalyst run --serve`) dispatches everything in one process, in a fixed
   order, so an event from the API must enter the same pipeline, between two simulated
   minutes, never in the middle of another event's dispatch: `PipelineSink` hands it to the
-  clock's next minute (SimulatedClock.extra_events) and resolves once it was dispatched.
+  clock's next minute (SimulatedClock.extra_events) and answers once it was dispatched (or
+  after two seconds, when the next simulated minute is further away than that).
   Its time is the simulated "now" (the latest event's), which keeps the log replayable:
   `replay --verify` feeds it as an input, like a CLI command.
 - Paper, live and the standalone API publish to the log (`LogSink`); the durable
@@ -15,6 +16,7 @@ The events carry no causation id: they are inputs (a person's act), not decision
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -63,6 +65,7 @@ class PipelineSink:
         self._queued: list[Event] = []
         self._waiting: dict[UUID, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
+        self.answer_within = 2.0  # seconds a POST waits for its event's dispatch
 
     def now(self) -> datetime:
         return self.sim_now
@@ -91,7 +94,10 @@ class PipelineSink:
             fut = asyncio.get_running_loop().create_future()
             self._waiting[event.event_id] = fut
             self._queued.append(event)
-        await fut
+        # Answer once it is dispatched, or after a couple of seconds: at `--speed 1` the next
+        # simulated minute is a real minute away, and it goes in then all the same.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(fut), self.answer_within)
 
     async def finish(self) -> None:
         """The clock has stopped: whatever is still queued (or was handed to a minute that
