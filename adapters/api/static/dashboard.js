@@ -12,6 +12,7 @@
   let pollTimer = null;
 
   const token = () => sessionStorage.getItem(KEY) || "";
+  const PAGE = Math.random().toString(36).slice(2, 10);
 
   function text(el, value) { el.textContent = value == null ? "" : String(value); }
   function signClass(v) { const n = Number(v); return n > 0 ? "pos" : n < 0 ? "neg" : ""; }
@@ -271,7 +272,8 @@
 
   $("start-btn").addEventListener("click", async () => {
     const day = (state.session && state.session.session_date) || "";
-    const key = "dashboard-" + (day || new Date().toISOString().slice(0, 10));
+    // One start per page and session date: a double click publishes once, a reload may retry.
+    const key = "dashboard-" + (day || new Date().toISOString().slice(0, 10)) + "-" + PAGE;
     const r = await post("/workflow/start", {}, { "Idempotency-Key": key });
     if (r) message(r.duplicate ? "session start already requested (" + r.event_id + ")"
       : "session start requested: " + r.event_id);
