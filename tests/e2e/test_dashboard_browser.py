@@ -54,6 +54,9 @@ def test_dashboard_follows_the_demo_day_halts_and_resumes(browser, tmp_path: Pat
     with serving(tmp_path, "run", "--serve", "--speed", "3000") as served:
         browser.get(served.url + "/")
         assert "Catalyst" in browser.title
+        # Without a token the page polls the open read endpoints.
+        wait(lambda d: "polling" in d.find_element(By.ID, "live").text, 30)
+        wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#tail li"), 30)
         # The token, entered once: kept in sessionStorage, sent as a header, never in a URL.
         browser.find_element(By.ID, "token").send_keys(SECRET)
         browser.find_element(By.ID, "token-save").click()
