@@ -283,7 +283,7 @@ def serve_cmd(
     from adapters.connection import default_store
 
     store = default_store(settings, run) if run else settings.trading.nats.store_dir
-    run_async(serve_role(role, settings, store, options, console))
+    run_async(serve_role(role, settings, store, options, console, live=run is None))
 
 
 @app.command("backtest")

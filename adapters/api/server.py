@@ -152,15 +152,22 @@ class SimulationApi:
 
 
 async def serve_role(role: str, settings: Settings, store: Any, options: ServeOptions,
-                     console: Any) -> None:
-    """`catalyst serve --role api`: the API on its own, against the live log."""
+                     console: Any, live: bool = True) -> None:
+    """`catalyst serve --role api`: the API on its own, against the live log (`live`), or
+    against a finished simulation's store."""
     from adapters.connection import open_event_log
+    from adapters.status import nats_mode
 
     if role not in ROLES:
         raise CatalystError(f"unknown role {role!r}; available: {', '.join(ROLES)}")
     if not settings.trading.nats.url and not (store / "jetstream").exists():
         raise CatalystError(f"no event log at {store}; start `catalyst run` first, or set "
                             "nats.url / CATALYST_NATS_URL")
+    if live and not settings.trading.nats.url and not nats_mode(settings, store)["running"]:
+        # Starting a server of our own on the live store would leave a `catalyst run`
+        # started later to start a second one on the same files.
+        raise CatalystError(f"no running Catalyst serves {store}: start `catalyst run` "
+                            "first (or set nats.url), or pass --run to serve a simulation")
     tokens = Tokens.from_env()
     async with open_event_log(settings, store, create_streams=False) as event_log:
         api = await start_api(event_log, LogSink(event_log), lambda: settings, options,

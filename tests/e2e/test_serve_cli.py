@@ -8,6 +8,7 @@ between two simulated minutes), and `catalyst serve --role api` serves that fini
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,11 @@ def test_a_day_driven_through_the_api_replays_with_no_divergence(tmp_path: Path)
                       timeout=150)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert " 0 divergences" in verify.stdout
+
+    # A live store no running Catalyst serves is not opened behind its back.
+    shutil.copytree(tmp_path / "var" / "runs" / "latest" / "nats", tmp_path / "var" / "nats")
+    r = catalyst(tmp_path, "serve", "--role", "api", "--port", "0")
+    assert r.returncode == 1 and "no running Catalyst serves" in r.stderr
 
     # The API on its own, against that finished log: reads work, the state is the same.
     with serving(tmp_path, "serve", "--role", "api", "--run", "latest") as standalone:
