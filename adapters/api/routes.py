@@ -110,7 +110,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # --- commands --------------------------------------------------------------------------
 
-    @app.post(f"{API}/workflow/start", response_model=models.StartResponse, dependencies=POST_GUARD,
+    @app.post(f"{API}/workflow/start", response_model=models.StartResponse,
+              dependencies=POST_GUARD,
               responses={400: {"description": "trading_session.mode is not autonomous"},
                          401: {"description": "no or wrong token"}})
     async def workflow_start(who: Caller, body: models.StartRequest | None = None,
@@ -148,10 +149,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         was_halted = ctx.model.status()["trading"]["state"] == "halted"
         ev = commands.resumed(ctx.sink.now(), who, body.reason)
         await ctx.sink.submit(ev)
-        return models.ResumeResponse(event_id=ev.event_id, resumed_by=who, reason=body.reason,
-                              was_halted=was_halted)
+        return models.ResumeResponse(event_id=ev.event_id, resumed_by=who,
+                                     reason=body.reason, was_halted=was_halted)
 
-    @app.post(f"{API}/emergency-stop", response_model=models.StopResponse, dependencies=POST_GUARD)
+    @app.post(f"{API}/emergency-stop", response_model=models.StopResponse,
+              dependencies=POST_GUARD)
     async def emergency_stop(who: Caller) -> models.StopResponse:
         """The manual kill switch: EmergencyStopTriggered with reason `manual`; the executor
         cancels every order and closes every position, and trading halts until resumed,
@@ -162,8 +164,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         ev = commands.manual_stop(now, who, ctx.settings(),
                                   latest.total if latest else Decimal(0), day)
         await ctx.sink.submit(ev)
-        return models.StopResponse(event_id=ev.event_id, session_date=ev.session_date, pnl=ev.pnl,
-                            triggered_by=who, actions=ev.actions)
+        return models.StopResponse(event_id=ev.event_id, session_date=ev.session_date,
+                                   pnl=ev.pnl, triggered_by=who, actions=ev.actions)
 
     # --- reads -----------------------------------------------------------------------------
 
