@@ -45,6 +45,7 @@ from domain.events import (
 from domain.pnl import Position, apply_fill
 
 TAIL = 500
+KEEP = 2000  # orders and alerts remembered (open orders always)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ class ReadModel:
         self.fold.add(_Entry(ev))  # type: ignore[arg-type]
         self.metrics.observe_event(ev)
         self._track(ev)
+        if len(self.orders) > KEEP or len(self.alerts) > KEEP:
+            self._trim()
         self.version += 1
         item = Published(seq, subject, ev.type, _t(ev.occurred_at) or "",
                          ev.model_dump(mode="json"), event_fields(ev)[:300])
@@ -161,6 +164,16 @@ class ReadModel:
             self.marks[symbol] = close
             if any(p.symbol == symbol for p in self.fold.positions.snapshot()):
                 self.version += 1
+
+    def _trim(self) -> None:
+        """A long-lived API keeps every open order and the latest of the rest (down to three
+        quarters of KEEP at once, so trimming is rare)."""
+        target = KEEP * 3 // 4
+        closed = [c for c, o in self.orders.items() if not o.open]
+        for coid in closed[:max(0, len(self.orders) - target)]:
+            del self.orders[coid]
+        while len(self.alerts) > target:
+            self.alerts.popitem(last=False)
 
     def _track(self, ev: Event) -> None:
         if isinstance(ev, SessionStartRequested):

@@ -54,3 +54,4 @@ async def test_a_post_is_answered_even_when_the_next_minute_is_far_away() -> Non
     assert [e.reason for e in seen] == ["first", "second"]  # type: ignore[attr-defined]
     await sink.submit(resumed(T0, "api:alice", "after the day"))
     assert [e.reason for e in seen][-1] == "after the day"  # type: ignore[attr-defined]
+
