@@ -328,9 +328,12 @@ def new_run_id(kind: str, now: datetime) -> str:
 
 async def run_simulated(settings: Settings, config_dir: Path | None, day: str | None = None,
                         speed: float | None = None, console: Console | None = None,
-                        days: int | None = None, metrics_port: int | None = None
-                        ) -> RunSummary:
-    """One full session on the bundled data: embedded NATS, simulated broker, local mail."""
+                        days: int | None = None, metrics_port: int | None = None,
+                        serve: Any = None) -> RunSummary:
+    """One full session on the bundled data: embedded NATS, simulated broker, local mail.
+
+    `serve` (adapters.api.server.ServeOptions): the HTTP API and dashboard beside the run,
+    kept up after the day ends until Ctrl-C (the summary is printed when the day ends)."""
     from adapters.connection import mark_latest_run, open_event_log, run_store
     from config.loader import ConfigError
 
@@ -366,6 +369,11 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
         mark_latest_run(run_id)
         recorder = Recorder(log)
         pipeline, _ = build_sim_pipeline(settings, holder, recorder, [summary.observe])
+        api = None
+        if serve is not None:
+            from adapters.api.server import SimulationApi
+
+            api = await SimulationApi.start(serve, log, pipeline, holder, console)
         if metrics_port:
             from adapters.metrics import Metrics, start_metrics_server
 
@@ -385,6 +393,8 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
                     "%Y-%m-%d %H:%M ET"))
 
             clock = SimulatedClock(pipeline, tape, run_id, speed=speed, on_progress=on_progress)
+            if api is not None:
+                api.attach(clock)  # commands from the API enter between two minutes
             try:
                 with _stop_on_signals() as stopped:
                     await clock.run(run_days)
@@ -396,9 +406,13 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
                     task.uncancel()  # the flush and the close below must still run
         await recorder.flush()
         summary.events = pipeline.dispatched
-    # Nothing retries inside a simulated day (it runs in seconds): what a channel did not
-    # take stays pending in the log, for `catalyst alerts deliver`.
-    summary.pending = summary.ledger.pending(channels)
+        # Nothing retries inside a simulated day (it runs in seconds): what a channel did not
+        # take stays pending in the log, for `catalyst alerts deliver`.
+        summary.pending = summary.ledger.pending(channels)
+        if api is not None and not summary.interrupted:
+            await api.serve_after_run(console, lambda: print_summary(summary, console))
+            summary.events = pipeline.dispatched
+            summary.pending = summary.ledger.pending(channels)
     return summary
 
 
@@ -497,8 +511,10 @@ def _money(v: Decimal) -> str:
 
 
 async def run_live(settings: Settings, config_dir: Path | None,
-                   console: Console | None = None, metrics_port: int | None = None) -> None:
+                   console: Console | None = None, metrics_port: int | None = None,
+                   serve: Any = None) -> None:
     from adapters.services import run_services
 
-    await run_services(settings, config_dir, console or Console(), metrics_port=metrics_port)
+    await run_services(settings, config_dir, console or Console(), metrics_port=metrics_port,
+                       serve=serve)
 

@@ -325,6 +325,12 @@ def run(
         "--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics "
         "(off by default).")] = None,
     log_format: LogFormat = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Serve the HTTP API and live "
+                                        "dashboard during the run (a simulated day: until "
+                                        "Ctrl-C after it ends).")] = False,
+    host: Annotated[str, typer.Option("--host", help="Address the API binds to.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the API.")] = 8080,
 ) -> None:
     """Run the main job. With no Alpaca keys: one full simulated session on the bundled
     data (embedded NATS, simulated broker, mail to var/mail), then a summary. With keys:
@@ -345,10 +351,13 @@ def run(
         raise fail(f"{switch} needs ALPACA_API_KEY and ALPACA_SECRET_KEY, and live trading "
                    "needs both --live and broker.mode: live; refusing to run a simulation "
                    "instead")
+    options = _serve_options(host, port) if serve else None
     if settings.trading.broker.effective_kind == "sim":
         summary = run_async(runtime.run_simulated(settings, config_dir, day=day, speed=speed,
-                                                  console=console, metrics_port=metrics_port))
-        runtime.print_summary(summary, console)
+                                                  console=console, metrics_port=metrics_port,
+                                                  serve=options))
+        if options is None or summary.interrupted:  # served: printed when the day ended
+            runtime.print_summary(summary, console)
         if summary.interrupted:  # 128 + the signal, as a shell reports it
             raise typer.Exit(130 if summary.interrupted == "SIGINT" else 143)
         if summary.undelivered_critical:  # a CRITICAL nobody received is not a success
@@ -362,7 +371,44 @@ def run(
         raise fail("--live given but broker.mode is paper; set broker.mode: live (or "
                    "TRADING_MODE=live) as well")
     run_async(runtime.run_live(settings, config_dir, console=console,
-                               metrics_port=metrics_port))
+                               metrics_port=metrics_port, serve=options))
+
+
+def _serve_options(host: str, port: int) -> Any:
+    from adapters.api.auth import Tokens
+    from adapters.api.server import ServeOptions
+
+    Tokens.from_env()  # a bad token setting is an error before anything starts
+    if not 0 <= port <= 65535:
+        raise fail(f"--port {port}: use 1-65535")
+    return ServeOptions(host, port)
+
+
+@app.command("serve")
+def serve_cmd(
+    role: Annotated[str, typer.Option("--role", help="What this process runs: api (the "
+                                      "HTTP API and dashboard against the live log).")],
+    host: Annotated[str, typer.Option("--host", help="Address the API binds to.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the API.")] = 8080,
+    run: Annotated[str | None, typer.Option("--run", help="Serve a simulation run's log "
+                                            "(id or 'latest') instead of the live one.")]
+    = None,
+    config_dir: ConfigDir = None,
+    log_format: LogFormat = None,
+) -> None:
+    """Run one role of the system as a service. Roles: `api` (more come later)."""
+    from adapters.api.server import ROLES
+
+    if role not in ROLES:
+        raise fail(f"unknown role {role!r}; available roles: {', '.join(ROLES)}")
+    settings = settings_or_exit(config_dir, log_format)
+    options = _serve_options(host, port)
+    from adapters.api.server import serve_role
+    from adapters.connection import default_store
+
+    store = default_store(settings, run) if run else settings.trading.nats.store_dir
+    run_async(serve_role(role, settings, store, options, console, live=run is None))
 
 
 @app.command("backtest")

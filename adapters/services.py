@@ -682,7 +682,7 @@ def build_broker(settings: Settings) -> BrokerPort:
 
 async def run_services(settings: Settings, config_dir: Path | None, console: Console,
                        stop: asyncio.Event | None = None,
-                       metrics_port: int | None = None) -> None:
+                       metrics_port: int | None = None, serve: Any = None) -> None:
     """`catalyst run` with Alpaca keys: paper (or guarded live) trading in real time."""
     from adapters.connection import open_event_log
 
@@ -736,9 +736,18 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
             lag_task = asyncio.create_task(metrics.poll_consumer_lag(event_log))
         services = Services(holder, event_log, broker, handlers, market_data=market_data)
         await services.start()
+        api = None
+        if serve is not None:  # the HTTP API and dashboard (adapters.api), same log
+            from adapters.api.commands import LogSink
+            from adapters.api.server import start_api
+
+            api = await start_api(event_log, LogSink(event_log), lambda: holder.current, serve,
+                                  mode, broker.name, console=console)
         try:
             await stop.wait()
         finally:
+            if api is not None:
+                await api.stop()
             if lag_task is not None:
                 lag_task.cancel()
             await services.stop()

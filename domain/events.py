@@ -257,6 +257,8 @@ class EmergencyStopTriggered(Event):
     limit: Money
     reason: str
     actions: dict[str, bool] = Field(default_factory=dict)
+    # Who pulled the manual kill switch (the API token's name); None for the risk guard's.
+    triggered_by: str | None = None
 
 
 class ClosedPosition(BaseModel):

@@ -217,7 +217,10 @@ class RiskGuard(Handler):
         elif isinstance(event, DailyLossWarningIssued):
             self._warned.add(event.session_date)
         elif isinstance(event, EmergencyStopTriggered):
-            self._stopped.add(event.session_date)
+            # A manual stop (the API's kill switch) short of the limit leaves the limit's own
+            # stop armed: trading resumed after it must still stop at the limit.
+            if event.reason != "manual" or event.pnl <= -event.limit:
+                self._stopped.add(event.session_date)
             if event.actions.get("halt_new_trades", True):
                 if self._halt_date is None or event.session_date > self._halt_date:
                     self._halt_date = event.session_date

@@ -1,0 +1,96 @@
+"""`catalyst run --serve` / `catalyst serve` as a user starts them: a real process on a free
+port (the URL read from what it prints), stopped with Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e.cli_support import CATALYST, clean_env
+
+TOKEN = "tester:dashboard-test-token-0123456789"
+SECRET = TOKEN.split(":", 1)[1]
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+_URL = re.compile(r"API and dashboard: (http://\S+?)/\s")
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    url: str
+    output: list[str] = field(default_factory=list)
+
+    def read_until(self, text: str, timeout: float) -> None:
+        """Wait for a line of output containing `text` (the process keeps running)."""
+        deadline = time.monotonic() + timeout
+        if any(text in line for line in self.output):
+            return
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=0.5):
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                self.output.append(line)
+                if text in line:
+                    return
+        finally:
+            sel.close()
+        raise AssertionError(f"no {text!r} in the output:\n{''.join(self.output)[-3000:]}")
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.output.append(out or "")
+        return self.proc.returncode
+
+
+@contextmanager
+def serving(cwd: Path, *args: str, token: str | None = TOKEN,
+            start_timeout: float = 60.0) -> Iterator[Served]:
+    assert CATALYST
+    env = clean_env(PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1")
+    env = {k: v for k, v in env.items() if not k.startswith("CATALYST_API_TOKEN")}
+    if token:
+        env["CATALYST_API_TOKEN"] = token
+    # Ctrl-C as in a terminal: a test runner started in the background ignores SIGINT, and
+    # a child would inherit that.
+    proc = subprocess.Popen([CATALYST, *args, "--port", "0"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    served = Served(proc, "")
+    try:
+        served.read_until("API and dashboard:", start_timeout)
+        m = _URL.search("".join(served.output))
+        assert m, "".join(served.output)
+        served.url = m.group(1)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def chromium_paths() -> tuple[str, str] | None:
+    """Debian's chromium and chromedriver (.ci/run installs them); nothing downloaded."""
+    browser = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+                    if os.path.exists(p)), None)
+    driver = next((p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+                   if os.path.exists(p)), None)
+    return (browser, driver) if browser and driver else None
