@@ -312,12 +312,13 @@ def _server_url(value: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         parts = None
-    if parts is None or parts.scheme not in ("nats", "tls") or not parts.hostname:
+    if parts is None or parts.scheme not in ("nats", "tls", "ws", "wss") or not parts.hostname:
         # The URL may carry user:password@: shown without it.
         scheme, sep, rest = url.rpartition("://") if "://" in url else ("", "", url)
         shown = scheme + sep + rest.rpartition("@")[2]
         raise PydanticCustomError(
-            "nats_server_url", "'{shown}' is not a nats://host[:port] or tls://host[:port] URL",
+            "nats_server_url",
+            "'{shown}' is not a NATS server URL (nats://, tls://, ws:// or wss://host[:port])",
             {"shown": shown})
     return url
 
