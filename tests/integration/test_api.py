@@ -231,8 +231,11 @@ async def test_resume_needs_a_reason_and_records_who(make_rig) -> None:  # type:
 
 
 @pytest.mark.timeout(90)
-async def test_manual_emergency_stop_leaves_the_broker_flat_and_halts(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = await make_rig()
+async def test_manual_emergency_stop_leaves_the_broker_flat_and_halts(  # type: ignore[no-untyped-def]
+        make_rig, tmp_path: Path) -> None:
+    # Two brackets risking 1,800 each: under a 4,000 daily limit the guard approves both
+    # (it counts open positions' stops); the stop here is a person's, not the limit's.
+    rig = await make_rig(settings_for(tmp_path, 4000))
     log = rig.log
     for m in range(0, 5):
         for sym in ("AAPL", "MSFT"):
