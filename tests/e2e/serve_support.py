@@ -4,10 +4,11 @@ port (the URL read from what it prints), stopped with Ctrl-C (SIGINT)."""
 from __future__ import annotations
 
 import os
+import queue
 import re
-import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,34 +28,50 @@ class Served:
     proc: subprocess.Popen[str]
     url: str
     output: list[str] = field(default_factory=list)
+    # Lines as a reader thread takes them off the pipe. select() on the pipe would miss a
+    # line already pulled into the text wrapper's buffer with the one before it, and wait
+    # for output that had already come (it did, once, under load).
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+
+    def start_reading(self) -> None:
+        def pump() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.put(line)
+            self.lines.put(None)  # the process closed its output
+
+        threading.Thread(target=pump, daemon=True).start()
 
     def read_until(self, text: str, timeout: float) -> None:
         """Wait for a line of output containing `text` (the process keeps running)."""
         deadline = time.monotonic() + timeout
         if any(text in line for line in self.output):
             return
-        assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=0.5):
-                    continue
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.output.append(line)
-                if text in line:
-                    return
-        finally:
-            sel.close()
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.output.append(line)
+            if text in line:
+                return
         raise AssertionError(f"no {text!r} in the output:\n{''.join(self.output)[-3000:]}")
 
     def interrupt(self, timeout: float = 30.0) -> int:
         self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.output.append(out or "")
-        return self.proc.returncode
+        code = self.proc.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # the rest of the output, to its end
+            try:
+                line = self.lines.get(timeout=1.0)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.output.append(line)
+        return code
 
 
 @contextmanager
@@ -71,6 +88,7 @@ def serving(cwd: Path, *args: str, token: str | None = TOKEN,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     served = Served(proc, "")
+    served.start_reading()
     try:
         served.read_until("API and dashboard:", start_timeout)
         m = _URL.search("".join(served.output))
