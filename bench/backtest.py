@@ -5,7 +5,7 @@
 
 Synthetic 1-minute regular-hours bars (seeded random walk, written to a temp CSV) for
 `--symbols` symbols over one month (~21 NYSE sessions) and over its first week, run through
-`adapters.backtest.run_backtest` with the shipped default config:
+`adapters.runtime.backtest.run_backtest` with the shipped default config:
 
   scanner_record_month   scanner and strategy on (no signals file), recording to the embedded
                          NATS (sync_interval: always): the `catalyst backtest` default
@@ -56,7 +56,7 @@ VARIANTS = {
 def write_data(directory: Path, symbols: int, start: date, days: int, seed: int
                ) -> tuple[Path, Path, int]:
     """bars.csv and signals.csv for `days` sessions from `start`; returns (bars, signals, n)."""
-    from adapters import calendar as xnys
+    from adapters.market_data import calendar as xnys
 
     sessions = [d for d in xnys.sessions_between(start, start + timedelta(days=days * 2 + 10))
                 ][:days]
@@ -97,8 +97,8 @@ def write_data(directory: Path, symbols: int, start: date, days: int, seed: int
 
 
 def child(args: argparse.Namespace) -> None:
-    from adapters import backtest as bt
-    from adapters.simulation import SimulatedClock
+    from adapters.runtime import backtest as bt
+    from adapters.runtime.simulation import SimulatedClock
     from config.loader import load_settings
 
     days, record, signals = VARIANTS[args.variant]

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import nats  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
 
-from adapters.embedded_nats import EmbeddedNats  # noqa: E402
-from adapters.event_log import MSG_ID_HEADER, EventLog, StreamNames  # noqa: E402
+from adapters.nats.embedded import EmbeddedNats  # noqa: E402
+from adapters.nats.event_log import MSG_ID_HEADER, EventLog, StreamNames  # noqa: E402
 from domain.events import BarReceived, Event, ScanRequested  # noqa: E402
 from domain.values import Bar  # noqa: E402
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/failover.py [--rounds 3]
 
-Starts a local 3-node JetStream cluster (adapters.local_cluster, `sync_interval: always`,
+Starts a local 3-node JetStream cluster (adapters.nats.local_cluster, `sync_interval: always`,
 loopback), an EventLog with replicas 3 and a durable consumer. Per round: publish
 ScanRequested events one after another (each awaits its ack, as a handler does); after 20,
 kill -9 the node leading the record stream, keep publishing until 50 more are acked and the
@@ -27,8 +27,8 @@ from uuid import UUID, uuid4
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.event_log import EventLog, StreamNames  # noqa: E402
-from adapters.local_cluster import LocalCluster  # noqa: E402
+from adapters.nats.event_log import EventLog, StreamNames  # noqa: E402
+from adapters.nats.local_cluster import LocalCluster  # noqa: E402
 from domain.events import Event, ScanRequested  # noqa: E402
 from tests.builders import T0, make  # noqa: E402
 

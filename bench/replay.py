@@ -11,7 +11,7 @@
 2. Measures, each in a fresh Python process (so each peak RSS is its own):
      raw        nats-py ordered push consumers (`js.subscribe(ordered_consumer=True, cb=...)`)
                 over both streams, counting messages: the ceiling for any reader
-     read       adapters.log_source.NatsSource: both streams, decoded into events and merged
+     read       adapters.nats.log_source.NatsSource: both streams, decoded into events and merged
                 into dispatch order (the engine under every replay command)
      json       `catalyst replay --json`'s work: read + one JSON line per event to /dev/null
      text       `catalyst replay`'s work: read + one readable line per event to /dev/null
@@ -55,7 +55,7 @@ START = date(2025, 6, 2)
 
 
 def sessions(days: int) -> list[object]:
-    from adapters import calendar as xnys
+    from adapters.market_data import calendar as xnys
 
     out = []
     d = START
@@ -68,7 +68,7 @@ def sessions(days: int) -> list[object]:
 
 
 def start_server(store: Path) -> subprocess.Popen[bytes]:
-    from adapters.embedded_nats import free_port, nats_server_binary
+    from adapters.nats.embedded import free_port, nats_server_binary
 
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -90,12 +90,12 @@ def start_server(store: Path) -> subprocess.Popen[bytes]:
 
 
 async def record(url: str, days: int, symbols: int, seed: int = 8) -> int:
-    from adapters.app import build_sim_pipeline
-    from adapters.config_watcher import SettingsHolder
-    from adapters.event_log import EventLog
-    from adapters.pipeline import Recorder
-    from adapters.replay import run_started
-    from adapters.simulation import MarketTape, SimulatedClock
+    from adapters.nats.event_log import EventLog
+    from adapters.runtime.app import build_sim_pipeline
+    from adapters.runtime.config_watcher import SettingsHolder
+    from adapters.runtime.pipeline import Recorder
+    from adapters.runtime.run_record import run_started
+    from adapters.runtime.simulation import MarketTape, SimulatedClock
     from config.settings import Settings
     from domain.calendar import NEW_YORK
     from domain.values import Bar
@@ -150,10 +150,12 @@ async def measure(kind: str, url: str, half: str | None, jobs: int | None
                   ) -> dict[str, object]:
     # Every module a reader needs is imported before the clock starts, for every reader
     # alike: a rate over the log, not a process start-up.
-    import adapters.app  # noqa: F401 - the handlers a verification builds
-    from adapters.event_log import EventLog
-    from adapters.log_source import NatsSource
-    from adapters.replay import Window, plan_for_nats, verify
+    import adapters.runtime.app  # noqa: F401 - the handlers a verification builds
+    from adapters.audit.settings_history import plan_for_nats
+    from adapters.audit.verify import verify
+    from adapters.audit.window import Window
+    from adapters.nats.event_log import EventLog
+    from adapters.nats.log_source import NatsSource
     from config.settings import Settings
 
     log = await EventLog.connect(url, create_streams=False)
@@ -225,8 +227,9 @@ async def raw_read(log: object) -> int:
 
 async def replay_read(log: object, kind: str) -> int:
     """What `catalyst replay` does, output to /dev/null ("read": no output at all)."""
-    from adapters.log_source import NatsSource, bulk_gc
-    from adapters.replay import Window, print_entries, window_entries
+    from adapters.audit.replay import print_entries, window_entries
+    from adapters.audit.window import Window
+    from adapters.nats.log_source import NatsSource, bulk_gc
 
     source = await NatsSource(log).open()  # type: ignore[arg-type]
     if kind != "read":
@@ -276,7 +279,7 @@ def main() -> None:
     proc = start_server(store)
     url = proc.url  # type: ignore[attr-defined]
     try:
-        from adapters.event_log import EventLog
+        from adapters.nats.event_log import EventLog
 
         async def count() -> tuple[int, int]:
             log = await EventLog.connect(url)
@@ -301,7 +304,7 @@ def main() -> None:
         half_end = datetime.combine(days[len(days) // 2].date, datetime.min.time(),
                                     UTC).isoformat()
         results = {}
-        from adapters.replay import default_jobs
+        from adapters.audit.verify import default_jobs
 
         jobs = a.jobs or default_jobs()
         runs = [("raw", "raw", None), ("read", "read", None), ("json", "json", None),

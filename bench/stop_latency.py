@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/stop_latency.py [--trials 1000] [--warmup 20]
 
-Every handler runs as a durable JetStream consumer (`adapters.services.Services`) on an
+Every handler runs as a durable JetStream consumer (`adapters.runtime.realtime.Services`) on an
 embedded nats-server (`sync_interval: always`) started by this script, with the simulated
 broker. The clock starts just before `EventLog.publish(bar)` of the bar that takes the day's
 P&L to the limit, and stops when `cancel_all_orders` (or a first `cancel_order`) is called
@@ -82,12 +82,12 @@ import nats  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
 
-from adapters.app import build_handlers  # noqa: E402
 from adapters.broker.sim import SimulatedBroker  # noqa: E402
-from adapters.config_watcher import SettingsHolder  # noqa: E402
-from adapters.embedded_nats import EmbeddedNats  # noqa: E402
-from adapters.event_log import MSG_ID_HEADER, TYPE_HEADER, EventLog, StreamNames  # noqa: E402
-from adapters.services import Services  # noqa: E402
+from adapters.nats.embedded import EmbeddedNats  # noqa: E402
+from adapters.nats.event_log import MSG_ID_HEADER, TYPE_HEADER, EventLog, StreamNames  # noqa: E402
+from adapters.runtime.composition import build_handlers
+from adapters.runtime.config_watcher import SettingsHolder  # noqa: E402
+from adapters.runtime.realtime import Services  # noqa: E402
 from config.settings import Settings  # noqa: E402
 from domain.events import BarReceived, SignalGenerated  # noqa: E402
 from domain.values import Bar  # noqa: E402

@@ -1,6 +1,6 @@
 """The executor's decisions: which broker commands an event calls for, and max-hold exits.
 
-Pure. The broker work itself is `adapters.execution.ExecutionService`, which runs the
+Pure. The broker work itself is `adapters.broker.execution.ExecutionService`, which runs the
 commands returned here and turns their outcomes into events.
 
 Two kinds of output:

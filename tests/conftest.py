@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.embedded_nats import EmbeddedNats
-from adapters.local_cluster import LocalCluster
+from adapters.nats.embedded import EmbeddedNats
+from adapters.nats.local_cluster import LocalCluster
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def nats_url(nats_server: EmbeddedNats) -> str:
 
 @pytest.fixture(scope="module")
 def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A 3-node JetStream cluster (the code `python -m adapters.local_cluster` runs), on
+    """A 3-node JetStream cluster (the code `python -m adapters.nats.local_cluster` runs), on
     free loopback ports, one per test module."""
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
     cluster.start()

@@ -33,7 +33,7 @@ from adapters.alerts.render import (
     render_alert,
     webhook_payload,
 )
-from adapters.event_log import log_context
+from adapters.nats.event_log import log_context
 from domain.events import AlertFailed, AlertRaised, AlertSent, Event
 from domain.values import Severity
 

@@ -32,7 +32,7 @@ from domain.values import Severity
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from adapters.event_log import EventLog
+    from adapters.nats.event_log import EventLog
     from config.settings import Settings
 
 ALERT_SUBJECTS = ["catalyst.alert.raised", "catalyst.alert.sent", "catalyst.alert.failed"]

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from adapters.event_log import EventLog
+from adapters.nats.event_log import EventLog
 from config.settings import Settings
 from domain.calendar import session_date
 from domain.events import (

@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from adapters.api.readmodel import Published, ReadModel
-from adapters.event_log import EventLog, decode_msg
+from adapters.nats.event_log import EventLog, decode_msg
 from domain.errors import CatalystError
 
 log = logging.getLogger("catalyst.api")

@@ -22,9 +22,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from adapters.metrics import Metrics
-from adapters.render import event_fields
-from adapters.status import StatusFold
+from adapters.audit.render import event_fields
+from adapters.audit.status import StatusFold
+from adapters.runtime.metrics import Metrics
 from domain.calendar import NEW_YORK, session_date
 from domain.events import (
     AlertFailed,

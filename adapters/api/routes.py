@@ -28,8 +28,8 @@ from prometheus_client import Counter, Gauge, generate_latest
 from adapters.api import commands, models
 from adapters.api.auth import HOW_TO_SET, RateLimiter, Tokens
 from adapters.api.readmodel import Published, ReadModel, Subscriber
-from adapters.event_log import EventLog
-from adapters.pipeline import subject_matches
+from adapters.nats.event_log import EventLog
+from adapters.runtime.pipeline import subject_matches
 from config.settings import Settings
 from domain.calendar import NEW_YORK
 
@@ -173,7 +173,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def status() -> dict[str, Any]:
         """Session, trading state (active, or halted since when and why, and who resumed
         it last), P&L, positions, consumer lag, where the log is."""
-        from adapters.status import consumer_lag
+        from adapters.nats.lag import consumer_lag
 
         view = ctx.model.status()
         try:

@@ -24,7 +24,7 @@ from adapters.api.commands import LogSink, PipelineSink, Sink
 from adapters.api.follow import follow, follow_marks
 from adapters.api.readmodel import ReadModel
 from adapters.api.routes import ApiContext, create_app
-from adapters.event_log import EventLog
+from adapters.nats.event_log import EventLog
 from config.settings import Settings
 from domain.errors import CatalystError
 
@@ -122,7 +122,7 @@ async def wait_for_stop() -> None:
 
 
 class SimulationApi:
-    """The API beside an in-process simulated run (adapters.app.run_simulated)."""
+    """The API beside an in-process simulated run (adapters.runtime.app.run_simulated)."""
 
     def __init__(self, api: RunningApi, sink: PipelineSink) -> None:
         self.api, self.sink = api, sink
@@ -155,8 +155,8 @@ async def serve_role(role: str, settings: Settings, store: Any, options: ServeOp
                      console: Any, live: bool = True) -> None:
     """`catalyst serve --role api`: the API on its own, against the live log (`live`), or
     against a finished simulation's store."""
-    from adapters.connection import open_event_log
-    from adapters.status import nats_mode
+    from adapters.audit.status import nats_mode
+    from adapters.nats.connection import open_event_log
 
     if role not in ROLES:
         raise CatalystError(f"unknown role {role!r}; available: {', '.join(ROLES)}")

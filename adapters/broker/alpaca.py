@@ -57,7 +57,7 @@ from tenacity import (
     wait_random,
 )
 
-from adapters.alpaca_http import mount_timeouts, next_or_stopped
+from adapters.broker.alpaca_http import mount_timeouts, next_or_stopped
 from adapters.broker.port import (
     BrokerAccount,
     BrokerOrder,

@@ -1,7 +1,7 @@
 """Broker port objects -> domain events. Pure: same update in, same events (same ids) out.
 
 Submission outcomes (`OrderSubmitted` / `OrderRejected` at submit time) come from the submit
-call, in `adapters.execution`; here are only the broker's later trade updates.
+call, in `adapters.broker.execution`; here are only the broker's later trade updates.
 
 Event ids derive from the broker fact, not from when we saw it: a fill's id is
 uuid5(order id + cumulative filled quantity), so the same execution read from the stream, or

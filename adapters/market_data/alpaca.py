@@ -34,8 +34,8 @@ from alpaca.data.requests import (
 )
 from alpaca.data.timeframe import TimeFrame
 
-from adapters import calendar
-from adapters.alpaca_http import mount_timeouts, next_or_stopped
+from adapters.broker.alpaca_http import mount_timeouts, next_or_stopped
+from adapters.market_data import calendar
 from adapters.market_data.dataset import (
     BARS_1DAY,
     BARS_1MIN,

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters import calendar
+from adapters.market_data import calendar
 from adapters.market_data.dataset import (
     BARS_1DAY,
     BARS_1MIN,

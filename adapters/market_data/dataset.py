@@ -104,7 +104,7 @@ def _parse_volume(raw: str, fail) -> int:  # type: ignore[no-untyped-def]
 
 def _check_session(ts: datetime, timeframe: str, fail) -> None:  # type: ignore[no-untyped-def]
     # Imported here: the calendar builds an exchange calendar (pandas) on first use.
-    from adapters import calendar
+    from adapters.market_data import calendar
 
     day = calendar.session_date(ts)
     if timeframe == "1Day":

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from adapters import calendar
+from adapters.market_data import calendar
 from adapters.market_data.bundled import BUNDLED_DIR
 from adapters.market_data.dataset import (
     BARS_1DAY,

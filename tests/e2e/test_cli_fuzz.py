@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import typer
 
-from adapters import cli
+from adapters.cli import main as cli
 from config.loader import ENV_MAP
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.event_log import EventLog
+from adapters.nats.event_log import EventLog
 from domain.events import HandlerCrashLooping
 from tests.e2e.cli_support import CATALYST, clean_env
 from tests.e2e.test_run_paper_cli import paper_config, wait_for_run_started

@@ -12,7 +12,7 @@ from pathlib import Path
 import nats.js.errors
 import yaml
 
-from adapters.event_log import EventLog
+from adapters.nats.event_log import EventLog
 from config.loader import DEFAULT_DIR
 from tests.e2e.cli_support import CATALYST, clean_env
 from tests.fakes.alpaca_data_server import FakeAlpacaData

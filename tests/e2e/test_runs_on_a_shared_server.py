@@ -13,7 +13,7 @@ import nats
 import nats.js.errors
 import pytest
 
-from adapters.embedded_nats import EmbeddedNats
+from adapters.nats.embedded import EmbeddedNats
 from tests.e2e.cli_support import Run, catalyst, clean_env
 
 pytestmark = pytest.mark.e2e

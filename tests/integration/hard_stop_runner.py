@@ -9,11 +9,11 @@ import sys
 
 from pydantic import SecretStr
 
-from adapters.app import build_handlers
 from adapters.broker.alpaca import AlpacaBroker
-from adapters.config_watcher import SettingsHolder
-from adapters.event_log import EventLog, StreamNames
-from adapters.services import Services
+from adapters.nats.event_log import EventLog, StreamNames
+from adapters.runtime.composition import build_handlers
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.realtime import Services
 from config.settings import Broker, Settings
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from adapters.alerts.delivery import AlertDelivery
-from adapters.app import AlertEffect
-from adapters.config_watcher import SettingsHolder
-from adapters.pipeline import Pipeline
+from adapters.runtime.composition import AlertEffect
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.pipeline import Pipeline
 from config.settings import Settings
 from domain.events import DailyLossWarningIssued, Event, OrderApproved, OrderFilled
 from domain.values import Side

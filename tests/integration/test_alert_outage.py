@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from adapters.app import build_handlers
 from adapters.broker.sim import SimulatedBroker
-from adapters.config_watcher import SettingsHolder
-from adapters.event_log import EventLog, StreamNames
-from adapters.services import Services
+from adapters.nats.event_log import EventLog, StreamNames
+from adapters.runtime.composition import build_handlers
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.realtime import Services
 from config.settings import Settings
 from domain.events import DailyLossWarningIssued, Event, TradingResumed
 from tests.builders import T0, make
@@ -107,11 +107,11 @@ async def test_outage_then_restart_then_recovery_delivers_each_alert_once(
 
 CHILD = '''
 import asyncio, json, sys
-from adapters.app import build_handlers
+from adapters.runtime.app import build_handlers
 from adapters.broker.sim import SimulatedBroker
-from adapters.config_watcher import SettingsHolder
-from adapters.event_log import EventLog, StreamNames
-from adapters.services import Services
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.nats.event_log import EventLog, StreamNames
+from adapters.runtime.realtime import Services
 from config.settings import Settings
 
 async def main():

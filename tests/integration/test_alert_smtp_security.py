@@ -130,9 +130,9 @@ async def test_a_channel_failing_for_good_raises_a_critical_through_the_mailbox(
     from datetime import timedelta
 
     from adapters.alerts.pending import DeliveryLedger
-    from adapters.app import AlertEffect
-    from adapters.config_watcher import SettingsHolder
-    from adapters.pipeline import Pipeline
+    from adapters.runtime.composition import AlertEffect
+    from adapters.runtime.config_watcher import SettingsHolder
+    from adapters.runtime.pipeline import Pipeline
     from domain.events import DailyLossWarningIssued, Event, TradingResumed
     from handlers.alerter import Alerter
     from tests.builders import T0, make

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from adapters.event_log import EventLog
+from adapters.nats.event_log import EventLog
 from domain.events import AlertRaised
 from tests.builders import make
 

@@ -15,13 +15,13 @@ from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest
 
 from adapters.broker.alpaca import AlpacaBroker
+from adapters.broker.execution import ExecutionService
 from adapters.broker.port import (
     BrokerRejection,
     BrokerUnavailable,
     OrderRequest,
     TradeUpdate,
 )
-from adapters.execution import ExecutionService
 from domain.events import EmergencyStopCompleted, EmergencyStopFailed, EmergencyStopTriggered
 from domain.values import Side
 from handlers.executor import EmergencyClose

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import calendar
+from adapters.market_data import calendar
 from adapters.market_data.alpaca import AlpacaMarketData, fetch_to_dataset
 from adapters.market_data.bundled import BundledMarketData
 from adapters.market_data.port import MarketDataUnavailable

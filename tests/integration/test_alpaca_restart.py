@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.app import build_handlers
-from adapters.config_watcher import SettingsHolder
-from adapters.event_log import EventLog
-from adapters.services import Services
+from adapters.nats.event_log import EventLog
+from adapters.runtime.composition import build_handlers
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.realtime import Services
 from domain.events import (
     Event,
     OrderApproved,

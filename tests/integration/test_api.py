@@ -1,5 +1,5 @@
 """The HTTP API over real parts: a real nats-server, every handler as a durable JetStream
-consumer with the simulated broker (adapters.services), the API served by a real uvicorn,
+consumer with the simulated broker (adapters.runtime.realtime), the API served by a real uvicorn,
 and real HTTP requests (httpx).
 
 The manual emergency stop runs as the automatic one does: two longs of 100 shares (AAPL,
@@ -25,8 +25,8 @@ from adapters.api.auth import RateLimiter, Tokens
 from adapters.api.commands import LogSink
 from adapters.api.server import RunningApi, ServeOptions, start_api
 from adapters.broker.sim import SimulatedBroker
-from adapters.event_log import EventLog, StreamNames
-from adapters.services import Services
+from adapters.nats.event_log import EventLog, StreamNames
+from adapters.runtime.realtime import Services
 from config.settings import Settings
 from domain.events import (
     EmergencyStopCompleted,

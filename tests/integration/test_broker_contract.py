@@ -27,9 +27,9 @@ from uuid import UUID
 import pytest
 
 from adapters.broker.alpaca import AlpacaBroker
+from adapters.broker.execution import ExecutionService
 from adapters.broker.port import BrokerOrder, BrokerPort, OrderRequest
 from adapters.broker.sim import SimulatedBroker
-from adapters.execution import ExecutionService
 from config.settings import Settings
 from domain.events import (
     EmergencyStopCompleted,

@@ -1,4 +1,4 @@
-"""The event log on a real 3-node JetStream cluster (adapters.local_cluster): replicas,
+"""The event log on a real 3-node JetStream cluster (adapters.nats.local_cluster): replicas,
 several servers, and riding out the loss of a node.
 
 Tests that kill a node start it again before they end, so the next one finds three."""
@@ -14,10 +14,10 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.connection import open_event_log
-from adapters.embedded_nats import EmbeddedNats, free_port
-from adapters.event_log import EventLog, NatsConnectError, NatsUnavailableError, StreamNames
-from adapters.local_cluster import LocalCluster
+from adapters.nats.connection import open_event_log
+from adapters.nats.embedded import EmbeddedNats, free_port
+from adapters.nats.event_log import EventLog, NatsConnectError, NatsUnavailableError, StreamNames
+from adapters.nats.local_cluster import LocalCluster
 from config.loader import load_settings
 from config.settings import Settings
 from domain.events import Event, ScanRequested

@@ -22,7 +22,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
 def test_a_killed_parent_takes_its_server_down() -> None:
-    code = ("from adapters.embedded_nats import EmbeddedNats; import time; "
+    code = ("from adapters.nats.embedded import EmbeddedNats; import time; "
             "s = EmbeddedNats().start(); print(s.proc.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               cwd=ROOT)

@@ -24,11 +24,11 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.app import build_handlers
 from adapters.broker.sim import SimulatedBroker
-from adapters.config_watcher import SettingsHolder
-from adapters.event_log import EventLog, StreamNames
-from adapters.services import Services
+from adapters.nats.event_log import EventLog, StreamNames
+from adapters.runtime.composition import build_handlers
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.realtime import Services
 from config.settings import Settings
 from domain.events import Event, OrderDenied, SignalGenerated, TradingResumed
 from tests.builders import T0, bar_event, make

@@ -42,8 +42,8 @@ from eventsourcing.tests.persistence import (
 )
 from eventsourcing.utils import Environment, get_topic
 
-from adapters.embedded_nats import EmbeddedNats
-from adapters.es_jetstream import (
+from adapters.nats.embedded import EmbeddedNats
+from adapters.nats.es_jetstream import (
     JetStreamAggregateRecorder,
     JetStreamApplicationRecorder,
     JetStreamFactory,
@@ -51,9 +51,9 @@ from adapters.es_jetstream import (
     JetStreamTrackingRecorder,
     codec,
 )
-from adapters.es_jetstream.codec import Subjects
-from adapters.es_jetstream.factory import record_stream_subjects
-from adapters.es_jetstream.nats_io import NatsThread, StreamLog
+from adapters.nats.es_jetstream.codec import Subjects
+from adapters.nats.es_jetstream.factory import record_stream_subjects
+from adapters.nats.es_jetstream.nats_io import NatsThread, StreamLog
 from domain.aggregates import Order, OrderStatus, TradingDay, TradingStatus
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,7 @@ class TestInfrastructureFactory(InfrastructureFactoryTestCase[JetStreamFactory])
         suffix = uuid4().hex[:12]
         self.stream = f"ES_{suffix}"
         self.env = Environment("TestCase")
-        self.env[InfrastructureFactory.PERSISTENCE_MODULE] = "adapters.es_jetstream"
+        self.env[InfrastructureFactory.PERSISTENCE_MODULE] = "adapters.nats.es_jetstream"
         self.env[JetStreamFactory.CATALYST_NATS_URL] = self.nats_url
         self.env[JetStreamFactory.STREAM] = self.stream
         self.env[JetStreamFactory.SUBJECT_PREFIX] = f"t{suffix}"
@@ -201,7 +201,7 @@ class FreshStreamEnv:
         suffix = uuid4().hex[:12]
         self.stream = f"ES_{suffix}"
         return {
-            "PERSISTENCE_MODULE": "adapters.es_jetstream",
+            "PERSISTENCE_MODULE": "adapters.nats.es_jetstream",
             JetStreamFactory.CATALYST_NATS_URL: self.nats_url,
             JetStreamFactory.STREAM: self.stream,
             JetStreamFactory.SUBJECT_PREFIX: f"t{suffix}",
@@ -212,7 +212,7 @@ class FreshStreamEnv:
 class TestExampleApplication(FreshStreamEnv, library_app_tests.ExampleApplicationTestCase):
     """The library's bank-account application: notification log sections, snapshots."""
 
-    expected_factory_topic = "adapters.es_jetstream.factory:JetStreamFactory"
+    expected_factory_topic = "adapters.nats.es_jetstream.factory:JetStreamFactory"
 
     def setUp(self) -> None:
         super().setUp()
@@ -326,7 +326,7 @@ class Trading(Application):
 
 async def test_aggregate_events_are_nats_messages(nats_url: str) -> None:
     app = Trading(env={
-        "PERSISTENCE_MODULE": "adapters.es_jetstream",
+        "PERSISTENCE_MODULE": "adapters.nats.es_jetstream",
         "CATALYST_NATS_URL": nats_url,
     })
     try:
@@ -451,7 +451,7 @@ class TestProjection(FreshStreamEnv, TestCase):
 def test_recorders_ride_out_a_server_restart(tmp_path: Any) -> None:
     """Own server: restarting the shared one would disturb the other tests' connections."""
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
-        app = Trading(env={"PERSISTENCE_MODULE": "adapters.es_jetstream",
+        app = Trading(env={"PERSISTENCE_MODULE": "adapters.nats.es_jetstream",
                            "CATALYST_NATS_URL": server.url})
         try:
             day = TradingDay.open(session_date=date(2025, 3, 3), at=T0)

@@ -8,8 +8,8 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.embedded_nats import EmbeddedNats
-from adapters.event_log import EventLog, StreamNames
+from adapters.nats.embedded import EmbeddedNats
+from adapters.nats.event_log import EventLog, StreamNames
 from domain.errors import ConcurrencyError
 from domain.events import Event, ScanRequested, SessionStartRequested
 from tests.builders import T0, bar_event, make, start_requested
@@ -202,8 +202,8 @@ async def test_recorder_computing_ahead_of_the_server_keeps_the_dispatch_order(
         elog: EventLog) -> None:
     """Chunks of both streams, added faster than they are acked (no yield between adds):
     the log holds every event once, each stream in dispatch order."""
-    from adapters.log_source import NatsSource
-    from adapters.pipeline import Recorder
+    from adapters.nats.log_source import NatsSource
+    from adapters.runtime.pipeline import Recorder
 
     recorder = Recorder(elog, chunk=50)
     events: list[Event] = []
@@ -223,7 +223,7 @@ async def test_recorder_computing_ahead_of_the_server_keeps_the_dispatch_order(
 
 async def test_a_stray_message_on_a_replay_inbox_fails_the_read_not_the_connection(
         elog: EventLog) -> None:
-    from adapters.log_source import LogReadError, NatsSource
+    from adapters.nats.log_source import LogReadError, NatsSource
 
     await elog.publish_many([scan(i) for i in range(5000)])
     source = await NatsSource(elog, streams=("record",)).open()
@@ -241,7 +241,7 @@ async def test_a_read_missing_messages_fails_after_the_stall_timeout(
     """Messages counted when the read began but gone before delivery (deleted, or aged out
     of the market data stream): every expired pull (408, each 5 s) wakes the reader to ask
     again, and the stall timeout still fires instead of the read waiting forever."""
-    from adapters.log_source import LogReadError, NatsSource, _PullFeed
+    from adapters.nats.log_source import LogReadError, NatsSource, _PullFeed
 
     await elog.publish_many([bar_event("AAPL", i, "10", "11", "9", "10") for i in range(100)])
     top_up = _PullFeed._top_up
@@ -274,8 +274,9 @@ async def test_a_hand_published_event_prints_and_exports_as_one_compact_line(
     event published by hand (pretty-printed, no type header) is re-serialised."""
     import io
 
-    from adapters.log_source import FileSource, NatsSource
-    from adapters.replay import Window, export, print_entries
+    from adapters.audit.replay import export, print_entries
+    from adapters.audit.window import Window
+    from adapters.nats.log_source import FileSource, NatsSource
 
     ev = start_requested("by-hand")
     pretty = json.dumps(json.loads(ev.to_json()), indent=2).encode() + b"\n"

@@ -1,4 +1,4 @@
-"""The documented command: `python -m adapters.local_cluster start` brings up a 3-node
+"""The documented command: `python -m adapters.nats.local_cluster start` brings up a 3-node
 cluster a Catalyst at replicas 3 can use, and `stop` from another shell takes it down."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.embedded_nats import free_port
-from adapters.event_log import EventLog, StreamNames
+from adapters.nats.embedded import free_port
+from adapters.nats.event_log import EventLog, StreamNames
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def free_base_port() -> int:
 async def test_start_prints_the_servers_and_stop_from_another_shell_ends_it(
         tmp_path: Path) -> None:
     base = free_base_port()
-    cmd = [sys.executable, "-m", "adapters.local_cluster"]
+    cmd = [sys.executable, "-m", "adapters.nats.local_cluster"]
     proc = subprocess.Popen([*cmd, "start", "--dir", str(tmp_path), "--base-port", str(base)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

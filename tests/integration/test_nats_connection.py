@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.embedded_nats import EmbeddedNats
-from adapters.event_log import EventLog, NatsConnectError, connect_options_from_settings
+from adapters.nats.embedded import EmbeddedNats
+from adapters.nats.event_log import EventLog, NatsConnectError, connect_options_from_settings
 from config.settings import Nats
 from tests.builders import start_requested
 

@@ -8,7 +8,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from adapters.nats_wire import (
+from adapters.nats.wire import (
     PRIVATE_API_OK,
     FastLane,
     RawMsg,
@@ -147,7 +147,7 @@ async def test_without_the_expected_parser_the_lane_falls_back_to_a_callback(
 
 def test_the_pinned_nats_py_has_every_internal_the_lane_uses() -> None:
     # If this fails after a nats-py upgrade, the lane is off (slower, still correct):
-    # check the new internals against adapters/nats_wire.py before moving the pin.
+    # check the new internals against adapters/nats/wire.py before moving the pin.
     assert PRIVATE_API_OK
 
 

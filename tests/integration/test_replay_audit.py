@@ -16,25 +16,21 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 
 import pytest
 
-from adapters.app import build_sim_pipeline
-from adapters.audit import build_report, render
-from adapters.config_watcher import SettingsHolder
-from adapters.embedded_nats import EmbeddedNats, free_port
-from adapters.event_log import MSG_ID_HEADER, ORDER_HEADER, TYPE_HEADER, EventLog, StreamNames
-from adapters.log_source import FileSource, NatsSource, import_entries
-from adapters.metrics import Metrics, start_metrics_server
-from adapters.pipeline import Recorder
-from adapters.replay import (
-    Window,
-    export,
-    plan_for_file,
-    plan_for_nats,
-    print_entries,
-    run_started,
-    verify,
-)
-from adapters.simulation import MarketTape, SimulatedClock
-from adapters.status import gather
+from adapters.audit.replay import export, print_entries
+from adapters.audit.report import build_report, render
+from adapters.audit.settings_history import plan_for_file, plan_for_nats
+from adapters.audit.status import gather
+from adapters.audit.verify import verify
+from adapters.audit.window import Window
+from adapters.nats.embedded import EmbeddedNats, free_port
+from adapters.nats.event_log import MSG_ID_HEADER, ORDER_HEADER, TYPE_HEADER, EventLog, StreamNames
+from adapters.nats.log_source import FileSource, NatsSource, import_entries
+from adapters.runtime.app import build_sim_pipeline
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.metrics import Metrics, start_metrics_server
+from adapters.runtime.pipeline import Recorder
+from adapters.runtime.run_record import run_started
+from adapters.runtime.simulation import MarketTape, SimulatedClock
 from config.loader import diff
 from config.settings import Settings
 from domain.calendar import NEW_YORK
@@ -581,7 +577,7 @@ def test_every_event_a_handler_emits_is_known_as_derived() -> None:
     import ast
     import inspect
 
-    from adapters.app import build_handlers
+    from adapters.runtime.composition import build_handlers
 
     for h in build_handlers(Settings(), "sim"):
         tree = ast.parse(inspect.getsource(inspect.getmodule(type(h))))  # type: ignore[arg-type]
@@ -592,7 +588,7 @@ def test_every_event_a_handler_emits_is_known_as_derived() -> None:
 
 
 def test_recorded_config_changes_apply_to_the_settings() -> None:
-    from adapters.replay import apply_changes
+    from adapters.audit.settings_history import apply_changes
 
     old = Settings()
     new = Settings.model_validate({
@@ -604,7 +600,8 @@ def test_recorded_config_changes_apply_to_the_settings() -> None:
 
 
 def test_a_recorded_config_is_the_one_verified_under_and_an_invalid_one_is_an_error() -> None:
-    from adapters.replay import ReplayError, next_settings
+    from adapters.audit.settings_history import next_settings
+    from adapters.audit.window import ReplayError
     from config.loader import redacted
     from tests.builders import make
 
@@ -625,7 +622,7 @@ def test_a_recorded_config_is_the_one_verified_under_and_an_invalid_one_is_an_er
 
 
 def test_windows_follow_the_log_order() -> None:
-    from adapters.replay import AFTER, BEFORE, IN, Phases, make_window, parse_time
+    from adapters.audit.window import AFTER, BEFORE, IN, Phases, make_window, parse_time
     from tests.builders import bar_event, make
 
     w = make_window(DAY.isoformat())

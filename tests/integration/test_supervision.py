@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
 
-from adapters.app import build_handlers
-from adapters.config_watcher import SettingsHolder
-from adapters.event_log import EventLog, StreamNames
-from adapters.services import Services
+from adapters.nats.event_log import EventLog, StreamNames
+from adapters.runtime.composition import build_handlers
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.realtime import Services
 from config.settings import Settings
 from domain.events import AlertRaised, AlertSent, HandlerCrashLooping
 

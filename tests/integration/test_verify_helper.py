@@ -1,4 +1,4 @@
-"""The helper process of `replay --verify` (adapters.verify_helper): a real forked process and
+"""The helper process of `replay --verify` (adapters.audit.verify_helper): a real forked process and
 real pipes. Large frames both ways at once must not deadlock; a helper that fails or dies
 is an error with its reason, never a hang."""
 
@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters import verify_helper as vh
-from adapters.verify_helper import HANDLE, SYNC, Helper, HelperError, read_frames, write_frame
+from adapters.audit import verify_helper as vh
+from adapters.audit.verify_helper import HANDLE, SYNC, Helper, HelperError, read_frames, write_frame
 
 pytestmark = pytest.mark.skipif(not vh.available(), reason="needs fork")
 

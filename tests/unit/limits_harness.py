@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from adapters.app import build_sim_pipeline
-from adapters.config_watcher import SettingsHolder
-from adapters.pipeline import Recorder
-from adapters.simulation import MarketTape, SimulatedClock, data_event_id
+from adapters.runtime.app import build_sim_pipeline
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.pipeline import Recorder
+from adapters.runtime.simulation import MarketTape, SimulatedClock, data_event_id
 from config.settings import Settings
 from domain.calendar import session_date
 from domain.events import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from adapters.app import build_sim_pipeline  # noqa: F401 - the runtime under test
+from adapters.runtime.app import build_sim_pipeline  # noqa: F401 - the runtime under test
 from domain.events import AccountSnapshotted, Event, OrderApproved, OrderDenied, OrderSubmitted
 from handlers.risk_guard import RiskGuard
 from tests.unit.limits_harness import generate, limits_settings, run_pipeline

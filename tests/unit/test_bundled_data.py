@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import calendar
-from adapters.market_data import generate_dataset
+from adapters.market_data import calendar, generate_dataset
 from adapters.market_data.bundled import BUNDLED_DIR, BundledMarketData
 from adapters.market_data.generate_dataset import SHOCK_MIN_DROP, SYMBOLS, generate, write
 from config.settings import Universe

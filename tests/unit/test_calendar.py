@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters import calendar
+from adapters.market_data import calendar
 
 NY = ZoneInfo("America/New_York")
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from adapters.config_watcher import SettingsHolder
+from adapters.runtime.config_watcher import SettingsHolder
 from config.loader import DEFAULT_DIR, ConfigError, diff, load_settings, redacted
 from config.settings import Broker
 from domain.events import ConfigChanged, ConfigRejected, Event

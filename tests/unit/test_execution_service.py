@@ -8,6 +8,7 @@ from decimal import Decimal as D
 from typing import Any
 from uuid import uuid4
 
+from adapters.broker.execution import ExecutionService
 from adapters.broker.port import (
     BrokerAccount,
     BrokerOrder,
@@ -17,7 +18,6 @@ from adapters.broker.port import (
     TradeUpdate,
 )
 from adapters.broker.sim import SimulatedBroker
-from adapters.execution import ExecutionService
 from domain.events import (
     EmergencyStopCompleted,
     EmergencyStopFailed,

@@ -1,6 +1,6 @@
 """`Handler.ignores`: an event a handler says it ignores, skipped, leaves every decision and
 the state exactly as handling it would. A verification relies on this to skip decoding
-most bars (adapters.replay)."""
+most bars (adapters.audit.replay)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from adapters.app import bundled_tape, default_session
-from adapters.simulation import MarketTape, data_event_id
+from adapters.runtime.app import bundled_tape, default_session
+from adapters.runtime.simulation import MarketTape, data_event_id
 from config.settings import Settings
 from domain.events import OrderApproved, OrderCanceled, OrderFilled, SignalGenerated
 from domain.values import Bar, Side

@@ -6,8 +6,8 @@ import io
 import json
 import logging
 
-from adapters.event_log import log_context
-from adapters.logs import JsonFormatter, RedactingFilter, register_secrets
+from adapters.nats.event_log import log_context
+from adapters.runtime.logs import JsonFormatter, RedactingFilter, register_secrets
 from domain.events import ScanRequested, SessionStartRequested
 from tests.builders import make
 

@@ -1,6 +1,7 @@
 """Issue 14, item 8: one session-date function. "The New York session date" was defined five
-times (domain.calendar, domain.pnl, domain.aggregates, handlers.executor, adapters.calendar);
-every name now is the one in domain.calendar, and no other pure module builds the zone."""
+times (domain.calendar, domain.pnl, domain.aggregates, handlers.executor,
+adapters.market_data.calendar); every name now is the one in domain.calendar, and no other
+pure module builds the zone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import adapters.calendar
+import adapters.market_data.calendar
 import domain.aggregates
 import domain.pnl
 import handlers.executor
@@ -22,7 +23,7 @@ def test_every_session_date_name_is_the_one_function():
     assert domain.pnl.ny_session_date is session_date
     assert domain.aggregates.session_date_of is session_date
     assert handlers.executor.session_date_of is session_date
-    assert adapters.calendar.session_date is session_date
+    assert adapters.market_data.calendar.session_date is session_date
 
 
 def test_the_session_date_is_the_new_york_date():

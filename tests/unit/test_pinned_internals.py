@@ -8,7 +8,7 @@ import inspect
 
 from alpaca.trading.stream import TradingStream
 
-from adapters.nats_wire import PRIVATE_API_OK
+from adapters.nats.wire import PRIVATE_API_OK
 
 
 def test_nats_py_internals_used_by_the_fast_lane_are_there() -> None:

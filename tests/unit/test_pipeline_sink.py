@@ -9,9 +9,9 @@ import asyncio
 from datetime import timedelta
 
 from adapters.api.commands import PipelineSink, resumed
-from adapters.config_watcher import SettingsHolder
-from adapters.pipeline import Pipeline
-from adapters.simulation import MarketTape, SimulatedClock
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.pipeline import Pipeline
+from adapters.runtime.simulation import MarketTape, SimulatedClock
 from config.settings import Settings
 from domain.events import ClockTicked, Event
 from tests.builders import T0, make

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from adapters.app import build_handlers
+from adapters.runtime.composition import build_handlers
 from config.settings import Settings
 from domain.book import PositionBook
 from domain.events import DailyPnLChanged, EmergencyStopTriggered, Event

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from adapters.render import _bar_fields, event_fields, event_line
+from adapters.audit.render import _bar_fields, event_fields, event_line
 from domain.events import BarReceived
 from domain.values import Bar
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from adapters.app import RunSummary, print_summary
+from adapters.runtime.app import RunSummary, print_summary
 
 DAY = date(2025, 11, 25)
 

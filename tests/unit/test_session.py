@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.simulation import XnysCalendar
+from adapters.runtime.simulation import XnysCalendar
 from config.settings import (
     EmergencyActions,
     RiskParameters,

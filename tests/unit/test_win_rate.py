@@ -17,7 +17,7 @@ def test_win_rate_counts_break_even_trades_as_not_won() -> None:
 def test_the_run_summary_and_the_daily_email_use_the_same_win_rate() -> None:
     from rich.console import Console
 
-    from adapters.app import RunSummary, print_summary
+    from adapters.runtime.app import RunSummary, print_summary
     from domain.events import SessionEnded
     from handlers.alerter import Alerter  # noqa: F401 - the email side imports it too
     from tests.unit.test_alerter import make, only, run, session_started, settings

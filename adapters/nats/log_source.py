@@ -35,15 +35,15 @@ from uuid import UUID
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ConfigDict
 
-from adapters.batch_gc import batch_gc
-from adapters.event_log import (
+from adapters.nats.batch_gc import batch_gc
+from adapters.nats.event_log import (
     MSG_ID_HEADER,
     ORDER_HEADER,
     TYPE_HEADER,
     EventLog,
     decode_msg,
 )
-from adapters.nats_wire import FastLane, RawMsg, header_value, lane_subscribe, status_of
+from adapters.nats.wire import FastLane, RawMsg, header_value, lane_subscribe, status_of
 from domain.errors import CatalystError, EventDecodeError
 from domain.events import REGISTRY, Event, decode_event
 from domain.values import UtcDatetime
@@ -127,7 +127,7 @@ def subjects_overlap(a: str, b: str) -> bool:
 class _PullFeed:
     """One stream, in sequence order, through an ephemeral pull consumer.
 
-    Its messages come through a fast lane of the client's parser (adapters.nats_wire): raw
+    Its messages come through a fast lane of the client's parser (adapters.nats.wire): raw
     bytes, many at a time, decoded here in one pass."""
 
     def __init__(self, log: EventLog, stream: str, role: str, subject: str | None) -> None:

@@ -31,7 +31,7 @@ from domain.errors import CatalystError
 from domain.events import Event
 
 if TYPE_CHECKING:
-    from adapters.pipeline import Pipeline
+    from adapters.runtime.pipeline import Pipeline
 
 log = logging.getLogger("catalyst.metrics")
 
@@ -123,7 +123,7 @@ class Metrics:
         return timed
 
     async def update_consumer_lag(self, event_log: Any) -> None:
-        from adapters.status import consumer_lag
+        from adapters.nats.lag import consumer_lag
 
         for c in await consumer_lag(event_log):
             self.lag.labels(c["stream"], c["consumer"]).set(c["lag"])

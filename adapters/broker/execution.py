@@ -52,7 +52,7 @@ from adapters.broker.port import (
     TradeUpdate,
 )
 from adapters.broker.translate import OrderRefs, trade_update_to_events
-from adapters.event_log import log_context
+from adapters.nats.event_log import log_context
 from domain.events import (
     ClosedPosition,
     EmergencyStopCompleted,

@@ -47,7 +47,7 @@ from nats.js.api import (
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay
 from tenacity.wait import wait_exponential, wait_random
 
-from adapters.nats_wire import can_send_frames, hpub, plain_subject, send_frames
+from adapters.nats.wire import can_send_frames, hpub, plain_subject, send_frames
 from domain.errors import CatalystError, ConcurrencyError, EventDecodeError
 from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
 
@@ -399,7 +399,7 @@ class EventLog:
             deny_delete=True,
             deny_purge=True,
             discard=DiscardPolicy.OLD,
-            # The eventsourcing recorders (adapters.es_jetstream) read with direct get and
+            # The eventsourcing recorders (adapters.nats.es_jetstream) read with direct get and
             # write an aggregate's events as one atomic batch.
             allow_direct=True,
             allow_atomic=True,

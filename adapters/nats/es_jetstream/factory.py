@@ -13,9 +13,9 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 
-from adapters.es_jetstream.codec import Subjects
-from adapters.es_jetstream.nats_io import NatsThread, StreamLog
-from adapters.es_jetstream.recorders import (
+from adapters.nats.es_jetstream.codec import Subjects
+from adapters.nats.es_jetstream.nats_io import NatsThread, StreamLog
+from adapters.nats.es_jetstream.recorders import (
     JetStreamAggregateRecorder,
     JetStreamApplicationRecorder,
     JetStreamProcessRecorder,

@@ -36,9 +36,9 @@ from eventsourcing.persistence import (
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from adapters.es_jetstream import codec
-from adapters.es_jetstream.codec import EVENTS, Subjects
-from adapters.es_jetstream.nats_io import (
+from adapters.nats.es_jetstream import codec
+from adapters.nats.es_jetstream.codec import EVENTS, Subjects
+from adapters.nats.es_jetstream.nats_io import (
     EXPECTED_LAST_SUBJECT_SEQ,
     AtomicBatchNotEnabledError,
     RawMsg,

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from adapters.log_source import ROLE_RECORD, LogEntry, NatsSource
+from adapters.nats.lag import consumer_lag
+from adapters.nats.log_source import ROLE_RECORD, LogEntry, NatsSource
 from config.settings import Settings
 from domain.calendar import NEW_YORK
 from domain.events import (
@@ -166,7 +167,7 @@ def _reachable(url: str) -> bool:
 
 def nats_mode(settings: Settings, store: Path) -> dict[str, Any]:
     """Where the log is: a configured server, a running embedded one, or none running."""
-    from adapters.connection import URL_FILE
+    from adapters.nats.connection import URL_FILE
 
     servers = settings.trading.nats.server_urls
     if servers:
@@ -180,26 +181,6 @@ def nats_mode(settings: Settings, store: Path) -> dict[str, Any]:
                     "running": True, "store": str(store)}
     return {"mode": "no server running; an embedded one was started on the store to read it",
             "url": None, "running": False, "store": str(store)}
-
-
-async def consumer_lag(log: Any) -> list[dict[str, Any]]:
-    out = []
-    for stream in (log.names.record, log.names.market_data):
-        try:
-            infos = await log.js.consumers_info(stream)
-        except Exception:  # noqa: BLE001 - a stream may be absent
-            continue
-        for info in infos:
-            if not info.config.durable_name:
-                continue  # ephemeral readers (replays, tails) are not handlers
-            pending = info.num_pending or 0
-            acking = info.num_ack_pending or 0
-            out.append({"stream": stream, "consumer": info.name, "lag": pending + acking,
-                        "num_pending": pending, "num_ack_pending": acking,
-                        "redelivered": info.num_redelivered or 0,
-                        "last_delivered_seq": info.delivered.stream_seq
-                        if info.delivered else None})
-    return sorted(out, key=lambda c: (c["stream"], c["consumer"]))
 
 
 def _mark_cut_off(status: dict[str, Any], settings: Settings) -> None:
@@ -220,7 +201,7 @@ def _mark_cut_off(status: dict[str, Any], settings: Settings) -> None:
 
 async def gather(settings: Settings, store: Path, timeout: float = 10.0,
                  run_id: str | None = None) -> dict[str, Any]:
-    from adapters.connection import open_event_log
+    from adapters.nats.connection import open_event_log
 
     b = settings.trading.broker
     status: dict[str, Any] = {

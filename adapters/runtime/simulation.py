@@ -18,8 +18,8 @@ from datetime import date, datetime, timedelta
 from hashlib import sha1
 from uuid import NAMESPACE_URL, UUID
 
-from adapters import calendar as xnys
-from adapters.pipeline import Pipeline
+from adapters.market_data import calendar as xnys
+from adapters.runtime.pipeline import Pipeline
 from domain.calendar import MarketSession
 from domain.events import (
     BarReceived,

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from adapters.alerts.delivery import AlertDelivery
-from adapters.app import AlertEffect, BrokerEffect, build_handlers
+from adapters.broker.execution import ExecutionService
 from adapters.broker.port import BrokerPort, BrokerUnavailable
 from adapters.broker.sim import SimulatedBroker
 from adapters.broker.translate import (
@@ -39,10 +39,10 @@ from adapters.broker.translate import (
     ledger_from_log,
     trade_update_to_events,
 )
-from adapters.config_watcher import SettingsHolder
-from adapters.event_log import MD_PREFIX, Consumer, EventLog, Retry
-from adapters.execution import ExecutionService
-from adapters.simulation import XnysCalendar
+from adapters.nats.event_log import MD_PREFIX, Consumer, EventLog, Retry
+from adapters.runtime.composition import AlertEffect, BrokerEffect, build_handlers
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.simulation import XnysCalendar
 from config.settings import Settings
 from domain.calendar import NEW_YORK as XNYS_TZ
 from domain.events import (
@@ -684,7 +684,7 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
                        stop: asyncio.Event | None = None,
                        metrics_port: int | None = None, serve: Any = None) -> None:
     """`catalyst run` with Alpaca keys: paper (or guarded live) trading in real time."""
-    from adapters.connection import open_event_log
+    from adapters.nats.connection import open_event_log
 
     broker = build_broker(settings)
     check_keys = getattr(broker, "check_keys", None)
@@ -721,13 +721,13 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
         holder = SettingsHolder(settings, config_dir)
         handlers = build_handlers(settings, broker.name)
         run_id = f"{mode}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
-        from adapters.replay import run_started
+        from adapters.runtime.run_record import run_started
 
         await event_log.publish(run_started(run_id, mode, settings, handlers, broker.name,
                                             datetime.now(UTC)))
         lag_task = None
         if metrics_port:
-            from adapters.metrics import Metrics, start_metrics_server
+            from adapters.runtime.metrics import Metrics, start_metrics_server
 
             metrics = Metrics()
             for h in handlers:  # count and time every handler call, as in-process runs do

@@ -32,14 +32,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adapters import calendar as xnys
-from adapters.app import build_sim_pipeline, new_run_id, run_started_event
-from adapters.bar_spool import SpooledBars, spool_bars
-from adapters.batch_gc import batch_gc
-from adapters.config_watcher import SettingsHolder
+from adapters.market_data import calendar as xnys
+from adapters.market_data.bar_spool import SpooledBars, spool_bars
 from adapters.market_data.dataset import DatasetError
-from adapters.pipeline import Recorder
-from adapters.simulation import MarketTape, SimulatedClock
+from adapters.nats.batch_gc import batch_gc
+from adapters.runtime.app import build_sim_pipeline, new_run_id, run_started_event
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.pipeline import Recorder
+from adapters.runtime.simulation import MarketTape, SimulatedClock
 from config.settings import Settings
 from domain.events import (
     BarReceived,
@@ -315,7 +315,7 @@ def entry_price(r: SignalRow, day_bars: dict[datetime, list[Bar]], spool: Spoole
 async def run_backtest(settings: Settings, bars_path: Path, signals_path: Path | None,
                        report_path: Path, console: Console | None = None,
                        record: bool = True, progress: bool = True) -> BacktestResult:
-    from adapters.connection import run_store
+    from adapters.nats.connection import run_store
 
     console = console or Console(stderr=True)
     report_path = Path(report_path)
@@ -338,7 +338,7 @@ async def _run(settings: Settings, spool: SpooledBars, rows: list[SignalRow] | N
                progress: bool) -> BacktestResult:
     import time
 
-    from adapters.connection import mark_latest_run, open_event_log
+    from adapters.nats.connection import mark_latest_run, open_event_log
 
     result = BacktestResult(run_id, store, report_path, bars=spool.count)
     by_day: dict[date, list[SignalRow]] = defaultdict(list)

@@ -1,9 +1,9 @@
 """Operations commands (replay, audit, status), registered on the main app.
 
-The work is in adapters.replay / adapters.audit / adapters.status; this module only turns
-options into calls, picks the log (a run's store, the live store, a configured server, or
-an export file) and maps outcomes to exit codes. Past ~400 lines with `runs list|prune`,
-until the planned move to `adapters/cli/`.
+The work is in adapters.audit (replay, report, status); this module only turns options into
+calls, picks the log (a run's store, the live store, a configured server, or
+an export file) and maps outcomes to exit codes. Past ~400 lines with `runs list|prune`:
+the read commands share their option types and log selection here.
 """
 
 from __future__ import annotations
@@ -30,14 +30,20 @@ Day = Annotated[str | None, typer.Option("--date", help="New York session date, 
 
 
 def _cli() -> Any:
-    from adapters import cli
+    from adapters.cli import common
 
-    return cli
+    return common
 
 
 @contextlib.asynccontextmanager
 async def _nats_log(settings: Any, run: str | None) -> AsyncIterator[Any]:
-    from adapters.connection import StoreError, default_store, has_log, open_event_log, run_id_of
+    from adapters.nats.connection import (
+        StoreError,
+        default_store,
+        has_log,
+        open_event_log,
+        run_id_of,
+    )
 
     try:
         store = default_store(settings, run)
@@ -53,7 +59,7 @@ async def _nats_log(settings: Any, run: str | None) -> AsyncIterator[Any]:
 
 
 def _window(day: str | None, start: str | None, end: str | None) -> Any:
-    from adapters.replay import ReplayError, make_window
+    from adapters.audit.window import ReplayError, make_window
 
     try:
         return make_window(day, start, end)
@@ -105,15 +111,19 @@ def register(app: typer.Typer) -> None:
         window = _window(day, start, end)
         if verify and subject:
             raise cli.fail("--verify needs every input: it cannot take --subject")
-        from adapters import replay as rp
-        from adapters.log_source import FileSource, LogReadError, NatsSource
-        from adapters.verify_helper import HelperError
+        from adapters.audit import replay as rp
+        from adapters.audit.divergence import print_result
+        from adapters.audit.settings_history import plan_for_file, plan_for_nats
+        from adapters.audit.verify import verify as verify_log
+        from adapters.audit.verify_helper import HelperError
+        from adapters.audit.window import ReplayError, Window
+        from adapters.nats.log_source import FileSource, LogReadError, NatsSource
 
         async def resolve_session(make_source: Any) -> Any:
             if not session:
                 return window
             d = await rp.find_session_date(await make_source(), session)
-            return rp.Window.for_date(d)
+            return Window.for_date(d)
 
         async def check_window(w: Any, found: int, make_source: Any) -> None:
             # Nothing read for a window: a date the log does not hold is an error that
@@ -126,7 +136,7 @@ def register(app: typer.Typer) -> None:
         async def go(source: Any, plan: Any, w: Any, make_source: Any) -> int:
             if verify:
                 with rp.Progress(source.total, "verify") as bar:
-                    result = await rp.verify(source, plan, w, on_batch=bar.advance,
+                    result = await verify_log(source, plan, w, on_batch=bar.advance,
                                              jobs=jobs)
                 if isinstance(source, FileSource):
                     rp.add_integrity(result, source.integrity())
@@ -143,7 +153,7 @@ def register(app: typer.Typer) -> None:
                                       "reported": [d.as_dict() for d in result.reported]},
                                      indent=2))
                 else:
-                    rp.print_result(result)
+                    print_result(result)
                 return 1 if result.divergences else 0
             n = await rp.print_entries(source, w, subject, as_json)
             await check_window(w, n, make_source)
@@ -160,8 +170,8 @@ def register(app: typer.Typer) -> None:
 
                     w = await resolve_session(file_source)
                     if w.start is None and w.end is None and src.header.get("window"):
-                        w = rp.Window.from_dict(src.header["window"])
-                    plan = rp.plan_for_file(src, settings) if verify else None
+                        w = Window.from_dict(src.header["window"])
+                    plan = plan_for_file(src, settings) if verify else None
                     return await go(src, plan, w, file_source)
                 async with _nats_log(settings, run) as log:
 
@@ -170,14 +180,14 @@ def register(app: typer.Typer) -> None:
                                                 streams=("record",)).open()
 
                     w = await resolve_session(session_source)
-                    plan = await rp.plan_for_nats(log, settings) if verify else None
+                    plan = await plan_for_nats(log, settings) if verify else None
                     source = await NatsSource(log, subject=subject).open()
 
                     async def record_source() -> Any:
                         return await NatsSource(log, streams=("record",)).open()
 
                     return await go(source, plan, w, record_source)
-            except (LogReadError, rp.ReplayError, HelperError) as e:
+            except (LogReadError, ReplayError, HelperError) as e:
                 raise cli.fail(str(e)) from None
 
         code = cli.run_async(main())
@@ -208,12 +218,12 @@ def register(app: typer.Typer) -> None:
             cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, None, None)
-        from adapters.audit import build_report, render
-        from adapters.log_source import FileSource, LogReadError, NatsSource
-        from adapters.replay import Window
+        from adapters.audit.report import build_report, render
+        from adapters.audit.window import Window
+        from adapters.nats.log_source import FileSource, LogReadError, NatsSource
 
         async def missing_day(report: dict[str, Any], w: Any, source: Any) -> None:
-            from adapters.replay import log_dates, window_misses
+            from adapters.audit.replay import log_dates, window_misses
 
             if report["summary"]["events"] == 0:
                 why = window_misses(w, await log_dates(source))
@@ -270,9 +280,9 @@ def register(app: typer.Typer) -> None:
         window = _window(day, None, None)
         if window.start is None:
             raise cli.fail("--date is required (the New York session date)")
-        from adapters.connection import default_store, run_label
-        from adapters.log_source import LogReadError, NatsSource
-        from adapters.replay import export
+        from adapters.audit.replay import export
+        from adapters.nats.connection import default_store, run_label
+        from adapters.nats.log_source import LogReadError, NatsSource
 
         async def main() -> dict[str, int]:
             try:
@@ -304,8 +314,8 @@ def register(app: typer.Typer) -> None:
                                 or any(c in run for c in "/\\")):
             raise cli.fail(f"--run {run!r}: a run name is one path segment, not 'latest'")
         settings = cli.settings_or_exit(config_dir)
-        from adapters.connection import open_event_log, run_store
-        from adapters.log_source import FileSource, LogReadError, import_entries
+        from adapters.nats.connection import open_event_log, run_store
+        from adapters.nats.log_source import FileSource, LogReadError, import_entries
 
         name = run or f"import-{file.stem}"
         store = run_store(name)
@@ -338,8 +348,8 @@ def register(app: typer.Typer) -> None:
         P&L, consumer lag, NATS and broker. Exit 1 when NATS is not reachable."""
         cli = _cli()
         settings = cli.settings_or_exit(config_dir)
-        from adapters.connection import StoreError, default_store, run_id_of
-        from adapters.status import gather, print_status
+        from adapters.audit.status import gather, print_status
+        from adapters.nats.connection import StoreError, default_store, run_id_of
 
         try:
             store = default_store(settings, run)
@@ -367,7 +377,7 @@ def register_runs(app: typer.Typer) -> None:
     ) -> None:
         """Every run with its kind, start time, size on disk and whether it is running;
         the newest last, `latest` marked."""
-        from adapters.runs import list_runs
+        from adapters.nats.runs import list_runs
 
         rows = list_runs()
         if as_json:
@@ -404,7 +414,7 @@ def register_runs(app: typer.Typer) -> None:
         one, imported audits (import-*) and the live store (var/nats) are never touched."""
         from datetime import UTC, datetime, timedelta
 
-        from adapters.runs import list_runs, prune_plan, remove_run
+        from adapters.nats.runs import list_runs, prune_plan, remove_run
 
         cli = _cli()
         if keep is None and older_than is None:

@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from adapters.embedded_nats import EmbeddedNats
-from adapters.event_log import EventLog, StreamNames, connect_options_from_settings
+from adapters.nats.embedded import EmbeddedNats
+from adapters.nats.event_log import EventLog, StreamNames, connect_options_from_settings
 from config.settings import Settings
 from domain.errors import CatalystError
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
-from adapters import calendar as xnys
+from adapters.market_data import calendar as xnys
 from adapters.market_data.dataset import load_bars_csv
 from domain.values import Bar
 

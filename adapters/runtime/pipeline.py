@@ -4,7 +4,7 @@ Simulations and backtests run every handler in one process, in a fixed order, br
 first: the same inputs give the same outputs, byte for byte, and nothing waits on the
 network. Every event is still recorded to JetStream (pipelined, in order), so a backtest
 log replays and audits exactly like a live one. Live trading runs the same handlers as
-durable JetStream consumers instead (adapters.services).
+durable JetStream consumers instead (adapters.runtime.realtime).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from domain.events import Event
 from handlers.base import Handler
 
 if TYPE_CHECKING:
-    from adapters.config_watcher import SettingsHolder
-    from adapters.event_log import EventLog, PendingPublish
+    from adapters.nats.event_log import EventLog, PendingPublish
+    from adapters.runtime.config_watcher import SettingsHolder
     from config.settings import Settings
 
 log = logging.getLogger("catalyst.pipeline")

@@ -1,7 +1,7 @@
 """`catalyst audit report`: one trading day from the log, for a person who must answer
 "why did it buy AAPL at 10:02 and why did it stop at 11:40".
 
-The report is a fold over the day's window of the log (adapters.replay.Window), with the
+The report is a fold over the day's window of the log (adapters.audit.replay.Window), with the
 log before it read for the config in force only. Sections: the run and session(s), a
 timeline, every scan with its scored candidates, every signal with its scores and the risk
 decision on it, every risk decision with its rule and figures, every order with its fills,
@@ -26,8 +26,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters.log_source import LogEntry, LogSource, bulk_gc
-from adapters.replay import BEFORE, Window, next_settings, recorded_settings, window_entries
+from adapters.audit.replay import window_entries
+from adapters.audit.settings_history import next_settings, recorded_settings
+from adapters.audit.window import BEFORE, Window
+from adapters.nats.log_source import LogEntry, LogSource, bulk_gc
 from domain.calendar import NEW_YORK
 from domain.events import (
     AlertFailed,
@@ -64,7 +66,7 @@ from domain.events import (
     TradingResumed,
 )
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 # Config keys worth a trader's eye (dotted prefixes of the redacted settings).
 CONFIG_SECTIONS = ("risk.", "trading.trading_session.", "trading.workflow.",
                    "trading.order_execution.", "trading.broker.kind", "trading.broker.mode",
@@ -460,7 +462,7 @@ class AuditBuilder:
 
 
 async def build_report(source: LogSource, window: Window) -> dict[str, Any]:
-    from adapters.replay import Progress
+    from adapters.audit.replay import Progress
 
     b = AuditBuilder(window)
     with Progress(source.total, "audit") as bar, bulk_gc():

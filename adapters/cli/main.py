@@ -6,7 +6,6 @@ together until the planned move to `adapters/cli/` splits them per command group
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
@@ -17,10 +16,21 @@ from typing import Annotated, Any
 from uuid import uuid4
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from adapters.logs import register_secrets, setup_logging
+from adapters.cli.common import (
+    ConfigDir,
+    LogFormat,
+    check_log_format,
+    check_port,
+    console,
+    err,
+    fail,
+    input_file,
+    output_file,
+    run_async,
+    settings_or_exit,
+)
 from config.loader import ConfigError, load_settings, redacted
 from config.settings import Settings
 from domain.errors import CatalystError
@@ -60,108 +70,6 @@ session_app = typer.Typer(help="Control a running session.", no_args_is_help=Tru
 app.add_typer(events_app, name="events")
 app.add_typer(config_app, name="config")
 app.add_typer(session_app, name="session")
-
-console = Console()
-err = Console(stderr=True)
-
-ConfigDir = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Directory with risk_parameters.yaml and "
-                 "trading_config.yaml (default: the shipped defaults)."),
-]
-LogFormat = Annotated[
-    str | None, typer.Option("--log-format", help="text or json (structured logs on stderr).")
-]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    # One line, verbatim, however narrow the terminal: scripts grep it (file, line, column).
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def input_file(path: Path, option: str) -> Path:
-    """A file the command reads: it exists, is a file, and is text (checked on its start, so
-    binary bytes are one line here rather than a decode error deep inside a reader)."""
-    if not path.exists():
-        raise fail(f"{option} {path}: no such file")
-    if path.is_dir():
-        raise fail(f"{option} {path}: is a directory, not a file")
-    try:
-        with path.open("rb") as f:
-            head = f.read(65536)
-    except OSError as e:
-        raise fail(f"{option} {path}: cannot read: {e.strerror}") from None
-    if path.suffix != ".gz":
-        import codecs
-
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut last char is fine
-        except UnicodeDecodeError:
-            raise fail(f"{option} {path}: not a text file (binary data)") from None
-        if b"\0" in head:
-            raise fail(f"{option} {path}: not a text file (binary data)")
-    return path
-
-
-def output_file(path: Path, option: str) -> Path:
-    """A file the command writes: its folder exists (we do not guess at creating one)."""
-    if path.is_dir():
-        raise fail(f"{option} {path}: is a directory; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise fail(f"{option} {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise fail(f"{option} {path}: the folder {folder} is not writable")
-    return path
-
-
-def check_log_format(log_format: str | None) -> None:
-    if log_format is not None and log_format not in ("text", "json"):
-        raise fail(f"--log-format {log_format!r}: use text or json")
-
-
-def check_port(port: int) -> None:
-    """The metrics port must be free before the run starts (and creates its store)."""
-    import socket
-
-    if not 0 < port < 65536:
-        raise fail(f"--metrics-port {port}: not a TCP port (1-65535)")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as e:
-            raise fail(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: "
-                       f"{e.strerror}") from None
-
-
-def settings_or_exit(config_dir: Path | None, log_format: str | None = None,
-                     one_shot: bool = True) -> Settings:
-    try:
-        settings = load_settings(config_dir).settings
-    except ConfigError as e:
-        raise fail(str(e)) from None
-    b, s, n = settings.trading.broker, settings.trading.alerts.smtp, settings.trading.nats
-    register_secrets(x.get_secret_value() for x in (b.api_key, b.secret_key, s.password,
-                                                     n.password, n.token) if x)
-    logcfg = settings.trading.logging
-    setup_logging(logcfg.level, log_format or logcfg.format)
-    if one_shot:
-        # A command that connects once says "cannot reach" in one line; nats-py's retry
-        # warnings (four a second) would bury it.
-        import logging
-
-        logging.getLogger("catalyst.event_log").setLevel(logging.ERROR)
-    return settings
-
-
-def run_async(coro: Any) -> Any:
-    try:
-        return asyncio.run(coro)
-    except CatalystError as e:
-        raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
 
 
 # --- config --------------------------------------------------------------------------------
@@ -223,15 +131,15 @@ def events_tail(
 ) -> None:
     """Follow events live as they are published (Ctrl-C to stop)."""
     settings = settings_or_exit(config_dir)
-    from adapters.connection import (
+    from adapters.audit.render import event_line
+    from adapters.nats.connection import (
         StoreError,
         default_store,
         has_log,
         open_event_log,
         running_url,
     )
-    from adapters.event_log import decode_msg
-    from adapters.render import event_line
+    from adapters.nats.event_log import decode_msg
 
     try:
         store = default_store(settings, run)
@@ -264,7 +172,7 @@ def events_tail(
 
 
 def _publish(settings: Settings, event: Any) -> int:
-    from adapters.connection import live_system, open_event_log
+    from adapters.nats.connection import live_system, open_event_log
 
     async def main() -> int:
         # Only a running system is addressed: a finished run's log is closed, and no store is
@@ -341,7 +249,7 @@ def run(
     if metrics_port is not None:
         check_port(metrics_port)
     settings = settings_or_exit(config_dir, log_format, one_shot=False)
-    from adapters import app as runtime
+    from adapters.runtime import app as runtime
 
     broker = settings.trading.broker
     if (live or broker.mode == "live") and not broker.has_keys:
@@ -405,7 +313,7 @@ def serve_cmd(
     settings = settings_or_exit(config_dir, log_format)
     options = _serve_options(host, port)
     from adapters.api.server import serve_role
-    from adapters.connection import default_store
+    from adapters.nats.connection import default_store
 
     store = default_store(settings, run) if run else settings.trading.nats.store_dir
     run_async(serve_role(role, settings, store, options, console, live=run is None))
@@ -429,7 +337,7 @@ def backtest(
     output_file(report, "--report")
     check_log_format(log_format)
     settings = settings_or_exit(config_dir, log_format)
-    from adapters import backtest as bt
+    from adapters.runtime import backtest as bt
 
     result = run_async(bt.run_backtest(settings, bars, signals, report, console=console))
     bt.print_result(result, console)
@@ -467,7 +375,7 @@ Run = Annotated[str | None, typer.Option("--run", help="A simulation run's log: 
 
 def _alert_log(settings: Settings, run: str | None) -> Any:
     """The log to read or complete; never creates a store that is not there."""
-    from adapters.connection import default_store, open_event_log
+    from adapters.nats.connection import default_store, open_event_log
 
     store = default_store(settings, run)
     if not settings.trading.nats.server_urls and not (store / "jetstream").exists():
@@ -613,7 +521,7 @@ def _describe(e: BaseException) -> str:
 
 def register_extensions() -> None:
     """Commands that live in their own modules register here (kept import-light)."""
-    from adapters import cli_ops
+    from adapters.cli import ops as cli_ops
 
     cli_ops.register(app)
     cli_ops.register_runs(app)

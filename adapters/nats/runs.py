@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.connection import RUNS_DIR, known_runs, running_url
+from adapters.nats.connection import RUNS_DIR, known_runs, running_url
 
 _ID = re.compile(r"^(sim|backtest)-(\d{8}T\d{6})-(\d{6})$")
 
@@ -88,6 +88,6 @@ def remove_run(run: RunInfo) -> None:
         link.unlink()
         rest = [r for r in list_runs() if r.kind in ("sim", "backtest")]
         if rest:  # the newest simulation or backtest left becomes latest again
-            from adapters.connection import mark_latest_run
+            from adapters.nats.connection import mark_latest_run
 
             mark_latest_run(rest[-1].run_id)

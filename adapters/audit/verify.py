@@ -1,7 +1,6 @@
-"""`catalyst replay`: the log in order, one readable line per event; `--verify`: the proof
-that the log explains every decision.
+"""`catalyst replay --verify`: the proof that the log explains every decision.
 
-Verification re-runs fresh pure handlers (adapters.app.build_handlers) over the recorded
+Verification re-runs fresh pure handlers (runtime.composition.build_handlers) over the recorded
 log, in the recorded order:
 
 * An event some pure handler emits (`SignalGenerated`, `OrderApproved`, `DailyPnLChanged`,
@@ -32,24 +31,26 @@ has a `ScanCompleted`, or no `ScanRequested` at all).
 Windows (`--date`, `--from/--to`, `--session`) are spans of the log in its order: from the
 first event dated inside the window to the first event dated after it. Verifying a window
 replays everything before it into the handlers' state first (evolve only, no decisions).
-"""
+
+
+Past ~400 lines: `Verifier` is one state machine over the log (expected decisions, early
+copies, dispatch order, helper processes); split, its invariants would live in several
+places."""
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, TextIO
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from pydantic import ValidationError
-
-from adapters import verify_helper
-from adapters.log_source import (
+from adapters.audit import verify_helper
+from adapters.audit.divergence import Divergence, VerifyResult, _link, field_diffs
+from adapters.audit.settings_history import SETTINGS_EVENTS, Plan, next_settings
+from adapters.audit.window import AFTER, BEFORE, IN, Phases, Window
+from adapters.nats.log_source import (
     ENVELOPE,
     EventEnvelope,
     LogEntry,
@@ -57,14 +58,10 @@ from adapters.log_source import (
     NatsSource,
     bulk_gc,
 )
-from domain.calendar import NEW_YORK
-from domain.errors import CatalystError
 from domain.events import (
     REGISTRY,
-    ConfigChanged,
     Event,
     EventDecodeError,
-    RunStarted,
     decode_event,
 )
 from handlers.base import Handler
@@ -72,12 +69,9 @@ from handlers.base import Handler
 if TYPE_CHECKING:
     from config.settings import Settings
 
-# Stamped by wall clocks or operators, not by the data: they never move a window's phase.
-OUT_OF_BAND = frozenset({"RunStarted", "ConfigChanged", "ConfigRejected",
-                         "HandlerCrashLooping"})
-SETTINGS_EVENTS = frozenset({"RunStarted", "ConfigChanged"})
+
 # Handlers a verification on more than one core re-runs in helper processes (see
-# adapters.verify_helper): ones that take market data, the bulk of the log. The main process
+# adapters.audit.verify_helper): ones that take market data, the bulk of the log. The main process
 # then reads market data as envelopes, decoding one only for a handler of its own that does
 # not `ignores` it.
 MARKET_DATA_HANDLERS = frozenset({"scanner", "daily_pnl", "executor"})
@@ -94,323 +88,6 @@ def helper_groups(jobs: int) -> list[frozenset[str]]:
         return [frozenset({"scanner"})]
     return [frozenset({"scanner"}), MARKET_DATA_HANDLERS - {"scanner"}]
 
-BEFORE, IN, AFTER = 0, 1, 2
-
-
-class ReplayError(CatalystError):
-    pass
-
-
-# --- windows ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    start: datetime | None = None  # inclusive
-    end: datetime | None = None  # exclusive
-    label: str = "the whole log"
-
-    @classmethod
-    def for_date(cls, d: date) -> Window:
-        start = datetime.combine(d, time(0), NEW_YORK)
-        end = datetime.combine(d + timedelta(days=1), time(0), NEW_YORK)
-        return cls(start, end, d.isoformat())
-
-    @property
-    def date(self) -> date | None:
-        if self.start and self.end and self.end - self.start == timedelta(days=1):
-            return self.start.astimezone(NEW_YORK).date()
-        return None
-
-    def as_dict(self) -> dict[str, Any] | None:
-        if self.start is None and self.end is None:
-            return None
-        return {"start": self.start.isoformat() if self.start else None,
-                "end": self.end.isoformat() if self.end else None, "label": self.label}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Window:
-        if not d:
-            return cls()
-        return cls(datetime.fromisoformat(d["start"]) if d.get("start") else None,
-                   datetime.fromisoformat(d["end"]) if d.get("end") else None,
-                   d.get("label") or "")
-
-
-def parse_time(text: str, end: bool = False) -> datetime:
-    """ISO date or date-time; naive means New York. A bare date as an end means its end."""
-    try:
-        if len(text) == 10:
-            d = date.fromisoformat(text)
-            return datetime.combine(d + timedelta(days=1) if end else d, time(0), NEW_YORK)
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ReplayError(f"{text!r} is not an ISO date or date-time "
-                          "(e.g. 2025-11-28 or 2025-11-28T10:00)") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=NEW_YORK)
-
-
-def make_window(day: str | None = None, start: str | None = None,
-                end: str | None = None) -> Window:
-    if day and (start or end):
-        raise ReplayError("use --date or --from/--to, not both")
-    if day:
-        try:
-            return Window.for_date(date.fromisoformat(day))
-        except ValueError:
-            raise ReplayError(f"--date {day!r} is not YYYY-MM-DD") from None
-    if start or end:
-        s = parse_time(start) if start else None
-        e = parse_time(end, end=True) if end else None
-        if s and e and e <= s:
-            raise ReplayError("--to must be after --from")
-        return Window(s, e, f"{start or '...'} to {end or '...'}")
-    return Window()
-
-
-class Phases:
-    """BEFORE / IN / AFTER a window, following the log's order (sticky)."""
-
-    __slots__ = ("start", "end", "state")
-
-    def __init__(self, window: Window) -> None:
-        self.start, self.end = window.start, window.end
-        self.state = IN if self.start is None else BEFORE
-        if self.start is None and self.end is None:
-            self.state = IN
-
-    def of(self, ev: Event) -> int:
-        state = self.state
-        if state == AFTER or ev.type in OUT_OF_BAND:
-            return state
-        t = ev.occurred_at
-        if state == BEFORE:
-            if t < self.start:  # type: ignore[operator]
-                return BEFORE
-            state = self.state = IN
-        if self.end is not None and t >= self.end:
-            state = self.state = AFTER
-        return state
-
-
-# --- settings and handler set ----------------------------------------------------------------
-
-
-def settings_from_config(config: dict[str, Any]) -> Settings | None:
-    from config.settings import Settings
-
-    try:
-        return Settings.model_validate(config)
-    except ValidationError:
-        return None
-
-
-def recorded_settings(ev: Event) -> Settings:
-    """The settings a RunStarted or ConfigChanged records. One that does not validate is an
-    error: verifying under other settings than those in force would report what the run
-    did as divergences, or worse, hide one."""
-    from config.settings import Settings
-
-    try:
-        return Settings.model_validate(ev.config)  # type: ignore[attr-defined]
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ReplayError(
-            f"{ev.type} {ev.event_id} at {ev.occurred_at.isoformat()} records a config that "
-            f"does not validate ({where}: {first['msg']}); the settings in force are unknown"
-        ) from None
-
-
-def _parse_value(new: str, current: Any) -> Any:
-    if new == "None":
-        return None
-    if isinstance(current, str):  # Decimal, Path, enum and text values are all strings
-        return new
-    try:
-        return ast.literal_eval(new)
-    except (ValueError, SyntaxError):
-        return new
-
-
-def apply_changes(settings: Settings, changes: dict[str, list[str]]) -> Settings:
-    """The settings after a recorded ConfigChanged (dotted key -> [old, new])."""
-    from config.loader import redacted
-    from config.settings import Settings
-
-    data = redacted(settings)
-    for key, pair in changes.items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and len(pair) == 2:
-            node[parts[-1]] = _parse_value(pair[1], node.get(parts[-1]))
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as e:
-        raise ReplayError(f"recorded config changes {sorted(changes)} do not validate "
-                          f"against the settings in force: {e.errors()[0]['msg']}") from None
-
-
-def next_settings(settings: Settings, ev: Event) -> Settings:
-    """The settings in force after a recorded RunStarted or ConfigChanged: the whole config
-    it records, or (a ConfigChanged written before events carried it) its changes applied."""
-    if isinstance(ev, (RunStarted, ConfigChanged)) and ev.config:
-        return recorded_settings(ev)
-    if isinstance(ev, ConfigChanged):
-        return apply_changes(settings, ev.changes)
-    return settings
-
-
-@dataclass
-class Plan:
-    """What a verification runs: settings, broker name, handler set, and how it knows."""
-
-    settings: Settings
-    broker: str
-    scanner: bool
-    notes: list[str] = field(default_factory=list)
-
-    def handlers(self) -> list[Handler]:
-        from adapters.app import build_handlers
-
-        return build_handlers(self.settings, self.broker, scanner=self.scanner)
-
-
-def make_plan(current: Settings, run_started: Event | None, session_started: Event | None,
-              has_scan_completed: bool, has_scan_requested: bool) -> Plan:
-    notes: list[str] = []
-    if isinstance(run_started, RunStarted):
-        settings = settings_from_config(run_started.config) if run_started.config else None
-        if settings is None:
-            settings = current
-            notes.append("the config recorded by RunStarted does not load with this version; "
-                         "verifying with the current config")
-        else:
-            notes.append(f"config and handlers recorded by RunStarted ({run_started.run_id})")
-        return Plan(settings, run_started.broker, "scanner" in run_started.handlers, notes)
-    broker = getattr(session_started, "broker", None) or current.trading.broker.effective_kind
-    scanner = has_scan_completed or not has_scan_requested
-    notes.append("no RunStarted in the log: verifying with the current config; broker "
-                 f"{broker!r} from SessionStarted, scanner {'on' if scanner else 'off'} "
-                 "(inferred)")
-    return Plan(current, broker, scanner, notes)
-
-
-async def plan_for_nats(log: Any, current: Settings) -> Plan:
-    from adapters.log_source import first_event
-
-    return make_plan(
-        current,
-        await first_event(log, "catalyst.ops.run_started"),
-        await first_event(log, "catalyst.session.started"),
-        await first_event(log, "catalyst.scan.completed", last=True) is not None,
-        await first_event(log, "catalyst.session.scan_requested", last=True) is not None,
-    )
-
-
-def plan_for_file(source: Any, current: Settings) -> Plan:
-    found = source.scan_types(["RunStarted", "SessionStarted", "ScanCompleted",
-                               "ScanRequested"])
-    return make_plan(current, found.get("RunStarted"), found.get("SessionStarted"),
-                     "ScanCompleted" in found, "ScanRequested" in found)
-
-
-def run_started(run_id: str, kind: str, settings: Settings, handlers: Iterable[Handler],
-                broker: str, at: datetime) -> RunStarted:
-    """The fact a runtime records first: its handler set, broker and config (redacted).
-
-    `at` should be the run's own clock (a simulation's first simulated instant), so the
-    event sits with the data it precedes; its id derives from the run id."""
-    from uuid import NAMESPACE_URL, uuid5
-
-    from config.loader import redacted
-
-    return RunStarted(
-        event_id=uuid5(NAMESPACE_URL, f"catalyst:{run_id}:run_started"), type="RunStarted",
-        occurred_at=at, correlation_id=run_id, run_id=run_id, kind=kind, broker=broker,
-        handlers=tuple(h.name for h in handlers), config=redacted(settings),
-    )
-
-
-# --- verification ----------------------------------------------------------------------------
-
-
-@dataclass
-class Divergence:
-    kind: str
-    event_type: str
-    event_id: UUID
-    detail: str
-    handler: str | None = None
-    expected: Event | None = None
-    recorded: LogEntry | None = None
-    chain: tuple[str, ...] = ()
-
-    def lines(self) -> list[str]:
-        where = ""
-        if self.recorded is not None:
-            r = self.recorded
-            where = f" ({r.stream} seq {r.seq}" + (f", position {r.order}" if r.order else "")
-            where += ")"
-        out = [f"{self.kind}: {self.event_type} {self.event_id}{where}: {self.detail}"]
-        if self.handler:
-            out.append(f"  handler:  {self.handler}")
-        if self.expected is not None:
-            out.append(f"  expected: {_fields(self.expected)}")
-        if self.recorded is not None:
-            out.append(f"  replayed: {_fields(self.recorded.event)}")
-        if self.expected is not None and self.recorded is not None:
-            for k, a, b in field_diffs(self.expected, self.recorded.event):
-                out.append(f"  - {k}: expected {a!r}, recorded {b!r}")
-        if self.chain:
-            out.append("  causation: " + " <- ".join(self.chain))
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind, "type": self.event_type, "event_id": str(self.event_id),
-            "detail": self.detail, "handler": self.handler,
-            "expected": self.expected.model_dump(mode="json") if self.expected else None,
-            "recorded": self.recorded.event.model_dump(mode="json") if self.recorded else None,
-            "position": ({"stream": self.recorded.stream, "seq": self.recorded.seq,
-                          "order": self.recorded.order} if self.recorded else None),
-            "chain": list(self.chain),
-        }
-
-
-def _fields(ev: Event) -> str:
-    from adapters.render import event_fields
-
-    return event_fields(ev)
-
-
-def field_diffs(a: Event, b: Event) -> list[tuple[str, Any, Any]]:
-    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
-    return [(k, da.get(k), db.get(k)) for k in sorted(set(da) | set(db))
-            if da.get(k) != db.get(k)]
-
-
-@dataclass
-class VerifyResult:
-    events: int = 0  # verified (inside the window)
-    context: int = 0  # replayed into state before the window
-    derived: int = 0  # derived events checked
-    divergences: int = 0
-    reported: list[Divergence] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    helper_peak_rss_mb: float | None = None  # the helper process's, when there was one
-    helper_cpu_seconds: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.divergences == 0
-
-    def summary(self) -> str:
-        return (f"{self.events} events, {self.divergences} divergence"
-                f"{'' if self.divergences == 1 else 's'}")
-
 
 class Router:
     """Which handlers an event goes to, as the pipeline routes it (cached per type, or per
@@ -425,7 +102,7 @@ class Router:
         cls = REGISTRY[type_name]
         found = self._routes.get(cls)
         if found is None:
-            from adapters.pipeline import routes
+            from adapters.runtime.pipeline import routes
 
             subject = cls.subject_template.format(symbol="ANY")
             found = self._routes[cls] = [
@@ -440,7 +117,7 @@ class Router:
         found = self._routes.get(cls)
         if found is not None:
             return found
-        from adapters.pipeline import routes
+        from adapters.runtime.pipeline import routes
 
         subject = ev.subject
         tpl = cls.subject_template
@@ -487,7 +164,7 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
     """The helper process's loop: the named handlers over the events forwarded to it."""
 
     def run(fd_in: int, fd_out: int) -> None:
-        from adapters.verify_helper import (
+        from adapters.audit.verify_helper import (
             APPLY,
             CONFIG,
             END,
@@ -537,6 +214,8 @@ def _helper_main(plan: Plan, names: frozenset[str]) -> Callable[[int, int], None
 
 # What is remembered of a recent event: type, occurred_at, causation id, phase, position.
 Recent = tuple[str, datetime, UUID | None, int, int]
+
+
 # An expected decision: the event a handler emitted here, or its JSON from a helper.
 Expected = Event | bytes
 
@@ -918,15 +597,11 @@ class Verifier:
         return self.result
 
 
-def _link(type_: str, at: datetime, eid: UUID) -> str:
-    return f"{type_} {at.astimezone(NEW_YORK).strftime('%H:%M:%S')} [{str(eid)[:8]}]"
-
-
 async def verify(source: LogSource, plan: Plan, window: Window | None = None,
                  on_batch: Callable[[int], None] | None = None,
                  jobs: int | None = None) -> VerifyResult:
     """`jobs` processes (None: `default_jobs()`); more than one runs the costliest handler
-    in a helper process (adapters.verify_helper), with the same result."""
+    in a helper process (adapters.audit.verify_helper), with the same result."""
     v = Verifier(plan, window, jobs=default_jobs() if jobs is None else jobs)
     if isinstance(source, NatsSource):
         source.envelopes = v.envelopes
@@ -942,234 +617,3 @@ async def verify(source: LogSource, plan: Plan, window: Window | None = None,
         return v.finish()
     finally:
         v.close()
-
-
-def add_integrity(result: VerifyResult, problems: list[str]) -> None:
-    """An export whose lines do not match its header's count and digest is one divergence
-    (reported first: nothing else in the file can be trusted as the recorded log)."""
-    if not problems:
-        return
-    result.divergences += 1
-    result.reported.insert(0, Divergence("tampered", "export", UUID(int=0),
-                                         "; ".join(problems)))
-
-
-def print_result(r: VerifyResult, out: TextIO = sys.stdout) -> None:
-    for n in r.notes:
-        out.write(f"note: {n}\n")
-    for i, d in enumerate(r.reported, 1):
-        lines = d.lines()
-        out.write(f"DIVERGENCE {i}: {lines[0]}\n")
-        for line in lines[1:]:
-            out.write(line + "\n")
-    if r.divergences > len(r.reported):
-        out.write(f"... and {r.divergences - len(r.reported)} more\n")
-    out.write(r.summary() + (f" ({r.derived} decisions checked, {r.context} earlier events "
-                             "replayed into state)" if r.context else
-                             f" ({r.derived} decisions checked)") + "\n")
-
-
-# --- reading and printing --------------------------------------------------------------------
-
-
-class Progress:
-    """A rich progress bar on stderr for long reads (nothing when stderr is not a terminal)."""
-
-    def __init__(self, total: int, label: str, min_total: int = 20_000,
-                 enabled: bool | None = None) -> None:
-        self.total = total
-        show = sys.stderr.isatty() if enabled is None else enabled
-        self._bar: Any = None
-        if show and total >= min_total:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import Progress as RichProgress
-
-            self._bar = RichProgress(TextColumn(f"[bold]{label}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=Console(stderr=True), transient=True)
-            self._task = self._bar.add_task(label, total=total)
-
-    def __enter__(self) -> Progress:
-        # Started by the first advance: its refresh thread must not exist yet when a
-        # verification forks its helpers.
-        self._started = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None and self._started:
-            self._bar.stop()
-
-    def advance(self, n: int) -> None:
-        if self._bar is not None:
-            if not self._started:
-                self._started = True
-                self._bar.start()
-            self._bar.advance(self._task, n)
-
-
-async def window_entries(source: LogSource, window: Window, subject: str | None = None,
-                         on_batch: Callable[[int], None] | None = None,
-                         context: bool = False) -> Any:
-    """Entries inside the window (and, with `context`, everything before it), in order."""
-    from adapters.pipeline import subject_matches
-
-    phases = Phases(window)
-    async for batch in source.batches():
-        if on_batch:
-            on_batch(len(batch))
-        out: list[tuple[int, LogEntry]] = []
-        stop = False
-        for e in batch:
-            p = phases.of(e.event)
-            if p == AFTER:
-                stop = True
-                break
-            if p == BEFORE and not context:
-                continue
-            if subject and not subject_matches(subject, e.subject):
-                continue
-            out.append((p, e))
-        if out:
-            yield out
-        if stop:
-            return
-
-
-async def print_entries(source: LogSource, window: Window, subject: str | None,
-                        as_json: bool, out: TextIO = sys.stdout,
-                        markup: bool | None = None) -> int:
-    from adapters.render import event_line
-
-    console = None
-    if markup is None:
-        markup = out.isatty()
-    if markup:
-        from rich.console import Console
-
-        console = Console(file=out, highlight=False, soft_wrap=True)
-    n = 0
-    if as_json and isinstance(source, NatsSource):
-        # JSON lines are the stored bytes: ordering and windows need only each envelope.
-        source.envelopes = frozenset(REGISTRY)
-    with Progress(source.total, "replay") as bar, bulk_gc():
-        # JSON lines go to the byte stream under `out` when it has one (no decode/encode).
-        binary = getattr(out, "buffer", None) if as_json else None
-        if binary is not None:
-            out.flush()
-        async for batch in window_entries(source, window, subject, bar.advance):
-            if as_json:
-                # What was stored, verbatim (re-serialised only for entries read from a file).
-                n += len(batch)
-                lines = [e.raw or e.event.to_json() for _, e in batch]
-                lines.append(b"")
-                if binary is not None:
-                    binary.write(b"\n".join(lines))
-                else:
-                    out.write(b"\n".join(lines).decode())
-                continue
-            if console is not None:
-                for _, e in batch:
-                    n += 1
-                    console.print(event_line(e.event, e.order or n))
-                continue
-            lines = []
-            for _, e in batch:
-                n += 1
-                lines.append(event_line(e.event, e.order or n, markup=False))
-            lines.append("")
-            out.write("\n".join(lines))
-    out.flush()
-    if binary is not None:
-        binary.flush()
-    return n
-
-
-async def log_dates(source: LogSource) -> list[date]:
-    """The New York dates a log has events on (run and config records aside: they carry
-    wall-clock stamps), to tell a user which dates to ask for."""
-    dates: set[date] = set()
-    async for batch in source.batches():
-        for e in batch:
-            if e.event.type not in ("RunStarted", "ConfigChanged", "ConfigRejected"):
-                dates.add(e.event.occurred_at.astimezone(NEW_YORK).date())
-    return sorted(dates)
-
-
-def window_misses(window: Window, dates: list[date]) -> str | None:
-    """Why a window read nothing, when the log has no event in it (None: it has some, and
-    a filter matched nothing)."""
-    if window.start is None and window.end is None:
-        return None
-    for d in dates:  # the day [d, d + 1) overlaps the window [start, end)
-        day_start = datetime.combine(d, time(0), NEW_YORK)
-        day_end = datetime.combine(d + timedelta(days=1), time(0), NEW_YORK)
-        if (window.start is None or window.start < day_end) and \
-                (window.end is None or day_start < window.end):
-            return None
-    held = ", ".join(d.isoformat() for d in dates) if dates else "none (the log is empty)"
-    return f"{window.label}: the log has no events in that window; the dates it holds: {held}"
-
-
-async def find_session_date(source: LogSource, session_id: str) -> date:
-    """The session date of a session id (from its SessionStarted)."""
-    async for batch in source.batches():
-        for e in batch:
-            ev = e.event
-            if ev.type == "SessionStarted" and getattr(ev, "session_id", None) == session_id:
-                return ev.session_date  # type: ignore[attr-defined, no-any-return]
-    raise ReplayError(f"no session {session_id!r} in the log (see SessionStarted events: "
-                      "catalyst replay --subject catalyst.session.started)")
-
-
-async def export(source: LogSource, path: Any, window: Window, context: bool = True,
-                 extra: dict[str, Any] | None = None) -> dict[str, int]:
-    """Write the window (with the log before it, so it verifies alone) as a JSONL export."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    from adapters.log_source import LineChain, export_header, export_line
-
-    path = Path(path)
-    counts = {"events": 0, "context": 0, "record": 0, "market_data": 0}
-    chain = LineChain()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-    body = tmp + ".body"
-    try:
-        with open(body, "w", encoding="utf-8") as f:
-            with Progress(source.total, "export") as bar, bulk_gc():
-                async for batch in window_entries(source, window, on_batch=bar.advance,
-                                                  context=context):
-                    for phase, e in batch:
-                        line = export_line(e)
-                        chain.add(line.encode())
-                        f.write(line + "\n")
-                        counts["context" if phase == BEFORE else "events"] += 1
-                        counts[e.stream] += 1
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(export_header(window.as_dict(), counts, **(extra or {}),
-                                  lines=chain.lines, digest=chain.hexdigest) + "\n")
-            with open(body, encoding="utf-8") as b:
-                while chunk := b.read(1 << 20):
-                    f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        for p in (tmp, body):
-            with _suppress():
-                os.unlink(p)
-        raise
-    with _suppress():
-        os.unlink(body)
-    return counts
-
-
-def _suppress() -> Any:
-    import contextlib
-
-    return contextlib.suppress(FileNotFoundError)

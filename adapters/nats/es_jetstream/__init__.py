@@ -2,7 +2,7 @@
 
 Use it like any eventsourcing persistence module:
 
-    PERSISTENCE_MODULE=adapters.es_jetstream
+    PERSISTENCE_MODULE=adapters.nats.es_jetstream
     CATALYST_NATS_URL=nats://host:4222         (or NATS_URL)
     CATALYST_ES_STREAM=CATALYST                 stream holding the records (default CATALYST)
     CATALYST_ES_SUBJECT_PREFIX=catalyst         subjects are <prefix>.es.<app>.<originator_id>
@@ -48,8 +48,8 @@ Guarantees and limits:
   denies purges, so they cannot be rolled up.
 """
 
-from adapters.es_jetstream.factory import JetStreamFactory
-from adapters.es_jetstream.recorders import (
+from adapters.nats.es_jetstream.factory import JetStreamFactory
+from adapters.nats.es_jetstream.recorders import (
     JetStreamAggregateRecorder,
     JetStreamApplicationRecorder,
     JetStreamProcessRecorder,
