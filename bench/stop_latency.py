@@ -2,15 +2,17 @@
 
     .venv/bin/python bench/stop_latency.py [--trials 1000] [--warmup 20]
 
-Every handler runs as a durable JetStream consumer (`adapters.runtime.realtime.Services`) on an
-embedded nats-server (`sync_interval: always`) started by this script, with the simulated
-broker. The clock starts just before `EventLog.publish(bar)` of the bar that takes the day's
-P&L to the limit, and stops when `cancel_all_orders` (or a first `cancel_order`) is called
-on the broker object (`TimedBroker`, a thin SimulatedBroker subclass stamping
+The real-time runtime (`adapters.runtime.realtime.Services`: one sequencer for the handlers,
+the effects as durable JetStream consumers) runs on an embedded nats-server
+(`sync_interval: always`) started by this script, with the simulated broker. The clock
+starts just before `EventLog.publish(bar)` of the bar that takes the day's P&L to the
+limit, and stops when `cancel_all_orders` (or a first `cancel_order`) is called on the
+broker object (`TimedBroker`, a thin SimulatedBroker subclass stamping
 `time.perf_counter()`). The chain in between is the real one:
 
-    bar -> daily_pnl consumer -> DailyPnLChanged (published, fsynced) -> risk_guard consumer
-        -> EmergencyStopTriggered (published, fsynced) -> broker_effects consumer -> cancel-all
+    bar (stored) -> sequencer_md consumer -> daily_pnl -> DailyPnLChanged -> risk_guard
+        -> EmergencyStopTriggered (one unit, stored, fsynced) -> broker_effects consumer
+        -> cancel-all
 
 A core-NATS observer on its own connection (same process) stamps when DailyPnLChanged and
 EmergencyStopTriggered come through, which splits each trial into its three hops

@@ -7,8 +7,9 @@
   after two seconds, when the next simulated minute is further away than that).
   Its time is the simulated "now" (the latest event's), which keeps the log replayable:
   `replay --verify` feeds it as an input, like a CLI command.
-- Paper, live and the standalone API publish to the log (`LogSink`); the durable
-  consumers pick it up as they do an event from `catalyst session start` or `resume`.
+- Paper, live and the standalone API hand it to the running sequencer's inbox (`LogSink`,
+  adapters.nats.inbox), as `catalyst session start` and `resume` do: it is recorded at its
+  dispatch position. With no real-time system answering, it goes to the log.
 
 The events carry no causation id: they are inputs (a person's act), not decisions.
 """
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from adapters.nats.event_log import EventLog
+from adapters.nats.inbox import submit_command
 from config.settings import Settings
 from domain.calendar import session_date
 from domain.events import (
@@ -51,7 +53,9 @@ class LogSink:
         return self._clock()
 
     async def submit(self, event: Event) -> None:
-        await self.log.publish(event)
+        # Through the running sequencer's inbox (recorded at its dispatch position), or
+        # straight to the log when no real-time system answers.
+        await submit_command(self.log, event)
 
 
 class PipelineSink:

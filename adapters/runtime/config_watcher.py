@@ -61,14 +61,20 @@ class SettingsHolder:
                              correlation_id=correlation_id, changes=changes, source=source,
                              config=redacted(new))
 
+    def changed(self) -> bool:
+        """Whether a config file changed since the last call (or the load)."""
+        stamp = self._stamp()
+        if stamp == self._last:
+            return False
+        self._last = stamp
+        return True
+
     async def watch(self, publish: Callable[[Event], Awaitable[object]],
                     clock: Callable[[], datetime], interval: float = 0.5) -> None:
         while True:
             await asyncio.sleep(interval)
-            stamp = self._stamp()
-            if stamp == self._last:
+            if not self.changed():
                 continue
-            self._last = stamp
             event = self.reload(clock())
             if event is not None:
                 await publish(event)

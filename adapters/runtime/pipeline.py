@@ -3,8 +3,8 @@
 Simulations and backtests run every handler in one process, in a fixed order, breadth
 first: the same inputs give the same outputs, byte for byte, and nothing waits on the
 network. Every event is still recorded to JetStream (pipelined, in order), so a backtest
-log replays and audits exactly like a live one. Live trading runs the same handlers as
-durable JetStream consumers instead (adapters.runtime.realtime).
+log replays and audits exactly like a live one. Live trading runs the same handlers through
+one sequencer that dispatches through this same pipeline (adapters.runtime.sequencer).
 """
 
 from __future__ import annotations
@@ -152,16 +152,22 @@ class Pipeline:
             found = self._routes[key] = (hs, es)
         return found
 
-    async def submit(self, event: Event) -> None:
-        """Dispatch an event and everything it causes, breadth first."""
+    async def submit(self, event: Event, recorded: bool = False) -> None:
+        """Dispatch an event and everything it causes, breadth first. `recorded`: the event
+        is already in the log (the real-time sequencer took it from there); only what it
+        causes is recorded."""
         # Runs for every bar: attribute look-ups hoisted, and the queue made only when an
         # event causes another (most bars cause nothing).
         recorder, observers, route = self.recorder, self.observers, self._route
         queue: deque[Event] | None = None
         ev = event
+        skip_record = recorded
         while True:
             self.dispatched += 1
-            recorder.add(ev)
+            if skip_record:
+                skip_record = False
+            else:
+                recorder.add(ev)
             for obs in observers:
                 obs(ev)
             settings = self.settings.current

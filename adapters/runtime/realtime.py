@@ -1,11 +1,13 @@
-"""The real-time runtime: every handler as a durable JetStream consumer.
+"""The real-time runtime: paper and live trading.
 
-This is how paper and live trading run (and how the handlers run as separate services):
-each handler's state is rebuilt from the log up to where its consumer stopped, then the
-consumer resumes from there; outputs are published before the ack. Around the handlers:
-the broker effect (one message at a time), alert delivery (naks to retry while SMTP is
-down, so the queue lives in the log), the broker's order-update stream, live market data,
-the market-hours scheduler, reconciliation at start and the config watcher.
+Every pure handler decides in one process-wide order, the sequencer's (adapters.runtime
+.sequencer: the same Pipeline and composition as a backtest, every event stamped with its
+dispatch position), so a paper or live log verifies like a backtest's. Around it, each effect
+is a durable JetStream consumer that acts on what was recorded and hands its outcome back to
+the sequencer as an input: the broker effect (one message at a time), alert delivery (naks to
+retry while SMTP is down, so the queue lives in the log). Also here: the broker's
+order-update stream, live market data, the market-hours scheduler, reconciliation at start
+and the config watcher, all feeding the sequencer.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import contextlib
 import inspect
 import logging
 import signal
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,9 +40,10 @@ from adapters.broker.translate import (
     ledger_from_log,
     trade_update_to_events,
 )
-from adapters.nats.event_log import MD_PREFIX, Consumer, EventLog, Retry
+from adapters.nats.event_log import MD_PREFIX, Consumer, EventLog, Retry, log_context
 from adapters.runtime.composition import AlertEffect, BrokerEffect, build_handlers
 from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.sequencer import Sequencer, _ack_floor, guard_handlers
 from adapters.runtime.simulation import XnysCalendar
 from config.settings import Settings
 from domain.calendar import NEW_YORK as XNYS_TZ
@@ -49,7 +51,6 @@ from domain.events import (
     AlertRaised,
     BarReceived,
     ClockTicked,
-    DailyPnLChanged,
     EmergencyStopTriggered,
     Event,
     HandlerCrashLooping,
@@ -66,8 +67,6 @@ from domain.events import (
 from domain.values import Bar, Headline, Side
 from handlers.base import Handler
 from handlers.executor import Executor, SubmitOrder
-from handlers.risk_guard import RiskGuard
-from projections.daily_pnl import DailyPnLProjection
 from projections.positions import PositionsProjection
 
 log = logging.getLogger("catalyst.services")
@@ -115,6 +114,8 @@ class Services:
     service: ExecutionService | None = None
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # the scheduler's waits
     broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sequencer: Sequencer = None  # type: ignore[assignment]  # made by start()
+    _handler_failures: dict[str, int] = field(default_factory=dict)
 
     async def start(self) -> None:
         settings = self.holder.current
@@ -128,14 +129,24 @@ class Services:
         self.service = ExecutionService(self.broker, clock=self.clock, **polls)
         broker_effect = BrokerEffect(executor, self.service, sim)
 
+        # Every handler decides in one order, the sequencer's (rebuilt from the log first:
+        # nothing decides on a half-rebuilt state). The effects act on what it recorded,
+        # each through its own consumer, and hand their outcomes back to it as inputs.
+        guard_handlers(self.handlers, self._handler_failed)
+        self.sequencer = await Sequencer.open(self.log, self.holder, self.handlers,
+                                              self.clock())
+        record_sequenced = self.sequencer.submit
+
         async def on_broker(ev: Event) -> list[Event]:
             async with self.broker_lock:  # one broker action at a time, in log order
                 try:
-                    return await broker_effect.on_event(ev, self.holder.current)
+                    out = await broker_effect.on_event(ev, self.holder.current)
                 except BrokerUnavailable as e:
                     # Never dead-letter a broker command because the broker is away: keep
                     # it in the log and try again (its client_order_id makes that safe).
                     raise Retry(f"broker unreachable: {e}", delay=2.0) from None
+            await record_sequenced(out)
+            return []
 
         delivery = AlertDelivery(settings, clock=self.clock)
         alert_effect = AlertEffect(delivery)
@@ -144,26 +155,13 @@ class Services:
             delivery.settings = self.holder.current  # recipients follow a config reload
             out = await alert_effect.on_event(ev, self.holder.current)
             delay = delivery.retry_delay(out) if isinstance(ev, AlertRaised) else None
+            await record_sequenced(out)
             if delay is not None:
-                # Record the failure, then leave the alert unacked: the log redelivers it.
-                await self.log.publish_many(out)
+                # The failure is recorded; the alert stays unacked: the log redelivers it.
                 raise Retry(f"alert {ev.alert_id} delivery failed; retry", delay)
-            return out
+            return []
 
-        # First rebuild every handler from the log (both streams merged in time order, up
-        # to where its consumers stopped), then start the consumers: nothing decides on a
-        # half-rebuilt state.
         plans: list[_ConsumerPlan] = []
-        for h in self.handlers:
-            record, md = _split(h.subjects)
-            cb = self._handler_cb(h)
-            history: list[tuple[datetime, int, int, Event]] = []
-            if record:
-                plans.append(await self._plan(h.name, record, cb, history))
-            if md:
-                plans.append(await self._plan_md(f"{h.name}_md", md, cb, history))
-            history.sort(key=lambda t: (t[0], t[1], t[2]))
-            h.rebuild(ev for _, _, _, ev in history)
         effects_history: list[tuple[datetime, int, int, Event]] = []
         plans.append(await self._plan("broker_effects", _split(BrokerEffect.subjects)[0],
                                       on_broker, effects_history, max_ack_pending=1))
@@ -178,6 +176,8 @@ class Services:
         # took it lies past it; read only to the floor, that channel would send it again.
         async for stored in self.log.read(["catalyst.alert.sent", "catalyst.alert.failed"]):
             delivery.evolve(stored.event)
+        md_subjects = sorted({s for h in self.handlers for s in _split(h.subjects)[1]})
+        await self.sequencer.start(md_subjects)
         for plan in plans:
             self.consumers.append(await self.log.consume(
                 plan.name, plan.subjects, plan.cb, stream=plan.stream,
@@ -189,7 +189,7 @@ class Services:
         if sim is None:
             if self.reconcile:
                 # Before the update stream: its fills must find the order's references.
-                await self.log.publish_many(await self.adopt_in_flight(executor))
+                await record_sequenced(await self.adopt_in_flight(executor))
             self._spawn("broker_updates", self._pump_trade_updates_from_log)
             event = getattr(self.broker, "caught_up", None)
             if event is not None:
@@ -200,21 +200,41 @@ class Services:
                     log.error("broker update stream did not catch up in 30 s; reconciliation "
                               "will report differences without adopting them")
         self._spawn("emergency_watch", self._emergency_watch)
-        self._spawn("config_watch", lambda: self.holder.watch(self.log.publish, self.clock))
+        self._spawn("config_watch", self._config_watch)
         self._spawn("consumer_watch", self._watch_consumers)
         if self.reconcile:
             # Adopt the broker's positions only once its missed updates are in the log, or a
             # fill made while we were down would be counted twice.
-            await self.log.publish_many(await self.reconciliation(adopt=caught_up))
+            await record_sequenced(await self.reconciliation(adopt=caught_up))
         # The broker's account at start, so the risk guard sizes against it from the first
         # signal (then after every fill and every minute: BrokerEffect).
         async with self.broker_lock:
             start_snapshot = await broker_effect.account_snapshot(now=self.clock())
-        await self.log.publish_many(start_snapshot)
+        await record_sequenced(start_snapshot)
         if self.market_data is not None:
             self._spawn("market_data", self._pump_market_data)
         if self.schedule:
             self._spawn("scheduler", self._scheduler)
+
+    def _handler_failed(self, h: Handler, ev: Event, e: BaseException) -> None:
+        log.error("handler %s failed on %s %s: %r", h.name, ev.type, ev.event_id, e,
+                  extra=log_context(ev, h.name))
+        self._handler_failures[h.name] = self._handler_failures.get(h.name, 0) + 1
+        if self._handler_failures[h.name] in (1, 3):
+            # A person hears of it; the sequencer goes on with the other handlers.
+            asyncio.get_running_loop().create_task(self._crash_looping(
+                h.name, self._handler_failures[h.name], f"{ev.type} {ev.event_id}: {e!r}"))
+
+    async def _config_watch(self) -> None:
+        """A config edit takes effect where its ConfigChanged is recorded."""
+        while True:
+            await asyncio.sleep(0.5)
+            if self.holder.changed():
+                def reload() -> list[Event]:
+                    ev = self.holder.reload(self.clock())
+                    return [ev] if ev is not None else []
+
+                await self.sequencer.submit_computed(reload)
 
     async def _resume_unfinished_stop(
         self, executor: Executor, on_broker: Callable[[Event], Awaitable[list[Event]]]
@@ -231,7 +251,7 @@ class Services:
             log.warning("emergency stop %s was not completed before the restart; resuming it",
                         last.event_id)
             with contextlib.suppress(Retry):
-                await self.log.publish_many(await on_broker(last))
+                await on_broker(last)
 
     async def _plan(self, name: str, subjects: list[str],
                     cb: Callable[[Event], Awaitable[list[Event]]],
@@ -290,10 +310,11 @@ class Services:
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** failures))
 
     async def _crash_looping(self, name: str, failures: int, error: str) -> None:
+        ev = HandlerCrashLooping(
+            event_id=uuid4(), type="HandlerCrashLooping", occurred_at=self.clock(),
+            correlation_id="ops", handler=name, failures=failures, error=error[:500])
         with contextlib.suppress(Exception):
-            await self.log.publish(HandlerCrashLooping(
-                event_id=uuid4(), type="HandlerCrashLooping", occurred_at=self.clock(),
-                correlation_id="ops", handler=name, failures=failures, error=error[:500]))
+            await self.sequencer.submit([ev])
 
     async def _watch_consumers(self) -> None:
         """A handler whose messages keep failing (naked again and again) is crash-looping."""
@@ -312,41 +333,8 @@ class Services:
         since, recorded, ledger = await self._recorded_broker_updates()
         await self._pump_trade_updates(since, recorded, ledger)
 
-    def _handler_cb(self, h: Handler) -> Callable[[Event], Awaitable[list[Event]]]:
-        # A message is redelivered when publishing its outputs failed; the handler has
-        # already applied it (and would return nothing), so hand back the same outputs.
-        # Their ids derive from the cause, so the server drops any that did land.
-        recent: OrderedDict[UUID, list[Event]] = OrderedDict()
-
-        # The stop's critical path: the risk guard judges each daily P&L change in the same
-        # step that computes it, and both are published together (change first), instead of
-        # waiting for the change to come back through the log. Its own consumer still gets
-        # the change later and skips it by id.
-        guard = next((g for g in self.handlers if isinstance(g, RiskGuard)), None) \
-            if isinstance(h, DailyPnLProjection) else None
-
-        async def cb(ev: Event) -> list[Event]:
-            if ev.event_id in recent:
-                return recent[ev.event_id]
-            settings = self.holder.current
-            out = h.handle(ev, settings)
-            if guard is not None:
-                out = out + [d for change in out if isinstance(change, DailyPnLChanged)
-                             for d in guard.handle(change, settings)]
-            recent[ev.event_id] = out
-            if len(recent) > 10_000:
-                recent.popitem(last=False)
-            return out
-
-        return cb
-
     async def _ack_floor(self, stream: str, name: str) -> int | None:
-        try:
-            info = await self.log.api(f"consumer {stream}/{name} info",
-                                      lambda: self.log.js.consumer_info(stream, name))
-        except nats.js.errors.NotFoundError:
-            return None
-        return info.ack_floor.stream_seq if info.ack_floor else 0
+        return await _ack_floor(self.log, stream, name)
 
     # --- around the handlers ---------------------------------------------------------------
 
@@ -543,7 +531,7 @@ class Services:
             events = [e for e in self.service.translate(update, "broker")
                       if e.event_id not in recorded]
             if events:
-                await self.log.publish_many(events)
+                await self.sequencer.submit(events)
 
     async def _emergency_watch(self) -> None:
         """An emergency stop not yet confirmed flat is driven again every second."""
@@ -554,18 +542,19 @@ class Services:
                 async with self.broker_lock:  # never alongside another broker action
                     events = await self.service.check_pending()
                 if events:
-                    await self.log.publish_many(events)
+                    await self.sequencer.submit(events)
 
     async def _pump_market_data(self) -> None:
         symbols = list(self.holder.current.trading.market_data.symbols)
         now = self.clock()
         daily = await self.market_data.get_bars(symbols, "1Day", now - timedelta(days=60), now)
-        await self.log.publish_many([bar_event(b, b.timestamp + timedelta(days=1), "md")
+        await self.sequencer.submit([bar_event(b, b.timestamp + timedelta(days=1), "md")
                                      for b in daily if b.timestamp.date() < now.date()])
         news_task = asyncio.create_task(self._poll_news(symbols))
         try:
             async for b in self.market_data.stream_bars(symbols):
-                await self.log.publish(bar_event(b, b.timestamp + timedelta(minutes=1), "md"))
+                await self.sequencer.submit(
+                    [bar_event(b, b.timestamp + timedelta(minutes=1), "md")])
         finally:
             news_task.cancel()
 
@@ -575,7 +564,7 @@ class Services:
             now = self.clock()
             try:
                 for h in await self.market_data.get_news(symbols, since, now):
-                    await self.log.publish_many(news_events(h, "md"))
+                    await self.sequencer.submit(news_events(h, "md"))
                 since = now
             except Exception as e:  # noqa: BLE001 - news is best effort; retry next minute
                 log.warning("news poll failed: %s", e)
@@ -595,10 +584,10 @@ class Services:
                 log.warning("waiting for the open at %s", session.open.astimezone(XNYS_TZ))
                 await self.sleep(min(60.0, (session.open - now).total_seconds()))
                 continue
-            await self.log.publish(SessionStartRequested(
+            await self.sequencer.submit([SessionStartRequested(
                 event_id=uuid5(NAMESPACE_URL, f"scheduler:start:{day}"),
                 type="SessionStartRequested", occurred_at=max(now, session.open),
-                correlation_id=f"session-{day}", requested_by="scheduler", session_date=day))
+                correlation_id=f"session-{day}", requested_by="scheduler", session_date=day)])
             # Tick from the next minute on: started (or restarted) late, the minutes already
             # gone are not replayed as if they were now (no burst of stale scans).
             minute = max(session.open + timedelta(minutes=1), _next_minute(self.clock()))
@@ -606,13 +595,15 @@ class Services:
                 wait = (minute - self.clock()).total_seconds()
                 if wait > 0:
                     await self.sleep(wait)
-                await self.log.publish(ClockTicked(
+                await self.sequencer.submit([ClockTicked(
                     event_id=uuid5(NAMESPACE_URL, f"scheduler:tick:{minute.isoformat()}"),
                     type="ClockTicked", occurred_at=minute, correlation_id=f"session-{day}",
-                    session_date=day))
+                    session_date=day)])
                 minute += timedelta(minutes=1)
 
     async def stop(self) -> None:
+        if self.sequencer is not None:
+            await self.sequencer.stop()
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:

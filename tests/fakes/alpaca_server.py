@@ -216,6 +216,8 @@ class FakeAlpaca:
         self._answered = asyncio.Condition()
         self.listen_count = 0  # how many times a client started listening (reconnects count)
         self._last_now = datetime.min.replace(tzinfo=UTC)
+        # The venue's clock; a test replaying a recorded day sets it to the day's time.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -484,7 +486,7 @@ class FakeAlpaca:
 
     def _now(self) -> datetime:
         """UTC now, strictly increasing so `updated_at` orders events."""
-        now = datetime.now(UTC)
+        now = self.clock()
         if now <= self._last_now:
             now = self._last_now + timedelta(microseconds=1)
         self._last_now = now

@@ -1,0 +1,239 @@
+"""The real-time runtime's one dispatch order: the sequencer.
+
+Paper and live trading decide exactly as a backtest does: every input (a bar, a broker
+update, a clock tick, a start request, a config change, a delivery result) enters one queue,
+and one task dispatches it through the same `Pipeline` the simulated runs use, breadth first,
+every pure handler in the composition's fixed order, with the risk guard judging a daily P&L
+change in the same step that computes it. The recorder stamps every event it writes with its
+dispatch position (`Catalyst-Order`), so `replay --verify` re-runs a live log in the order it
+was decided, across both streams and across restarts, and finds what the live run found.
+
+Inputs reach the queue two ways:
+
+* from this process (`submit`): the market-data and order-update pumps, the scheduler, the
+  effects (broker outcomes, alert delivery results), reconciliation, the API, and commands
+  sent to the inbox (`catalyst session start`, `resume`; adapters.nats.inbox). These are
+  recorded by the sequencer itself, stamped, so their position is exact;
+* from the log (the `sequencer` durable consumer): events another process published to a
+  record subject directly. They are dispatched as they arrive and are not re-recorded; their
+  position in a verification is their place in the stream (exact unless one was stored
+  while a dispatch of ours was being written: publish through the inbox to be exact).
+
+A unit (an input and everything it causes) is written before the next input is dispatched,
+and `submit` returns once it is stored, so a caller acks its own source only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import nats.js.errors
+
+from adapters.nats.event_log import Consumer, EventLog, StoredEvent
+from adapters.nats.inbox import serve_inbox
+from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.pipeline import Pipeline, Recorder, routes
+from domain.events import Event
+from handlers.base import Handler
+
+log = logging.getLogger("catalyst.sequencer")
+
+CONSUMER = "sequencer"  # the durable consumer of events published by other processes
+MD_CONSUMER = "sequencer_md"
+# Market data older than this is not replayed into the handlers at a start (the scanner's
+# and the strategy's windows are shorter; a bar missed while down is not decided later).
+MD_HISTORY = timedelta(days=3)
+
+Compute = Callable[[], Sequence[Event]]
+
+
+def merge_streams(record: Sequence[StoredEvent], md: Sequence[StoredEvent]
+                  ) -> list[StoredEvent]:
+    """Both streams in dispatch order: by the stamps where both carry one, else by time
+    (market data first on a tie, as the log reader merges them)."""
+    out: list[StoredEvent] = []
+    i = j = 0
+    while i < len(record) and j < len(md):
+        r, m = record[i], md[j]
+        if m.order is not None and r.order is not None:
+            md_first = m.order < r.order
+        else:
+            md_first = m.event.occurred_at <= r.event.occurred_at
+        if md_first:
+            out.append(m)
+            j += 1
+        else:
+            out.append(r)
+            i += 1
+    out.extend(record[i:])
+    out.extend(md[j:])
+    return out
+
+
+class Sequencer:
+    """Start with `await Sequencer.open(...)`, then `start()`; `submit` from anywhere."""
+
+    def __init__(self, event_log: EventLog, holder: SettingsHolder,
+                 handlers: Sequence[Handler], last_order: int = 0) -> None:
+        self.log = event_log
+        self.holder = holder
+        self.handlers = list(handlers)
+        self.recorder = Recorder(event_log)
+        self.recorder.order = last_order  # stamps go on from the log's last one
+        # Every id dispatched here or rebuilt from the log: the consumer of other processes'
+        # events skips ours when the log hands them back, and an input submitted twice (a
+        # restarted scheduler's start request, a broker update backfilled again) is dropped.
+        self.known: set[UUID] = set()
+        self.pipeline = Pipeline(holder, self.handlers, recorder=self.recorder,
+                                 observers=[lambda ev: self.known.add(ev.event_id)])
+        self._queue: asyncio.Queue[tuple[Compute, bool, asyncio.Future[None]]] = \
+            asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.consumers: list[Consumer] = []
+        self.dispatched_units = 0
+
+    @classmethod
+    async def open(cls, event_log: EventLog, holder: SettingsHolder,
+                   handlers: Sequence[Handler], now: datetime) -> Sequencer:
+        """Rebuild every handler from the log (both streams, in dispatch order), without
+        deciding anything; what other processes published since this sequencer last ran
+        is left to its consumer, which decides it."""
+        floor = await _ack_floor(event_log, event_log.names.record, CONSUMER)
+        end = await event_log.last_seq(event_log.names.record)
+        record: list[StoredEvent] = []
+        pending = 0
+        async for stored in event_log.read(["catalyst.>"]):
+            if stored.seq > end:
+                break
+            # Not ours and not yet taken by the consumer: it is delivered again, and decided.
+            if floor is not None and stored.order is None and stored.seq > floor:
+                pending += 1
+                continue
+            record.append(stored)
+        md = [s async for s in event_log.read(["catalyst.md.>"], start_time=now - MD_HISTORY,
+                                              stream=event_log.names.market_data)]
+        history = merge_streams(record, md)
+        last_order = max((s.order for s in history if s.order is not None), default=0)
+        seq = cls(event_log, holder, handlers, last_order)
+        for stored in history:
+            ev = stored.event
+            seq.known.add(ev.event_id)
+            for h in seq.handlers:
+                if routes(h.subjects, stored.subject):
+                    h.rebuild((ev,))
+        seq._record_start = None if floor is not None else end + 1
+        log.info("sequencer rebuilt from %d events (dispatch position %d); %d published "
+                 "while down left to decide", len(history), last_order, pending)
+        return seq
+
+    _record_start: int | None = None
+    _inbox: Any = None
+
+    async def start(self, md_subjects: Sequence[str] = ("catalyst.md.>",)) -> None:
+        self._task = asyncio.create_task(self._run(), name="sequencer")
+        self._inbox = await serve_inbox(self.log, self.submit)
+        # Events other processes publish (a person's command sent straight to the log, a
+        # bar from an external feed). Ours come back too and are skipped by id.
+        self.consumers.append(await self.log.consume(
+            CONSUMER, ["catalyst.>"], self._from_log, stream=self.log.names.record,
+            max_ack_pending=64, start_seq=self._record_start))
+        if md_subjects:
+            stream = self.log.names.market_data
+            # A bar missed while down is stale: market data is consumed from now on.
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.log.api(f"deleting consumer {MD_CONSUMER}",
+                                   lambda: self.log.js.delete_consumer(stream, MD_CONSUMER))
+            self.consumers.append(await self.log.consume(
+                MD_CONSUMER, list(md_subjects), self._from_log, stream=stream,
+                max_ack_pending=4096, deliver_new=True))
+
+    async def stop(self) -> None:
+        if self._inbox is not None:
+            with contextlib.suppress(Exception):
+                await self._inbox.unsubscribe()
+            self._inbox = None
+        for c in self.consumers:
+            await c.stop()
+        self.consumers.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def submit(self, events: Iterable[Event]) -> None:
+        """Dispatch `events` (in order, each with everything it causes) and record them;
+        returns once stored. An id already known here is dropped."""
+        batch = list(events)
+        if batch:
+            await self._enqueue(lambda: batch, recorded=False)
+
+    async def submit_computed(self, compute: Compute) -> None:
+        """Like `submit`, for inputs that must be computed at their dispatch position: a
+        config reload swaps the settings in force exactly where its ConfigChanged is
+        recorded, so nothing before it is decided under the new settings."""
+        await self._enqueue(compute, recorded=False)
+
+    async def _from_log(self, event: Event) -> list[Event]:
+        if event.event_id not in self.known:
+            await self._enqueue(lambda: (event,), recorded=True)
+        return []
+
+    async def _enqueue(self, compute: Compute, recorded: bool) -> None:
+        if self._task is None or self._task.done():
+            raise RuntimeError("the sequencer is not running")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((compute, recorded, fut))
+        await fut
+
+    async def _run(self) -> None:
+        while True:
+            compute, recorded, fut = await self._queue.get()
+            try:
+                for ev in compute():
+                    if ev.event_id in self.known:
+                        continue
+                    await self.pipeline.submit(ev, recorded=recorded)
+                await self.recorder.flush()
+                self.dispatched_units += 1
+            except Exception as e:  # noqa: BLE001 - the submitter retries or reports it
+                log.exception("sequencer: dispatch failed")
+                if not fut.done():
+                    fut.set_exception(e)
+                continue
+            if not fut.done():
+                fut.set_result(None)
+
+
+async def _ack_floor(event_log: EventLog, stream: str, name: str) -> int | None:
+    try:
+        info = await event_log.api(f"consumer {stream}/{name} info",
+                                   lambda: event_log.js.consumer_info(stream, name))
+    except nats.js.errors.NotFoundError:
+        return None
+    return info.ack_floor.stream_seq if info.ack_floor else 0
+
+
+def guard_handlers(handlers: Sequence[Handler], on_error: Callable[[Handler, Event,
+                                                                      BaseException], Any]
+                   ) -> None:
+    """A handler that raises on one event must not stop the others, nor the sequencer: the
+    event is reported (`on_error`) and the handler decides nothing on it."""
+    for h in handlers:
+        inner = h.handle
+
+        def handle(ev: Event, settings: Any, _inner: Any = inner, _h: Handler = h
+                   ) -> list[Event]:
+            try:
+                return _inner(ev, settings)
+            except Exception as e:  # noqa: BLE001 - reported by on_error
+                on_error(_h, ev, e)
+                return []
+
+        h.handle = handle  # type: ignore[method-assign]
