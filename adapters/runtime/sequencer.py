@@ -1,14 +1,14 @@
 """The real-time runtime's one dispatch order: the sequencer.
 
-Paper and live trading decide exactly as a backtest does: every input (a bar, a broker
-update, a clock tick, a start request, a config change, a delivery result) enters one queue,
-and one task dispatches it through the same `Pipeline` the simulated runs use, breadth first,
-every pure handler in the composition's fixed order, with the risk guard judging a daily P&L
-change in the same step that computes it. The recorder stamps every event it writes with its
-dispatch position (`Catalyst-Order`), so `replay --verify` re-runs a live log in the order it
-was decided, across both streams and across restarts, and finds what the live run found.
+Paper and live trading decide exactly as a backtest does. Every input (a bar, a broker
+update, a clock tick, a start request, a config change, a delivery result) is dispatched one
+at a time, in the order it arrives, through the same `Pipeline` the simulated runs use:
+breadth first, every pure handler in the composition's fixed order, the risk guard judging a
+daily P&L change in the same step that computes it. The recorder stamps every event it
+writes with its dispatch position (`Catalyst-Order`), so `replay --verify` re-runs a live log
+in the order it was decided, across both streams and across restarts.
 
-Inputs reach the queue two ways:
+Inputs reach the sequencer two ways:
 
 * from this process (`submit`): the market-data and order-update pumps, the scheduler, the
   effects (broker outcomes, alert delivery results), reconciliation, the API, and commands
@@ -92,9 +92,8 @@ class Sequencer:
         self.known: set[UUID] = set()
         self.pipeline = Pipeline(holder, self.handlers, recorder=self.recorder,
                                  observers=[lambda ev: self.known.add(ev.event_id)])
-        self._queue: asyncio.Queue[tuple[Compute, bool, asyncio.Future[None]]] = \
-            asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.running = False
         self.consumers: list[Consumer] = []
         self.dispatched_units = 0
 
@@ -136,7 +135,7 @@ class Sequencer:
     _inbox: Any = None
 
     async def start(self, md_subjects: Sequence[str] = ("catalyst.md.>",)) -> None:
-        self._task = asyncio.create_task(self._run(), name="sequencer")
+        self.running = True
         self._inbox = await serve_inbox(self.log, self.submit)
         # Events other processes publish (a person's command sent straight to the log, a
         # bar from an external feed). Ours come back too and are skipped by id.
@@ -161,11 +160,7 @@ class Sequencer:
         for c in self.consumers:
             await c.stop()
         self.consumers.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        self.running = False
 
     async def submit(self, events: Iterable[Event]) -> None:
         """Dispatch `events` (in order, each with everything it causes) and record them;
@@ -186,29 +181,22 @@ class Sequencer:
         return []
 
     async def _enqueue(self, compute: Compute, recorded: bool) -> None:
-        if self._task is None or self._task.done():
+        if not self.running:
             raise RuntimeError("the sequencer is not running")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((compute, recorded, fut))
-        await fut
-
-    async def _run(self) -> None:
-        while True:
-            compute, recorded, fut = await self._queue.get()
+        # One unit at a time, in the order submitters arrive (asyncio.Lock is FIFO); the
+        # unit runs in the submitter's task, without a hop through a queue and a task of
+        # its own (the stop's critical path goes through here).
+        async with self._lock:
             try:
                 for ev in compute():
                     if ev.event_id in self.known:
                         continue
                     await self.pipeline.submit(ev, recorded=recorded)
                 await self.recorder.flush()
-                self.dispatched_units += 1
-            except Exception as e:  # noqa: BLE001 - the submitter retries or reports it
+            except Exception:
                 log.exception("sequencer: dispatch failed")
-                if not fut.done():
-                    fut.set_exception(e)
-                continue
-            if not fut.done():
-                fut.set_result(None)
+                raise
+            self.dispatched_units += 1
 
 
 async def _ack_floor(event_log: EventLog, stream: str, name: str) -> int | None:
