@@ -68,6 +68,9 @@ class Recorder:
         self.buffer: list[Event] = []
         self.recorded = 0
         self.order = 0  # dispatch position, recorded with each event
+        # Off where several processes write one log (`catalyst serve --role`): positions
+        # from different counters would contradict each other; the stream order stands.
+        self.stamp = True
         self._inflight: tuple[PendingPublish, int] | None = None
 
     def add(self, event: Event) -> None:
@@ -87,8 +90,8 @@ class Recorder:
         await self._settle()
         batch, self.buffer = self.buffer[: self.chunk], self.buffer[self.chunk:]
         first = self.order - len(self.buffer) - len(batch) + 1
-        self._inflight = (await self.log.send_many(batch, range(first, first + len(batch))),
-                          len(batch))
+        orders = range(first, first + len(batch)) if self.stamp else None
+        self._inflight = (await self.log.send_many(batch, orders), len(batch))
         # One turn of the loop lets the client's flusher hand the chunk to the socket now,
         # so the server stores it while the handlers compute the next one.
         await asyncio.sleep(0)
@@ -190,6 +193,23 @@ class Pipeline:
                 break
             ev = queue.popleft()
         await recorder.maybe_flush()
+
+    def decide_only(self, event: Event, recorded: bool = False) -> None:
+        """Dispatch an event to its handlers and record what they decide, without
+        dispatching that further here: in a process running some of the roles, every
+        handler takes events in the log's order, its own decisions included, exactly as a
+        verification re-runs them."""
+        if not recorded:
+            self.recorder.add(event)
+        for obs in self.observers:
+            obs(event)
+        settings = self.settings.current
+        self.dispatched += 1
+        for h in self._route(event)[0]:
+            for out in h.handle(event, settings):
+                self.recorder.add(out)
+                for obs in self.observers:
+                    obs(out)
 
     async def submit_many(self, events: Iterable[Event]) -> None:
         for ev in events:

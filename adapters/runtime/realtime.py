@@ -43,7 +43,7 @@ from adapters.broker.translate import (
 from adapters.nats.event_log import MD_PREFIX, Consumer, EventLog, Retry, log_context
 from adapters.runtime.composition import AlertEffect, BrokerEffect, build_handlers
 from adapters.runtime.config_watcher import SettingsHolder
-from adapters.runtime.sequencer import Sequencer, _ack_floor, guard_handlers
+from adapters.runtime.sequencer import CONSUMER, Sequencer, _ack_floor, guard_handlers
 from adapters.runtime.simulation import XnysCalendar
 from config.settings import Settings
 from domain.calendar import NEW_YORK as XNYS_TZ
@@ -114,82 +114,94 @@ class Services:
     service: ExecutionService | None = None
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # the scheduler's waits
     broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    sequencer: Sequencer = None  # type: ignore[assignment]  # made by start()
+    # None: every role (`catalyst run`); else the roles of `catalyst serve --role`.
+    roles: tuple[str, ...] | None = None
+    sequencer: Sequencer | None = None  # made by start() when handlers run here
     _handler_failures: dict[str, int] = field(default_factory=dict)
+
+    def runs(self, role: str) -> bool:
+        """Whether this process runs `role` (every role, in `catalyst run`)."""
+        return self.roles is None or role in self.roles
+
+    async def record(self, events: Sequence[Event]) -> None:
+        """An input from this process: through the sequencer when it runs here, else
+        straight to the log (an ingest-only process)."""
+        if not events:
+            return
+        if self.sequencer is not None:
+            await self.sequencer.submit(events)
+        else:
+            await self.log.publish_many(events)
 
     async def start(self) -> None:
         settings = self.holder.current
         sim = self.broker if isinstance(self.broker, SimulatedBroker) else None
-        executor = next(h for h in self.handlers if isinstance(h, Executor))
-        # The simulated broker fills the emergency close orders only on the next bar, and
-        # that bar waits for the broker lock; verify polls (sleeps, lock held) would only
-        # stall every broker action for ~3.5 s. Without them the stop stays pending and the
-        # next bar's check_pending completes it (as the backtest pipeline does).
-        polls: dict[str, Any] = {"verify_polls": 0} if sim is not None else {}
-        self.service = ExecutionService(self.broker, clock=self.clock, **polls)
-        broker_effect = BrokerEffect(executor, self.service, sim)
-
-        # Every handler decides in one order, the sequencer's (rebuilt from the log first:
-        # nothing decides on a half-rebuilt state). The effects act on what it recorded,
-        # each through its own consumer, and hand their outcomes back to it as inputs.
-        guard_handlers(self.handlers, self._handler_failed)
-        self.sequencer = await Sequencer.open(self.log, self.holder, self.handlers,
-                                              self.clock())
-        record_sequenced = self.sequencer.submit
-
-        async def on_broker(ev: Event) -> list[Event]:
-            async with self.broker_lock:  # one broker action at a time, in log order
-                try:
-                    out = await broker_effect.on_event(ev, self.holder.current)
-                except BrokerUnavailable as e:
-                    # Never dead-letter a broker command because the broker is away: keep
-                    # it in the log and try again (its client_order_id makes that safe).
-                    raise Retry(f"broker unreachable: {e}", delay=2.0) from None
-            await record_sequenced(out)
-            return []
-
-        delivery = AlertDelivery(settings, clock=self.clock)
-        alert_effect = AlertEffect(delivery)
-
-        async def on_alert(ev: Event) -> list[Event]:
-            delivery.settings = self.holder.current  # recipients follow a config reload
-            out = await alert_effect.on_event(ev, self.holder.current)
-            delay = delivery.retry_delay(out) if isinstance(ev, AlertRaised) else None
-            await record_sequenced(out)
-            if delay is not None:
-                # The failure is recorded; the alert stays unacked: the log redelivers it.
-                raise Retry(f"alert {ev.alert_id} delivery failed; retry", delay)
-            return []
-
+        execution = self.runs("execution")
+        whole = self.roles is None
+        if self.handlers:
+            # Every handler here decides in one order, the sequencer's (rebuilt from the log
+            # first: nothing decides on a half-rebuilt state). The effects act on what was
+            # recorded, each through its own consumer, and hand their outcomes back to it.
+            guard_handlers(self.handlers, self._handler_failed)
+            name = CONSUMER if whole else f"{CONSUMER}_{'_'.join(self.roles or ())}"
+            self.sequencer = await Sequencer.open(self.log, self.holder, self.handlers,
+                                                  self.clock(), name=name,
+                                                  whole_system=whole)
         plans: list[_ConsumerPlan] = []
-        effects_history: list[tuple[datetime, int, int, Event]] = []
-        plans.append(await self._plan("broker_effects", _split(BrokerEffect.subjects)[0],
-                                      on_broker, effects_history, max_ack_pending=1))
-        for _, _, _, ev in effects_history:
-            self.service.observe(ev)
-        if sim is not None:
-            plans.append(await self._plan_md("sim_broker_md", ["catalyst.md.bar.>"], on_broker,
-                                             None))
-        plans.append(await self._plan("alert_delivery", ["catalyst.alert.>"], on_alert, []))
-        # Delivery state from the whole log, not up to the ack floor: an alert still being
-        # retried on one channel sits below the floor while the AlertSent of a channel that
-        # took it lies past it; read only to the floor, that channel would send it again.
-        async for stored in self.log.read(["catalyst.alert.sent", "catalyst.alert.failed"]):
-            delivery.evolve(stored.event)
-        md_subjects = sorted({s for h in self.handlers for s in _split(h.subjects)[1]})
-        await self.sequencer.start(md_subjects)
+        on_broker: Callable[[Event], Awaitable[list[Event]]] | None = None
+        broker_effect: BrokerEffect | None = None
+        executor: Executor | None = None
+        if execution:
+            executor = next(h for h in self.handlers if isinstance(h, Executor))
+            # The simulated broker fills the emergency close orders only on the next bar,
+            # and that bar waits for the broker lock; verify polls (sleeps, lock held) would
+            # only stall every broker action for ~3.5 s. Without them the stop stays pending
+            # and the next bar's check_pending completes it (as the backtest pipeline does).
+            polls: dict[str, Any] = {"verify_polls": 0} if sim is not None else {}
+            self.service = ExecutionService(self.broker, clock=self.clock, **polls)
+            broker_effect = effect = BrokerEffect(executor, self.service, sim)
+
+            async def on_broker(ev: Event) -> list[Event]:
+                async with self.broker_lock:  # one broker action at a time, in log order
+                    try:
+                        out = await effect.on_event(ev, self.holder.current)
+                    except BrokerUnavailable as e:
+                        # Never dead-letter a broker command because the broker is away:
+                        # keep it in the log and try again (its client_order_id makes that
+                        # safe).
+                        raise Retry(f"broker unreachable: {e}", delay=2.0) from None
+                await self.record(out)
+                return []
+
+            effects_history: list[tuple[datetime, int, int, Event]] = []
+            plans.append(await self._plan("broker_effects", _split(BrokerEffect.subjects)[0],
+                                          on_broker, effects_history, max_ack_pending=1))
+            for _, _, _, ev in effects_history:
+                self.service.observe(ev)
+            if sim is not None:
+                plans.append(await self._plan_md("sim_broker_md", ["catalyst.md.bar.>"],
+                                                 on_broker, None))
+        if self.runs("alerts"):
+            plans.append(await self._alert_plan(settings))
+        if self.sequencer is not None:
+            md_subjects = sorted({s for h in self.handlers for s in _split(h.subjects)[1]})
+            # The inbox takes a person's commands: one process answers it, the one that
+            # runs the session (or the whole system).
+            await self.sequencer.start(md_subjects, inbox=self.runs("session"))
         for plan in plans:
             self.consumers.append(await self.log.consume(
                 plan.name, plan.subjects, plan.cb, stream=plan.stream,
                 max_ack_pending=plan.max_ack_pending, start_seq=plan.start_seq,
                 deliver_new=plan.deliver_new))
-        await self._resume_unfinished_stop(executor, on_broker)
+        if on_broker is not None:
+            await self._resume_unfinished_stop(on_broker)
 
         caught_up = False
-        if sim is None:
+        if execution and sim is None:
+            assert executor is not None
             if self.reconcile:
                 # Before the update stream: its fills must find the order's references.
-                await record_sequenced(await self.adopt_in_flight(executor))
+                await self.record(await self.adopt_in_flight(executor))
             self._spawn("broker_updates", self._pump_trade_updates_from_log)
             event = getattr(self.broker, "caught_up", None)
             if event is not None:
@@ -199,22 +211,46 @@ class Services:
                 except TimeoutError:
                     log.error("broker update stream did not catch up in 30 s; reconciliation "
                               "will report differences without adopting them")
-        self._spawn("emergency_watch", self._emergency_watch)
+        if execution:
+            self._spawn("emergency_watch", self._emergency_watch)
         self._spawn("config_watch", self._config_watch)
         self._spawn("consumer_watch", self._watch_consumers)
-        if self.reconcile:
-            # Adopt the broker's positions only once its missed updates are in the log, or a
-            # fill made while we were down would be counted twice.
-            await record_sequenced(await self.reconciliation(adopt=caught_up))
-        # The broker's account at start, so the risk guard sizes against it from the first
-        # signal (then after every fill and every minute: BrokerEffect).
-        async with self.broker_lock:
-            start_snapshot = await broker_effect.account_snapshot(now=self.clock())
-        await record_sequenced(start_snapshot)
-        if self.market_data is not None:
+        if execution and broker_effect is not None:
+            if self.reconcile:
+                # Adopt the broker's positions only once its missed updates are in the log,
+                # or a fill made while we were down would be counted twice.
+                await self.record(await self.reconciliation(adopt=caught_up))
+            # The broker's account at start, so the risk guard sizes against it from the
+            # first signal (then after every fill and every minute: BrokerEffect).
+            async with self.broker_lock:
+                start_snapshot = await broker_effect.account_snapshot(now=self.clock())
+            await self.record(start_snapshot)
+        if self.market_data is not None and self.runs("ingest"):
             self._spawn("market_data", self._pump_market_data)
-        if self.schedule:
+        if self.schedule and self.runs("session"):
             self._spawn("scheduler", self._scheduler)
+
+    async def _alert_plan(self, settings: Settings) -> _ConsumerPlan:
+        delivery = AlertDelivery(settings, clock=self.clock)
+        alert_effect = AlertEffect(delivery)
+
+        async def on_alert(ev: Event) -> list[Event]:
+            delivery.settings = self.holder.current  # recipients follow a config reload
+            out = await alert_effect.on_event(ev, self.holder.current)
+            delay = delivery.retry_delay(out) if isinstance(ev, AlertRaised) else None
+            await self.record(out)
+            if delay is not None:
+                # The failure is recorded; the alert stays unacked: the log redelivers it.
+                raise Retry(f"alert {ev.alert_id} delivery failed; retry", delay)
+            return []
+
+        plan = await self._plan("alert_delivery", ["catalyst.alert.>"], on_alert, [])
+        # Delivery state from the whole log, not up to the ack floor: an alert still being
+        # retried on one channel sits below the floor while the AlertSent of a channel that
+        # took it lies past it; read only to the floor, that channel would send it again.
+        async for stored in self.log.read(["catalyst.alert.sent", "catalyst.alert.failed"]):
+            delivery.evolve(stored.event)
+        return plan
 
     def _handler_failed(self, h: Handler, ev: Event, e: BaseException) -> None:
         log.error("handler %s failed on %s %s: %r", h.name, ev.type, ev.event_id, e,
@@ -226,18 +262,24 @@ class Services:
                 h.name, self._handler_failures[h.name], f"{ev.type} {ev.event_id}: {e!r}"))
 
     async def _config_watch(self) -> None:
-        """A config edit takes effect where its ConfigChanged is recorded."""
+        """A config edit takes effect where its ConfigChanged is recorded. Among services,
+        the session's process records it; the others apply their own copy of the files."""
         while True:
             await asyncio.sleep(0.5)
-            if self.holder.changed():
-                def reload() -> list[Event]:
-                    ev = self.holder.reload(self.clock())
-                    return [ev] if ev is not None else []
+            if not self.holder.changed():
+                continue
+            if self.sequencer is None or not self.runs("session"):
+                self.holder.reload(self.clock())
+                continue
 
-                await self.sequencer.submit_computed(reload)
+            def reload() -> list[Event]:
+                ev = self.holder.reload(self.clock())
+                return [ev] if ev is not None else []
+
+            await self.sequencer.submit_computed(reload)
 
     async def _resume_unfinished_stop(
-        self, executor: Executor, on_broker: Callable[[Event], Awaitable[list[Event]]]
+        self, on_broker: Callable[[Event], Awaitable[list[Event]]]
     ) -> None:
         """An emergency stop triggered before a restart and never completed is driven again:
         its pending state lived in memory only, and positions must not stay open. (Unless a
@@ -314,7 +356,7 @@ class Services:
             event_id=uuid4(), type="HandlerCrashLooping", occurred_at=self.clock(),
             correlation_id="ops", handler=name, failures=failures, error=error[:500])
         with contextlib.suppress(Exception):
-            await self.sequencer.submit([ev])
+            await self.record([ev])
 
     async def _watch_consumers(self) -> None:
         """A handler whose messages keep failing (naked again and again) is crash-looping."""
@@ -531,7 +573,7 @@ class Services:
             events = [e for e in self.service.translate(update, "broker")
                       if e.event_id not in recorded]
             if events:
-                await self.sequencer.submit(events)
+                await self.record(events)
 
     async def _emergency_watch(self) -> None:
         """An emergency stop not yet confirmed flat is driven again every second."""
@@ -542,18 +584,18 @@ class Services:
                 async with self.broker_lock:  # never alongside another broker action
                     events = await self.service.check_pending()
                 if events:
-                    await self.sequencer.submit(events)
+                    await self.record(events)
 
     async def _pump_market_data(self) -> None:
         symbols = list(self.holder.current.trading.market_data.symbols)
         now = self.clock()
         daily = await self.market_data.get_bars(symbols, "1Day", now - timedelta(days=60), now)
-        await self.sequencer.submit([bar_event(b, b.timestamp + timedelta(days=1), "md")
+        await self.record([bar_event(b, b.timestamp + timedelta(days=1), "md")
                                      for b in daily if b.timestamp.date() < now.date()])
         news_task = asyncio.create_task(self._poll_news(symbols))
         try:
             async for b in self.market_data.stream_bars(symbols):
-                await self.sequencer.submit(
+                await self.record(
                     [bar_event(b, b.timestamp + timedelta(minutes=1), "md")])
         finally:
             news_task.cancel()
@@ -564,7 +606,7 @@ class Services:
             now = self.clock()
             try:
                 for h in await self.market_data.get_news(symbols, since, now):
-                    await self.sequencer.submit(news_events(h, "md"))
+                    await self.record(news_events(h, "md"))
                 since = now
             except Exception as e:  # noqa: BLE001 - news is best effort; retry next minute
                 log.warning("news poll failed: %s", e)
@@ -584,7 +626,7 @@ class Services:
                 log.warning("waiting for the open at %s", session.open.astimezone(XNYS_TZ))
                 await self.sleep(min(60.0, (session.open - now).total_seconds()))
                 continue
-            await self.sequencer.submit([SessionStartRequested(
+            await self.record([SessionStartRequested(
                 event_id=uuid5(NAMESPACE_URL, f"scheduler:start:{day}"),
                 type="SessionStartRequested", occurred_at=max(now, session.open),
                 correlation_id=f"session-{day}", requested_by="scheduler", session_date=day)])
@@ -595,7 +637,7 @@ class Services:
                 wait = (minute - self.clock()).total_seconds()
                 if wait > 0:
                     await self.sleep(wait)
-                await self.sequencer.submit([ClockTicked(
+                await self.record([ClockTicked(
                     event_id=uuid5(NAMESPACE_URL, f"scheduler:tick:{minute.isoformat()}"),
                     type="ClockTicked", occurred_at=minute, correlation_id=f"session-{day}",
                     session_date=day)])

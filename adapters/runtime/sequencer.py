@@ -45,7 +45,6 @@ from handlers.base import Handler
 log = logging.getLogger("catalyst.sequencer")
 
 CONSUMER = "sequencer"  # the durable consumer of events published by other processes
-MD_CONSUMER = "sequencer_md"
 # Market data older than this is not replayed into the handlers at a start (the scanner's
 # and the strategy's windows are shorter; a bar missed while down is not decided later).
 MD_HISTORY = timedelta(days=3)
@@ -80,12 +79,19 @@ class Sequencer:
     """Start with `await Sequencer.open(...)`, then `start()`; `submit` from anywhere."""
 
     def __init__(self, event_log: EventLog, holder: SettingsHolder,
-                 handlers: Sequence[Handler], last_order: int = 0) -> None:
+                 handlers: Sequence[Handler], last_order: int = 0, name: str = CONSUMER,
+                 whole_system: bool = True) -> None:
         self.log = event_log
         self.holder = holder
         self.handlers = list(handlers)
+        self.name = name
+        # The whole system in this process: breadth-first dispatch, positions stamped. A
+        # process running some roles (`catalyst serve --role`) shares the log with others:
+        # its handlers take every event in the log's order and nothing is stamped.
+        self.whole_system = whole_system
         self.recorder = Recorder(event_log)
         self.recorder.order = last_order  # stamps go on from the log's last one
+        self.recorder.stamp = whole_system
         # Every id dispatched here or rebuilt from the log: the consumer of other processes'
         # events skips ours when the log hands them back, and an input submitted twice (a
         # restarted scheduler's start request, a broker update backfilled again) is dropped.
@@ -99,11 +105,12 @@ class Sequencer:
 
     @classmethod
     async def open(cls, event_log: EventLog, holder: SettingsHolder,
-                   handlers: Sequence[Handler], now: datetime) -> Sequencer:
+                   handlers: Sequence[Handler], now: datetime, name: str = CONSUMER,
+                   whole_system: bool = True) -> Sequencer:
         """Rebuild every handler from the log (both streams, in dispatch order), without
         deciding anything; what other processes published since this sequencer last ran
         is left to its consumer, which decides it."""
-        floor = await _ack_floor(event_log, event_log.names.record, CONSUMER)
+        floor = await _ack_floor(event_log, event_log.names.record, name)
         end = await event_log.last_seq(event_log.names.record)
         record: list[StoredEvent] = []
         pending = 0
@@ -119,7 +126,7 @@ class Sequencer:
                                               stream=event_log.names.market_data)]
         history = merge_streams(record, md)
         last_order = max((s.order for s in history if s.order is not None), default=0)
-        seq = cls(event_log, holder, handlers, last_order)
+        seq = cls(event_log, holder, handlers, last_order, name, whole_system)
         for stored in history:
             ev = stored.event
             seq.known.add(ev.event_id)
@@ -134,22 +141,25 @@ class Sequencer:
     _record_start: int | None = None
     _inbox: Any = None
 
-    async def start(self, md_subjects: Sequence[str] = ("catalyst.md.>",)) -> None:
+    async def start(self, md_subjects: Sequence[str] = ("catalyst.md.>",),
+                    inbox: bool = True) -> None:
         self.running = True
-        self._inbox = await serve_inbox(self.log, self.submit)
+        if inbox:
+            self._inbox = await serve_inbox(self.log, self.submit)
         # Events other processes publish (a person's command sent straight to the log, a
         # bar from an external feed). Ours come back too and are skipped by id.
         self.consumers.append(await self.log.consume(
-            CONSUMER, ["catalyst.>"], self._from_log, stream=self.log.names.record,
+            self.name, ["catalyst.>"], self._from_log, stream=self.log.names.record,
             max_ack_pending=64, start_seq=self._record_start))
         if md_subjects:
             stream = self.log.names.market_data
             # A bar missed while down is stale: market data is consumed from now on.
+            md_name = f"{self.name}_md"
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                await self.log.api(f"deleting consumer {MD_CONSUMER}",
-                                   lambda: self.log.js.delete_consumer(stream, MD_CONSUMER))
+                await self.log.api(f"deleting consumer {md_name}",
+                                   lambda: self.log.js.delete_consumer(stream, md_name))
             self.consumers.append(await self.log.consume(
-                MD_CONSUMER, list(md_subjects), self._from_log, stream=stream,
+                md_name, list(md_subjects), self._from_log, stream=stream,
                 max_ack_pending=4096, deliver_new=True))
 
     async def stop(self) -> None:
@@ -191,7 +201,10 @@ class Sequencer:
                 for ev in compute():
                     if ev.event_id in self.known:
                         continue
-                    await self.pipeline.submit(ev, recorded=recorded)
+                    if self.whole_system:
+                        await self.pipeline.submit(ev, recorded=recorded)
+                    else:
+                        self.pipeline.decide_only(ev, recorded=recorded)
                 await self.recorder.flush()
             except Exception:
                 log.exception("sequencer: dispatch failed")
