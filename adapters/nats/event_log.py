@@ -95,9 +95,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (*TRANSIENT, nats.errors.NoServersError)):
         return True
     if isinstance(exc, nats.js.errors.APIError):
-        if exc.code == 503 or exc.err_code in TRANSIENT_API_CODES:
+        # getattr: nats-py's key-value errors (KeyWrongLastSequenceError) skip APIError's
+        # __init__ and carry no code at all.
+        code, err_code = getattr(exc, "code", None), getattr(exc, "err_code", None)
+        if code == 503 or err_code in TRANSIENT_API_CODES:
             return True
-        text = (exc.description or "").lower()
+        text = (getattr(exc, "description", None) or "").lower()
         return "temporarily unavailable" in text or "leader" in text or "offline" in text
     return False
 
