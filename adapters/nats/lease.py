@@ -1,0 +1,524 @@
+"""One active instance per stateful role: a lease in a replicated JetStream key-value bucket,
+and a fence in the event log that refuses a stale holder's writes.
+
+- The lease. One key per role (`risk`, `execution`, ...) in the bucket `<record stream>_LEASES`
+  (so a simulated run's own streams get their own bucket), history 1, max_age = the TTL.
+  Acquiring is `kv.create` (refused while a live holder's key exists); renewing is
+  `kv.update(last=revision)` every TTL/3; a key not renewed for a TTL is removed by the server,
+  and a standby polling `kv.create` takes the role. The holder counts its TTL from the moment
+  it *sent* its last successful renewal: the server stamped the key later than that, so it
+  cannot expire the key before the holder's own deadline. Past that deadline, or as soon as a
+  renewal finds the revision moved, the holder's `lost` event is set and it must stop.
+- The fence. Time cannot make a paused process stop writing, so on taking the role the new
+  holder writes a marker to `catalyst.ops.fence.<role>` in the record stream, and its
+  decisions carry `Nats-Expected-Last-Subject-Sequence` = that marker's sequence with
+  `...-Subject` = the fence subject. The server stores a decision only while that marker is
+  still the last one: once a newer holder has written its own, the old holder's writes are
+  refused by the server (FencedOffError), whatever that process believes about its lease.
+  Markers are plain JSON, not events: log readers skip them as they skip dead letters.
+
+See docs/services.md for what this guarantees and what it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from uuid import uuid4
+
+import nats.js.errors
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+
+from adapters.nats.event_log import (
+    EXPECTED_SUBJECT_SEQ,
+    MSG_ID_HEADER,
+    EventLog,
+    NatsConnectError,
+    NatsUnavailableError,
+    StreamNames,
+    encode,
+    with_retry,
+)
+from domain.errors import CatalystError, ConcurrencyError
+from domain.events import Event
+
+log = logging.getLogger("catalyst.lease")
+
+DEFAULT_TTL = 3.0  # failover within ~TTL after a holder dies; see docs/services.md
+FENCE_ROOT = "catalyst.ops.fence."
+EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+# The holder gives up this fraction of the TTL early: the server's expiry timer and our
+# monotonic clock tick at slightly different rates, and losing a little early is harmless.
+EARLY = 0.1
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # a KV key and a subject token alike
+
+
+class LeaseLostError(CatalystError):
+    """This instance does not hold the role's lease (or no longer does): stop deciding."""
+
+
+class FencedOffError(LeaseLostError, ConcurrencyError):
+    """The log refused a write because a newer holder has claimed the role since."""
+
+
+class LeaseTimeoutError(CatalystError):
+    """The lease was not acquired within the time asked for."""
+
+
+def lease_bucket(names: StreamNames) -> str:
+    return f"{names.record}_LEASES"
+
+
+def fence_subject(role: str) -> str:
+    return f"{FENCE_ROOT}{role}"
+
+
+def _wrong_last(e: BaseException) -> bool:
+    return isinstance(e, nats.js.errors.KeyWrongLastSequenceError) or (
+        isinstance(e, nats.js.errors.APIError) and getattr(e, "err_code", None) in (10071, 10164))
+
+
+async def ensure_lease_bucket(log_: EventLog, ttl: float) -> KeyValue:
+    """The lease bucket of `log_`'s streams, created at `log_.replicas` if it is missing.
+
+    Like the streams: replicas are never lowered by a start (a single-node config pointed at
+    the cluster keeps 3), and a higher configured value scales the bucket up. The TTL is the
+    bucket's max_age, so the configured TTL replaces a different one."""
+    bucket = lease_bucket(log_.names)
+    stream = f"KV_{bucket}"
+    js = log_.js
+    try:
+        info = await log_.api(f"stream info {stream}", lambda: js.stream_info(stream))
+    except nats.js.errors.NotFoundError:
+        info = None
+    if info is None:
+        cfg = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, replicas=log_.replicas,
+                             storage=StorageType.FILE,
+                             # Reads through the stream leader: a follower's direct get may
+                             # be behind, and a lease read must not be.
+                             direct=False,
+                             description="catalyst role leases (adapters/nats/lease.py)")
+        try:
+            await log_.api(f"creating lease bucket {bucket}",
+                           lambda: js.create_key_value(config=cfg))
+        except nats.js.errors.APIError as e:
+            if e.err_code == 10074:
+                raise NatsConnectError(
+                    f"nats.replicas is {log_.replicas} but the NATS server is not a cluster: "
+                    "set nats.replicas: 1 for a single server") from None
+            if e.err_code != 10058:  # 10058: another contender created it first
+                raise
+    else:
+        await _update_bucket(log_, info.config, ttl)
+    return await log_.api(f"binding lease bucket {bucket}", lambda: js.key_value(bucket))
+
+
+async def _update_bucket(log_: EventLog, cfg: StreamConfig, ttl: float) -> None:
+    have = cfg.num_replicas or 1
+    changed = False
+    if have < log_.replicas:
+        log.warning("lease bucket %s: scaling up from %d to %d replicas (nats.replicas)",
+                    cfg.name, have, log_.replicas)
+        cfg.num_replicas, changed = log_.replicas, True
+    elif have > log_.replicas:
+        note = (f"lease bucket {cfg.name} keeps its {have} replicas: nats.replicas is "
+                f"{log_.replicas}, and a start never lowers them")
+        log.warning("%s", note)
+        log_.notes.append(note)
+    if cfg.max_age is None or abs(cfg.max_age - ttl) > 1e-3:
+        log.warning("lease bucket %s: TTL %.3gs -> %.3gs (an instance still running with the "
+                    "old TTL may hand its role over once)", cfg.name, cfg.max_age or 0, ttl)
+        cfg.max_age = ttl
+        # The server refuses a duplicate window longer than the max age.
+        cfg.duplicate_window = min(cfg.duplicate_window or ttl, ttl)
+        changed = True
+    if changed:
+        await log_.api(f"updating lease bucket {cfg.name}", lambda: log_.js.update_stream(cfg))
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a role, as its key says."""
+
+    role: str
+    instance: str
+    revision: int
+
+
+class RoleLease:
+    """The lease of one role for one instance. See the module docstring.
+
+        lease = RoleLease(event_log, "risk", instance_id, ttl=3.0)
+        token = await lease.acquire()           # waits while another instance holds it
+        writer = lease.writer()                 # publish the role's decisions through it
+        ... rebuild state from the log (everything before `token` is in it), then decide,
+            and stop as soon as `lease.lost` is set ...
+        await lease.release()                   # a standby takes over within one poll
+
+    `token` is the sequence of this holder's fence marker in the record stream: it grows
+    across holders, and it is what the server checks a fenced write against."""
+
+    def __init__(self, event_log: EventLog, role: str, instance: str,
+                 ttl: float = DEFAULT_TTL, poll_interval: float | None = None,
+                 on_lost: Callable[[str], object] | None = None) -> None:
+        if not _NAME.match(role):
+            raise ValueError(f"role {role!r}: letters, digits, '_' and '-' only (it names a "
+                             "key and a subject)")
+        if ttl <= 0:
+            raise ValueError(f"lease ttl must be positive, not {ttl}")
+        self.log = event_log
+        self.role = role
+        self.instance = instance
+        self.ttl = ttl
+        self.renew_interval = ttl / 3
+        self.poll_interval = poll_interval if poll_interval is not None else max(0.05, ttl / 6)
+        self.held = asyncio.Event()  # set while this instance may decide for the role
+        self.lost = asyncio.Event()  # set when it had the role and lost it (not on release)
+        self.lost_reason = ""
+        self.token: int | None = None  # the fence marker's sequence (the fencing token)
+        self.revision: int | None = None  # the key's revision after the last renewal
+        self._on_lost = [on_lost] if on_lost else []
+        self._kv: KeyValue | None = None
+        self._epoch = 0.0  # the bucket's creation time: revisions restart with a new bucket
+        self._claim = ""  # unique per acquisition: tells our own writes from others'
+        self._acquired_rev = 0
+        self._holding = False  # the key is ours (held is set once the fence is written too)
+        self._deadline = 0.0
+        self._expiry: asyncio.TimerHandle | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    # --- public ----------------------------------------------------------------------------
+
+    def on_lost(self, callback: Callable[[str], object]) -> None:
+        """Call `callback(reason)` when the lease is lost (in the event loop, at once)."""
+        self._on_lost.append(callback)
+
+    async def acquire(self, timeout: float | None = None) -> int:
+        """Wait until this instance holds the role (polling while another does); returns the
+        fencing token. LeaseTimeoutError after `timeout` seconds, naming the holder."""
+        if self.held.is_set():
+            assert self.token is not None
+            return self.token
+        try:
+            async with asyncio.timeout(timeout):
+                while not await self.try_acquire():
+                    await asyncio.sleep(self.poll_interval)
+        except TimeoutError:
+            holder = await self.holder()
+            who = f"instance {holder.instance}" if holder else "nobody (it is lapsing)"
+            raise LeaseTimeoutError(f"role {self.role}: lease not acquired within "
+                                    f"{timeout:.1f}s; held by {who}") from None
+        assert self.token is not None
+        return self.token
+
+    async def try_acquire(self) -> bool:
+        """Take the role if nobody holds it (one attempt): True when held."""
+        if self.held.is_set():
+            return True
+        kv = await self._bucket()
+        claim = uuid4().hex
+        value = self._value(claim)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            rev = await self._cas(f"acquiring lease {self.role}",
+                                  lambda: kv.create(self.role, value), claim,
+                                  self.log.retry_timeout)
+        except Exception as e:
+            if _wrong_last(e):
+                return False  # a live holder's key is there
+            raise
+        self._claim, self._acquired_rev, self.revision = claim, rev, rev
+        self._holding, self.lost_reason = True, ""
+        self.lost.clear()
+        self._extend(sent)
+        self._renewer = asyncio.create_task(self._renew_loop(),
+                                            name=f"lease-renew:{self.role}")
+        try:
+            self.token = await self._claim_fence()
+        except BaseException as e:
+            # Never held: a stale acquisition (LeaseLostError) or a failure is no loss.
+            await self._stop_renewing()
+            self._holding = False
+            if isinstance(e, LeaseLostError):
+                log.info("lease %s: %s; standing by", self.role, e)
+                return False
+            raise
+        if not self._holding:  # the TTL ran out while the marker was being written
+            return False
+        self.held.set()
+        log.info("lease %s: held by %s (revision %d, fencing token %d)", self.role,
+                 self.instance, rev, self.token)
+        return True
+
+    async def renew(self) -> None:
+        """Renew now (the lease does this itself every TTL/3). LeaseLostError if the key's
+        revision moved (it lapsed, or another instance holds it) or the TTL ran out."""
+        if not self._holding:
+            raise LeaseLostError(f"role {self.role}: instance {self.instance} does not hold "
+                                 f"the lease ({self.lost_reason or 'never acquired'})")
+        kv = await self._bucket()
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        last, claim = self.revision, self._claim
+        value = self._value(claim)
+        try:
+            rev = await asyncio.wait_for(
+                self._cas(f"renewing lease {self.role}",
+                          lambda: kv.update(self.role, value, last=last), claim,
+                          max(0.01, self._deadline - sent)),
+                max(0.01, self._deadline - sent))
+        except Exception as e:
+            if _wrong_last(e):
+                self._lose(f"renewal refused: the key's revision is no longer {last} (the "
+                           "lease lapsed, or another instance took it)")
+            elif isinstance(e, (TimeoutError, NatsUnavailableError)) and \
+                    loop.time() >= self._deadline:
+                self._lose(f"could not renew within the TTL ({self.ttl:.3g}s): {e!r}")
+            if not self._holding:
+                raise LeaseLostError(f"role {self.role}: {self.lost_reason}") from None
+            raise
+        if not self._holding or claim != self._claim:
+            # The deadline passed while this renewal was in flight and the role was given
+            # up: hand the key back rather than keep standbys waiting a further TTL.
+            with contextlib.suppress(Exception):
+                await kv.delete(self.role, last=rev)
+            raise LeaseLostError(f"role {self.role}: {self.lost_reason}")
+        self.revision = rev
+        self._extend(sent)
+
+    def check(self) -> None:
+        """Raise LeaseLostError unless this instance holds the role right now: a guard
+        before an effect outside the log (a broker order, an email)."""
+        if self._holding and asyncio.get_running_loop().time() >= self._deadline:
+            self._lose(f"TTL ({self.ttl:.3g}s) ran out before a renewal succeeded")
+        if not self.held.is_set():
+            raise LeaseLostError(f"role {self.role}: instance {self.instance} does not hold "
+                                 f"the lease ({self.lost_reason or 'not acquired'})")
+
+    def writer(self) -> FencedWriter:
+        """A writer for this holder's decisions (see FencedWriter)."""
+        self.check()
+        assert self.token is not None
+        return FencedWriter(self.log, self.role, self.token, self)
+
+    async def release(self) -> None:
+        """Give the role up: a standby takes it within one poll. Not a loss (`lost` stays
+        clear). A revision that moved meanwhile means it was not ours to give."""
+        await self._stop_renewing()
+        was, rev = self._holding, self.revision
+        self._holding = False
+        self.held.clear()
+        if was and rev is not None and self._kv is not None:
+            kv = self._kv
+            try:
+                await with_retry(f"releasing lease {self.role}",
+                                 lambda: kv.delete(self.role, last=rev),
+                                 max(1.0, self.ttl))
+            except Exception as e:  # noqa: BLE001 - it lapses by itself within the TTL
+                if not _wrong_last(e):
+                    log.warning("lease %s: release failed (%r); it lapses within %.3gs",
+                                self.role, e, self.ttl)
+            log.info("lease %s: released by %s", self.role, self.instance)
+
+    async def holder(self) -> Holder | None:
+        """Who holds the role now, as the bucket says (None: nobody)."""
+        kv = await self._bucket()
+        try:
+            entry = await self.log.api(f"reading lease {self.role}", lambda: kv.get(self.role))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        try:
+            instance = json.loads(entry.value or b"{}")["instance"]
+        except (ValueError, KeyError, TypeError):
+            instance = "(unreadable)"
+        return Holder(self.role, instance, entry.revision or 0)
+
+    async def __aenter__(self) -> RoleLease:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await ensure_lease_bucket(self.log, self.ttl)
+            stream = f"KV_{lease_bucket(self.log.names)}"
+            info = await self.log.api(f"stream info {stream}",
+                                      lambda: self.log.js.stream_info(stream))
+            self._epoch = info.created.timestamp() if info.created else 0.0
+        return self._kv
+
+    def _value(self, claim: str) -> bytes:
+        return json.dumps({"role": self.role, "instance": self.instance,
+                           "claim": claim}).encode()
+
+    async def _cas(self, what: str, call: Callable[[], Awaitable[int]], claim: str,
+                   timeout: float) -> int:
+        """A revision-checked write, retried through leader elections. A retry after an
+        attempt whose ack was lost finds the revision moved by that very attempt: when the
+        key carries our claim, the write landed and its revision is ours."""
+        attempts = 0
+
+        async def once() -> int:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return await call()
+            except Exception as e:
+                if attempts > 1 and _wrong_last(e):
+                    kv = await self._bucket()
+                    with contextlib.suppress(Exception):
+                        entry = await kv.get(self.role)
+                        if json.loads(entry.value or b"{}").get("claim") == claim:
+                            return entry.revision or 0
+                raise
+
+        return await with_retry(what, once, timeout)
+
+    async def _claim_fence(self) -> int:
+        """Write this holder's marker on the role's fence subject; its sequence is the token.
+
+        Conditional on the marker it read being still the last one, and refused when that
+        marker belongs to a later acquisition than ours (we stalled between taking the key
+        and fencing, and the key lapsed): markers only ever go forward."""
+        subject = fence_subject(self.role)
+        stream = self.log.names.record
+        mine = (self._epoch, self._acquired_rev)
+        marker = json.dumps({"role": self.role, "instance": self.instance,
+                             "bucket": lease_bucket(self.log.names), "epoch": self._epoch,
+                             "revision": self._acquired_rev}).encode()
+        while True:
+            try:
+                last = await self.log.api(f"last fence marker of {self.role}",
+                                          lambda: self.log.js.get_last_msg(stream, subject))
+            except nats.js.errors.NotFoundError:
+                last = None
+            if last is not None:
+                try:
+                    prev = json.loads(last.data or b"{}")
+                    theirs = (float(prev["epoch"]), int(prev["revision"]))
+                except (ValueError, KeyError, TypeError):
+                    theirs = (0.0, 0)  # not a marker we wrote: nothing to respect
+                if theirs == mine:
+                    return last.seq  # ours, written by an attempt whose ack was lost
+                if theirs > mine:
+                    raise LeaseLostError(
+                        f"fencing: instance {prev.get('instance')} fenced role {self.role} "
+                        f"at sequence {last.seq} from a later acquisition (revision "
+                        f"{theirs[1]}) than ours ({self._acquired_rev})")
+            headers = {EXPECTED_SUBJECT_SEQ: str(last.seq if last else 0),
+                       EXPECTED_SUBJECT: subject,
+                       MSG_ID_HEADER: f"fence:{stream}:{self.role}:{self._epoch}:"
+                                      f"{self._acquired_rev}"}
+            try:
+                return await self.log.publish_raw(subject, marker, headers)
+            except ConcurrencyError:
+                continue  # another marker landed since we looked: judge it
+
+    def _extend(self, sent: float) -> None:
+        self._deadline = sent + self.ttl * (1 - EARLY)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_at(
+            self._deadline, self._lose,
+            f"no renewal succeeded within the TTL ({self.ttl:.3g}s)")
+
+    def _lose(self, reason: str) -> None:
+        """Stop holding. `lost` and the callbacks only for a role that was held (fenced):
+        an acquisition that fails before that is just another try."""
+        if not self._holding:
+            return
+        was_held = self.held.is_set()
+        self._holding = False
+        self.held.clear()
+        self.lost_reason = reason
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self._renewer is not None and self._renewer is not asyncio.current_task():
+            self._renewer.cancel()
+        if not was_held:
+            return
+        self.lost.set()
+        log.warning("lease %s: instance %s lost it: %s", self.role, self.instance, reason)
+        for cb in self._on_lost:
+            try:
+                cb(reason)
+            except Exception:  # noqa: BLE001 - one bad callback must not hide the loss
+                log.exception("lease %s: on_lost callback failed", self.role)
+
+    async def _renew_loop(self) -> None:
+        while self._holding:
+            await asyncio.sleep(self.renew_interval)
+            try:
+                await self.renew()
+            except LeaseLostError:
+                return
+            except Exception as e:  # noqa: BLE001 - the expiry timer decides when it is lost
+                log.warning("lease %s: renewal failed (%r); retrying", self.role, e)
+
+    async def _stop_renewing(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        task, self._renewer = self._renewer, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class FencedWriter:
+    """Publishes one role holder's decisions so that the log refuses them once a newer
+    holder has claimed the role.
+
+    Guarantees: an event published here is stored only if, when the server stores it, the
+    last marker on the role's fence subject is still this holder's (sequence `token`). A
+    newer holder writes its marker before it decides anything, so from that marker on no
+    write of an older holder lands, and every write of an older holder that did land is
+    before it: a new holder that rebuilds its state from the log after acquiring sees all of
+    them. A refused write raises FencedOffError (and marks the lease lost). Publishes are
+    retried through leader elections with the same Nats-Msg-Id, so a write whose ack was
+    lost is not stored twice.
+
+    Does not guarantee: anything about effects outside the log (a broker order, an email):
+    guard those with `lease.check()` and the broker's own idempotency (client_order_id);
+    nor about events published another way. Events go one at a time, in order: if the role
+    is taken over in the middle of `publish_many`, the ones before the new marker are stored
+    and the rest are refused."""
+
+    def __init__(self, event_log: EventLog, role: str, token: int,
+                 lease: RoleLease | None = None) -> None:
+        self.log = event_log
+        self.role = role
+        self.token = token
+        self.lease = lease
+        self.subject = fence_subject(role)
+
+    async def publish(self, event: Event) -> int:
+        if self.lease is not None:
+            self.lease.check()
+        subject, data, headers = encode(event)
+        headers[EXPECTED_SUBJECT_SEQ] = str(self.token)
+        headers[EXPECTED_SUBJECT] = self.subject
+        try:
+            return await self.log.publish_raw(subject, data, headers)
+        except ConcurrencyError:
+            reason = (f"fenced off: a newer holder claimed role {self.role} after fencing "
+                      f"token {self.token}; the log refused {event.type} {event.event_id}")
+            if self.lease is not None:
+                self.lease._lose(reason)
+            raise FencedOffError(f"role {self.role}: {reason}") from None
+
+    async def publish_many(self, events: Iterable[Event]) -> list[int]:
+        return [await self.publish(e) for e in events]
