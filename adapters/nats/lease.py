@@ -9,13 +9,10 @@ and a fence in the event log that refuses a stale holder's writes.
   it *sent* its last successful renewal: the server stamped the key later than that, so it
   cannot expire the key before the holder's own deadline. Past that deadline, or as soon as a
   renewal finds the revision moved, the holder's `lost` event is set and it must stop.
-- The fence. Time cannot make a paused process stop writing, so on taking the role the new
-  holder writes a marker to `catalyst.ops.fence.<role>` in the record stream, and its
-  decisions carry `Nats-Expected-Last-Subject-Sequence` = that marker's sequence with
-  `...-Subject` = the fence subject. The server stores a decision only while that marker is
-  still the last one: once a newer holder has written its own, the old holder's writes are
-  refused by the server (FencedOffError), whatever that process believes about its lease.
-  Markers are plain JSON, not events: log readers skip them as they skip dead letters.
+- The fence (adapters/nats/fence.py). Time cannot make a paused process stop writing, so
+  on taking the role the new holder writes a marker on the role's fence subject in the
+  record stream before `acquire` returns, and `writer()` publishes its decisions so that the
+  server refuses them once a newer holder's marker is there.
 
 See docs/services.md for what this guarantees and what it does not.
 """
@@ -27,7 +24,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import uuid4
 
@@ -36,35 +33,25 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from adapters.nats.event_log import (
-    EXPECTED_SUBJECT_SEQ,
-    MSG_ID_HEADER,
     EventLog,
     NatsConnectError,
     NatsUnavailableError,
     StreamNames,
-    encode,
     with_retry,
 )
-from domain.errors import CatalystError, ConcurrencyError
-from domain.events import Event
+from adapters.nats.fence import FencedOffError, FencedWriter, LeaseLostError, claim_fence
+from domain.errors import CatalystError
 
 log = logging.getLogger("catalyst.lease")
 
+__all__ = ["DEFAULT_TTL", "FencedOffError", "FencedWriter", "Holder", "LeaseLostError",
+           "LeaseTimeoutError", "RoleLease", "ensure_lease_bucket", "lease_bucket"]
+
 DEFAULT_TTL = 3.0  # failover within ~TTL after a holder dies; see docs/services.md
-FENCE_ROOT = "catalyst.ops.fence."
-EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 # The holder gives up this fraction of the TTL early: the server's expiry timer and our
 # monotonic clock tick at slightly different rates, and losing a little early is harmless.
 EARLY = 0.1
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # a KV key and a subject token alike
-
-
-class LeaseLostError(CatalystError):
-    """This instance does not hold the role's lease (or no longer does): stop deciding."""
-
-
-class FencedOffError(LeaseLostError, ConcurrencyError):
-    """The log refused a write because a newer holder has claimed the role since."""
 
 
 class LeaseTimeoutError(CatalystError):
@@ -73,10 +60,6 @@ class LeaseTimeoutError(CatalystError):
 
 def lease_bucket(names: StreamNames) -> str:
     return f"{names.record}_LEASES"
-
-
-def fence_subject(role: str) -> str:
-    return f"{FENCE_ROOT}{role}"
 
 
 def _wrong_last(e: BaseException) -> bool:
@@ -192,6 +175,7 @@ class RoleLease:
         self._deadline = 0.0
         self._expiry: asyncio.TimerHandle | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._renewing = asyncio.Lock()
 
     # --- public ----------------------------------------------------------------------------
 
@@ -241,7 +225,8 @@ class RoleLease:
         self._renewer = asyncio.create_task(self._renew_loop(),
                                             name=f"lease-renew:{self.role}")
         try:
-            self.token = await self._claim_fence()
+            self.token = await claim_fence(self.log, self.role, self.instance,
+                                           (self._epoch, self._acquired_rev))
         except BaseException as e:
             # Never held: a stale acquisition (LeaseLostError) or a failure is no loss.
             await self._stop_renewing()
@@ -263,17 +248,22 @@ class RoleLease:
         if not self._holding:
             raise LeaseLostError(f"role {self.role}: instance {self.instance} does not hold "
                                  f"the lease ({self.lost_reason or 'never acquired'})")
+        async with self._renewing:  # one renewal at a time: each needs the last revision
+            await self._renew()
+
+    async def _renew(self) -> None:
+        if not self._holding:
+            raise LeaseLostError(f"role {self.role}: {self.lost_reason}")
         kv = await self._bucket()
         loop = asyncio.get_running_loop()
         sent = loop.time()
         last, claim = self.revision, self._claim
         value = self._value(claim)
+        left = max(0.01, self._deadline - sent)
         try:
-            rev = await asyncio.wait_for(
-                self._cas(f"renewing lease {self.role}",
-                          lambda: kv.update(self.role, value, last=last), claim,
-                          max(0.01, self._deadline - sent)),
-                max(0.01, self._deadline - sent))
+            rev = await asyncio.wait_for(self._cas(
+                f"renewing lease {self.role}", lambda: kv.update(self.role, value, last=last),
+                claim, left), left)
         except Exception as e:
             if _wrong_last(e):
                 self._lose(f"renewal refused: the key's revision is no longer {last} (the "
@@ -306,7 +296,8 @@ class RoleLease:
         """A writer for this holder's decisions (see FencedWriter)."""
         self.check()
         assert self.token is not None
-        return FencedWriter(self.log, self.role, self.token, self)
+        return FencedWriter(self.log, self.role, self.token, guard=self.check,
+                            on_refused=self._lose)
 
     async def release(self) -> None:
         """Give the role up: a standby takes it within one poll. Not a loss (`lost` stays
@@ -316,11 +307,15 @@ class RoleLease:
         self._holding = False
         self.held.clear()
         if was and rev is not None and self._kv is not None:
-            kv = self._kv
+            kv, claim = self._kv, self._claim
             try:
-                await with_retry(f"releasing lease {self.role}",
-                                 lambda: kv.delete(self.role, last=rev),
-                                 max(1.0, self.ttl))
+                # A renewal cancelled just now may have landed: its revision is ours too.
+                async def delete(revision: int) -> int:
+                    await kv.delete(self.role, last=revision)
+                    return revision
+
+                await self._cas(f"releasing lease {self.role}", lambda: delete(rev), claim,
+                                max(1.0, self.ttl), ours=delete)
             except Exception as e:  # noqa: BLE001 - it lapses by itself within the TTL
                 if not _wrong_last(e):
                     log.warning("lease %s: release failed (%r); it lapses within %.3gs",
@@ -363,10 +358,14 @@ class RoleLease:
                            "claim": claim}).encode()
 
     async def _cas(self, what: str, call: Callable[[], Awaitable[int]], claim: str,
-                   timeout: float) -> int:
-        """A revision-checked write, retried through leader elections. A retry after an
-        attempt whose ack was lost finds the revision moved by that very attempt: when the
-        key carries our claim, the write landed and its revision is ours."""
+                   timeout: float,
+                   ours: Callable[[int], Awaitable[int]] | None = None) -> int:
+        """A revision-checked write, retried through leader elections.
+
+        A retry after an attempt whose ack was lost finds the revision moved by that very
+        attempt: when the key carries our claim, the write landed and its revision is ours.
+        With `ours`, a revision moved by our own earlier write (a renewal cancelled in
+        flight) is ours on the first attempt too: `ours(revision)` writes again against it."""
         attempts = 0
 
         async def once() -> int:
@@ -375,55 +374,24 @@ class RoleLease:
             try:
                 return await call()
             except Exception as e:
-                if attempts > 1 and _wrong_last(e):
-                    kv = await self._bucket()
-                    with contextlib.suppress(Exception):
-                        entry = await kv.get(self.role)
-                        if json.loads(entry.value or b"{}").get("claim") == claim:
-                            return entry.revision or 0
-                raise
+                if not _wrong_last(e) or (attempts == 1 and ours is None):
+                    raise
+                found = await self._revision_of(claim)
+                if found is None:
+                    raise
+                return found if ours is None else await ours(found)
 
         return await with_retry(what, once, timeout)
 
-    async def _claim_fence(self) -> int:
-        """Write this holder's marker on the role's fence subject; its sequence is the token.
-
-        Conditional on the marker it read being still the last one, and refused when that
-        marker belongs to a later acquisition than ours (we stalled between taking the key
-        and fencing, and the key lapsed): markers only ever go forward."""
-        subject = fence_subject(self.role)
-        stream = self.log.names.record
-        mine = (self._epoch, self._acquired_rev)
-        marker = json.dumps({"role": self.role, "instance": self.instance,
-                             "bucket": lease_bucket(self.log.names), "epoch": self._epoch,
-                             "revision": self._acquired_rev}).encode()
-        while True:
-            try:
-                last = await self.log.api(f"last fence marker of {self.role}",
-                                          lambda: self.log.js.get_last_msg(stream, subject))
-            except nats.js.errors.NotFoundError:
-                last = None
-            if last is not None:
-                try:
-                    prev = json.loads(last.data or b"{}")
-                    theirs = (float(prev["epoch"]), int(prev["revision"]))
-                except (ValueError, KeyError, TypeError):
-                    theirs = (0.0, 0)  # not a marker we wrote: nothing to respect
-                if theirs == mine:
-                    return last.seq  # ours, written by an attempt whose ack was lost
-                if theirs > mine:
-                    raise LeaseLostError(
-                        f"fencing: instance {prev.get('instance')} fenced role {self.role} "
-                        f"at sequence {last.seq} from a later acquisition (revision "
-                        f"{theirs[1]}) than ours ({self._acquired_rev})")
-            headers = {EXPECTED_SUBJECT_SEQ: str(last.seq if last else 0),
-                       EXPECTED_SUBJECT: subject,
-                       MSG_ID_HEADER: f"fence:{stream}:{self.role}:{self._epoch}:"
-                                      f"{self._acquired_rev}"}
-            try:
-                return await self.log.publish_raw(subject, marker, headers)
-            except ConcurrencyError:
-                continue  # another marker landed since we looked: judge it
+    async def _revision_of(self, claim: str) -> int | None:
+        """The key's revision when it carries `claim` (None: it does not, or is gone)."""
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(self.role)
+            mine = json.loads(entry.value or b"{}").get("claim") == claim
+        except (nats.js.errors.KeyNotFoundError, ValueError, AttributeError):
+            return None
+        return (entry.revision or 0) if mine else None
 
     def _extend(self, sent: float) -> None:
         self._deadline = sent + self.ttl * (1 - EARLY)
@@ -476,49 +444,3 @@ class RoleLease:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-class FencedWriter:
-    """Publishes one role holder's decisions so that the log refuses them once a newer
-    holder has claimed the role.
-
-    Guarantees: an event published here is stored only if, when the server stores it, the
-    last marker on the role's fence subject is still this holder's (sequence `token`). A
-    newer holder writes its marker before it decides anything, so from that marker on no
-    write of an older holder lands, and every write of an older holder that did land is
-    before it: a new holder that rebuilds its state from the log after acquiring sees all of
-    them. A refused write raises FencedOffError (and marks the lease lost). Publishes are
-    retried through leader elections with the same Nats-Msg-Id, so a write whose ack was
-    lost is not stored twice.
-
-    Does not guarantee: anything about effects outside the log (a broker order, an email):
-    guard those with `lease.check()` and the broker's own idempotency (client_order_id);
-    nor about events published another way. Events go one at a time, in order: if the role
-    is taken over in the middle of `publish_many`, the ones before the new marker are stored
-    and the rest are refused."""
-
-    def __init__(self, event_log: EventLog, role: str, token: int,
-                 lease: RoleLease | None = None) -> None:
-        self.log = event_log
-        self.role = role
-        self.token = token
-        self.lease = lease
-        self.subject = fence_subject(role)
-
-    async def publish(self, event: Event) -> int:
-        if self.lease is not None:
-            self.lease.check()
-        subject, data, headers = encode(event)
-        headers[EXPECTED_SUBJECT_SEQ] = str(self.token)
-        headers[EXPECTED_SUBJECT] = self.subject
-        try:
-            return await self.log.publish_raw(subject, data, headers)
-        except ConcurrencyError:
-            reason = (f"fenced off: a newer holder claimed role {self.role} after fencing "
-                      f"token {self.token}; the log refused {event.type} {event.event_id}")
-            if self.lease is not None:
-                self.lease._lose(reason)
-            raise FencedOffError(f"role {self.role}: {reason}") from None
-
-    async def publish_many(self, events: Iterable[Event]) -> list[int]:
-        return [await self.publish(e) for e in events]

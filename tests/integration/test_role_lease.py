@@ -18,6 +18,7 @@ import pytest
 
 from adapters.nats.embedded import EmbeddedNats
 from adapters.nats.event_log import EventLog, StreamNames
+from adapters.nats.fence import claim_fence
 from adapters.nats.lease import (
     FencedOffError,
     FencedWriter,
@@ -153,6 +154,26 @@ async def test_a_holder_that_renews_into_a_taken_key_reports_lost(logs: Any) -> 
     with pytest.raises(LeaseLostError, match="instance a does not hold the lease"):
         a.check()
     assert b.held.is_set() and not b.lost.is_set()
+    await b.release()
+
+
+async def test_a_holder_stalled_before_fencing_cannot_fence_out_its_successor(
+        logs: Any) -> None:
+    # a took the key, then paused before writing its fence marker; the key lapsed and b
+    # took the role and fenced it. When a wakes up, its marker would fence b out.
+    a = RoleLease(await logs(), "risk", "a", ttl=TTL)
+    b = RoleLease(await logs(), "risk", "b", ttl=TTL, poll_interval=0.05)
+    await a.acquire(timeout=10)
+    stalled_at = (a._epoch, a._acquired_rev)
+    freeze(a)
+    token_b = await b.acquire(timeout=20)
+    with pytest.raises(LeaseLostError, match=rf"role risk: instance b fenced it at sequence "
+                       rf"{token_b} from a later acquisition \(revision \d+\) than ours "
+                       rf"\({stalled_at[1]}\)"):
+        await claim_fence(a.log, "risk", "a", stalled_at)
+    assert await b.writer().publish(decision(1)) > token_b  # b is still the one deciding
+    # A retried claim of b's own marker (its ack lost) finds it rather than writing twice.
+    assert await claim_fence(b.log, "risk", "b", (b._epoch, b._acquired_rev)) == token_b
     await b.release()
 
 
