@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable
 
 import nats.js.errors
 
-from adapters.nats.event_log import EXPECTED_SUBJECT_SEQ, MSG_ID_HEADER, EventLog, encode
+from adapters.nats.event_log import (
+    EXPECTED_SUBJECT_SEQ,
+    MSG_ID_HEADER,
+    EventLog,
+    encode,
+    stream_for,
+)
 from domain.errors import CatalystError, ConcurrencyError
 from domain.events import Event
 
@@ -99,9 +105,11 @@ class FencedWriter:
 
     Does not guarantee: anything about effects outside the log (a broker order, an email):
     guard those with `guard` (RoleLease.check) and the broker's own idempotency
-    (client_order_id); nor anything about events published another way. Events go one at a
-    time, in order: if the role is taken over in the middle of `publish_many`, the ones
-    stored before the new marker stay and the rest are refused.
+    (client_order_id); nor anything about events published another way. `publish_many`
+    sends one atomic batch (stored whole or refused whole); a server without atomic batches
+    gets them one at a time, in order, and a takeover in the middle then keeps the ones
+    stored before the new marker. Only record-stream events can be fenced (the fence
+    subject lives there); market data is refused with ValueError.
 
     `guard`, called before every publish, raises when the holder already knows it lost the
     role (so it does not even ask the server)."""
@@ -117,19 +125,34 @@ class FencedWriter:
         self._on_refused = on_refused
 
     async def publish(self, event: Event) -> int:
+        return (await self.publish_many([event]))[0]
+
+    async def publish_many(self, events: Iterable[Event]) -> list[int]:
+        """Store `events` in order, all or none (one atomic batch), while the fence is ours."""
+        events = list(events)
+        if not events:
+            return []
         if self._guard is not None:
             self._guard()
-        subject, data, headers = encode(event)
-        headers[EXPECTED_SUBJECT_SEQ] = str(self.token)
-        headers[EXPECTED_SUBJECT] = self.subject
+        encoded = []
+        for event in events:
+            subject, data, headers = encode(event)
+            if stream_for(subject, self.log.names) != self.log.names.record:
+                # The check reads the fence subject in the stream the message goes to.
+                raise ValueError(f"{event.type}: a fenced write goes to the record stream, "
+                                 f"where the fence is, not to {subject}")
+            headers[EXPECTED_SUBJECT_SEQ] = str(self.token)
+            headers[EXPECTED_SUBJECT] = self.subject
+            encoded.append((subject, data, headers))
         try:
-            return await self.log.publish_raw(subject, data, headers)
+            if len(encoded) == 1:
+                return [await self.log.publish_raw(*encoded[0])]
+            return await (await self.log.send_encoded(encoded, atomic_min=2)).wait()
         except ConcurrencyError:
+            shown = ", ".join(f"{e.type} {e.event_id}" for e in events[:3])
+            more = f" and {len(events) - 3} more" if len(events) > 3 else ""
             reason = (f"fenced off: a newer holder claimed role {self.role} after fencing "
-                      f"token {self.token}; the log refused {event.type} {event.event_id}")
+                      f"token {self.token}; the log refused {shown}{more}")
             if self._on_refused is not None:
                 self._on_refused(reason)
             raise FencedOffError(f"role {self.role}: {reason}") from None
-
-    async def publish_many(self, events: Iterable[Event]) -> list[int]:
-        return [await self.publish(e) for e in events]

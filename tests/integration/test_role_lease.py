@@ -29,7 +29,7 @@ from adapters.nats.lease import (
 )
 from adapters.nats.local_cluster import LocalCluster
 from domain.events import ScanRequested
-from tests.builders import T0, make
+from tests.builders import T0, bar_event, make
 
 pytestmark = pytest.mark.integration
 
@@ -189,8 +189,18 @@ async def test_release_hands_the_role_over_without_waiting_for_the_ttl(logs: Any
     assert not a.held.is_set() and not a.lost.is_set()  # giving it up is not losing it
     token_b = await asyncio.wait_for(standby, 15)
     assert token_b > token_a
-    with pytest.raises(FencedOffError):
-        await FencedWriter(a.log, "alerts", token_a).publish(decision(1))
+
+    # A decision's events are stored whole or refused whole (one atomic batch).
+    stale = [decision(n) for n in range(4)]
+    with pytest.raises(FencedOffError, match=r"refused ScanRequested .* and 1 more"):
+        await FencedWriter(a.log, "alerts", token_a).publish_many(stale)
+    fresh = [decision(n) for n in range(4)]
+    seqs = await b.writer().publish_many(fresh)
+    assert seqs == list(range(seqs[0], seqs[0] + 4))
+    stored = {e.event.event_id async for e in b.log.read(["catalyst.session.>"])}
+    assert stored == {e.event_id for e in fresh}
+    with pytest.raises(ValueError, match="a fenced write goes to the record stream"):
+        await b.writer().publish(bar_event("AAPL", 0, "1", "1", "1", "1"))
     await b.release()
     assert await b.holder() is None
 
