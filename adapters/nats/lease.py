@@ -10,9 +10,9 @@ and a fence in the event log that refuses a stale holder's writes.
   cannot expire the key before the holder's own deadline. Past that deadline, or as soon as a
   renewal finds the revision moved, the holder's `lost` event is set and it must stop.
 - The fence (adapters/nats/fence.py). Time cannot make a paused process stop writing, so
-  on taking the role the new holder writes a marker on the role's fence subject in the
-  record stream before `acquire` returns, and `writer()` publishes its decisions so that the
-  server refuses them once a newer holder's marker is there.
+  on taking the role the new holder publishes a `RoleClaimed` on the role's fence subject
+  in the record stream before `acquire` returns, and `writer()` publishes its decisions so
+  that the server refuses them once a newer holder's claim is there.
 
 See docs/services.md for what this guarantees and what it does not.
 """
@@ -144,7 +144,7 @@ class RoleLease:
             and stop as soon as `lease.lost` is set ...
         await lease.release()                   # a standby takes over within one poll
 
-    `token` is the sequence of this holder's fence marker in the record stream: it grows
+    `token` is the sequence of this holder's RoleClaimed in the record stream: it grows
     across holders, and it is what the server checks a fenced write against."""
 
     def __init__(self, event_log: EventLog, role: str, instance: str,
@@ -164,7 +164,7 @@ class RoleLease:
         self.held = asyncio.Event()  # set while this instance may decide for the role
         self.lost = asyncio.Event()  # set when it had the role and lost it (not on release)
         self.lost_reason = ""
-        self.token: int | None = None  # the fence marker's sequence (the fencing token)
+        self.token: int | None = None  # its RoleClaimed's sequence (the fencing token)
         self.revision: int | None = None  # the key's revision after the last renewal
         self._on_lost = [on_lost] if on_lost else []
         self._kv: KeyValue | None = None
@@ -235,7 +235,7 @@ class RoleLease:
                 log.info("lease %s: %s; standing by", self.role, e)
                 return False
             raise
-        if not self._holding:  # the TTL ran out while the marker was being written
+        if not self._holding:  # the TTL ran out while the claim was being written
             return False
         self.held.set()
         log.info("lease %s: held by %s (revision %d, fencing token %d)", self.role,

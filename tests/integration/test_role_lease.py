@@ -28,7 +28,7 @@ from adapters.nats.lease import (
     lease_bucket,
 )
 from adapters.nats.local_cluster import LocalCluster
-from domain.events import ScanRequested
+from domain.events import RoleClaimed, ScanRequested
 from tests.builders import T0, bar_event, make
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,8 @@ async def test_a_frozen_holder_is_replaced_and_its_late_writes_are_refused(logs:
     token_a = await a.acquire(timeout=10)
     writer_a = a.writer()
     before = decision(1)
-    assert await writer_a.publish(before) > token_a  # a decides while it holds the role
+    seq_before = await writer_a.publish(before)
+    assert seq_before > token_a  # a decides while it holds the role
 
     standby = asyncio.create_task(b.acquire())
     await asyncio.sleep(TTL)  # the standby polls while the holder renews
@@ -127,6 +128,10 @@ async def test_a_frozen_holder_is_replaced_and_its_late_writes_are_refused(logs:
         await stale.publish(late)
     with pytest.raises(LeaseLostError, match="TTL .* ran out"):
         await writer_a.publish(late)  # through its lease: refused before the server is asked
+    # A retry of a write that landed before the takeover (its ack lost) is refused too: the
+    # server checks the fence before duplicates. It stays stored once, before b's claim.
+    with pytest.raises(FencedOffError):
+        await stale.publish(before)
 
     assert a.lost.is_set() and not a.held.is_set()
 
@@ -135,6 +140,12 @@ async def test_a_frozen_holder_is_replaced_and_its_late_writes_are_refused(logs:
     stored = [e.event.event_id async for e in log_b.read(["catalyst.session.>"])]
     assert before.event_id in stored and late.event_id not in stored
     assert len(stored) == 2
+    # The claims are events in the log: who took the role, when, at which token.
+    claims = [e async for e in log_b.read(["catalyst.ops.>"])]
+    assert [(c.seq, c.subject, c.event.instance) for c in claims] == [  # type: ignore[attr-defined]
+        (token_a, "catalyst.ops.role_claimed.execution", "a"),
+        (token_b, "catalyst.ops.role_claimed.execution", "b")]
+    assert all(isinstance(c.event, RoleClaimed) for c in claims)
     await b.release()
 
 
@@ -159,20 +170,20 @@ async def test_a_holder_that_renews_into_a_taken_key_reports_lost(logs: Any) -> 
 
 async def test_a_holder_stalled_before_fencing_cannot_fence_out_its_successor(
         logs: Any) -> None:
-    # a took the key, then paused before writing its fence marker; the key lapsed and b
-    # took the role and fenced it. When a wakes up, its marker would fence b out.
+    # a took the key, then paused before publishing its claim; the key lapsed and b took
+    # the role and claimed it. When a wakes up, its claim would fence b out.
     a = RoleLease(await logs(), "risk", "a", ttl=TTL)
     b = RoleLease(await logs(), "risk", "b", ttl=TTL, poll_interval=0.05)
     await a.acquire(timeout=10)
     stalled_at = (a._epoch, a._acquired_rev)
     freeze(a)
     token_b = await b.acquire(timeout=20)
-    with pytest.raises(LeaseLostError, match=rf"role risk: instance b fenced it at sequence "
+    with pytest.raises(LeaseLostError, match=rf"role risk: instance b claimed it at sequence "
                        rf"{token_b} from a later acquisition \(revision \d+\) than ours "
                        rf"\({stalled_at[1]}\)"):
         await claim_fence(a.log, "risk", "a", stalled_at)
     assert await b.writer().publish(decision(1)) > token_b  # b is still the one deciding
-    # A retried claim of b's own marker (its ack lost) finds it rather than writing twice.
+    # A retried claim of b's (its ack lost) finds b's claim rather than writing twice.
     assert await claim_fence(b.log, "risk", "b", (b._epoch, b._acquired_rev)) == token_b
     await b.release()
 
