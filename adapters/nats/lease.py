@@ -95,9 +95,11 @@ async def ensure_lease_bucket(log_: EventLog, ttl: float) -> KeyValue:
                 raise NatsConnectError(
                     f"nats.replicas is {log_.replicas} but the NATS server is not a cluster: "
                     "set nats.replicas: 1 for a single server") from None
-            if e.err_code != 10058:  # 10058: another contender created it first
+            if e.err_code != 10058:
                 raise
-    else:
+            # 10058: another contender created it first, with another TTL or replicas.
+            info = await log_.api(f"stream info {stream}", lambda: js.stream_info(stream))
+    if info is not None:
         await _update_bucket(log_, info.config, ttl)
     return await log_.api(f"binding lease bucket {bucket}", lambda: js.key_value(bucket))
 

@@ -30,6 +30,7 @@ from adapters.nats.lease import (
 from adapters.nats.local_cluster import LocalCluster
 from domain.events import RoleClaimed, ScanRequested
 from tests.builders import T0, bar_event, make
+from tests.integration.test_cluster import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,14 +56,6 @@ async def logs(nats_server: EmbeddedNats) -> AsyncIterator[Callable[[], Any]]:
     yield connect
     for log in opened:
         await log.close()
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 def decision(n: int) -> ScanRequested:
