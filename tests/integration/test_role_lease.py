@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -207,6 +208,51 @@ async def test_release_hands_the_role_over_without_waiting_for_the_ttl(logs: Any
         await b.writer().publish(bar_event("AAPL", 0, "1", "1", "1", "1"))
     await b.release()
     assert await b.holder() is None
+
+
+HOLDER_PROCESS = """
+import asyncio, sys
+from adapters.nats.event_log import EventLog, StreamNames
+from adapters.nats.lease import RoleLease
+
+async def main(url, record, md, prefix):
+    log = await EventLog.connect(url, names=StreamNames(record, md), subject_prefix=prefix)
+    lease = RoleLease(log, "execution", "process-a", ttl=float(sys.argv[5]))
+    print("held", await lease.acquire(), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:5]))
+"""
+
+
+async def test_a_standby_takes_the_role_from_a_process_killed_with_sigkill(
+        nats_server: EmbeddedNats) -> None:
+    mine = own_names()
+    names, prefix = mine["names"], mine["subject_prefix"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER_PROCESS, nats_server.url, names.record, names.market_data,
+        prefix, str(TTL), stdout=asyncio.subprocess.PIPE)
+    log = await EventLog.connect(nats_server.url, retry_timeout=30, **mine)
+    standby = RoleLease(log, "execution", "process-b", ttl=TTL)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line.startswith(b"held "), line
+        token_a = int(line.split()[1])
+        assert (await standby.holder()).instance == "process-a"  # type: ignore[union-attr]
+        proc.kill()  # kill -9: no release, no goodbye
+        await proc.wait()
+        token_b = await standby.acquire(timeout=30)
+        assert token_b > token_a
+        assert (await standby.holder()).instance == "process-b"  # type: ignore[union-attr]
+        with pytest.raises(FencedOffError):
+            await FencedWriter(log, "execution", token_a).publish(decision(1))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await standby.release()
+        await log.close()
 
 
 async def test_a_holder_cut_off_from_the_server_knows_when_its_ttl_runs_out(
