@@ -325,8 +325,16 @@ class RoleLease:
             log.info("lease %s: released by %s", self.role, self.instance)
 
     async def holder(self) -> Holder | None:
-        """Who holds the role now, as the bucket says (None: nobody)."""
-        kv = await self._bucket()
+        """Who holds the role now, as the bucket says (None: nobody). A read: it never
+        creates the bucket."""
+        kv = self._kv
+        if kv is None:
+            bucket = lease_bucket(self.log.names)
+            try:
+                kv = await self.log.api(f"binding lease bucket {bucket}",
+                                        lambda: self.log.js.key_value(bucket))
+            except nats.js.errors.BucketNotFoundError:
+                return None
         try:
             entry = await self.log.api(f"reading lease {self.role}", lambda: kv.get(self.role))
         except nats.js.errors.KeyNotFoundError:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import uuid4
 
+import nats.js.errors
 import pytest
 
 from adapters.nats.embedded import EmbeddedNats
@@ -75,6 +76,9 @@ async def test_of_two_contenders_exactly_one_holds_the_role(logs: Any) -> None:
     a = RoleLease(await logs(), "risk", "a", ttl=TTL)
     b = RoleLease(await logs(), "risk", "b", ttl=TTL)
     try:
+        assert await a.holder() is None  # a read: it does not create the bucket
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await a.log.js.stream_info(f"KV_{lease_bucket(a.log.names)}")
         won = await asyncio.gather(a.try_acquire(), b.try_acquire())
         assert sorted(won) == [False, True]
         holder, other = (a, b) if won[0] else (b, a)
