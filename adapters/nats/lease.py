@@ -15,6 +15,10 @@ and a fence in the event log that refuses a stale holder's writes.
   that the server refuses them once a newer holder's claim is there.
 
 See docs/services.md for what this guarantees and what it does not.
+
+Past ~400 lines: `RoleLease` is one state machine (standby, holding, held, lost) whose
+transitions share the deadline, the renewal task and the expiry timer; split, the rule
+that every path out of "held" sets `lost` exactly once would live in several places.
 """
 
 from __future__ import annotations
