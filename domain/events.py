@@ -490,6 +490,18 @@ class RunStarted(Event):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+@event("catalyst.ops.role_claimed")
+class RoleClaimed(Event):
+    """An instance took a stateful role (adapters/nats/lease.py, docs/services.md). Stored
+    on `catalyst.ops.role_claimed.<role>`, the role's fence subject: its holder's decisions
+    are stored only while this is the last event there. Stamped by the wall clock."""
+
+    role: str
+    instance: str
+    lease_epoch: float  # the lease bucket's creation time (its revisions restart with it)
+    lease_revision: int  # the revision of the lease key this instance created
+
+
 # --- decoding ------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # Stamped by wall clocks or operators, not by the data: they never move a window's phase.
 OUT_OF_BAND = frozenset({"RunStarted", "ConfigChanged", "ConfigRejected",
-                         "HandlerCrashLooping"})
+                         "HandlerCrashLooping", "RoleClaimed"})
 
 
 BEFORE, IN, AFTER = 0, 1, 2

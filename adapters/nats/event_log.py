@@ -95,9 +95,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (*TRANSIENT, nats.errors.NoServersError)):
         return True
     if isinstance(exc, nats.js.errors.APIError):
-        if exc.code == 503 or exc.err_code in TRANSIENT_API_CODES:
+        # getattr: nats-py's key-value errors (KeyWrongLastSequenceError) skip APIError's
+        # __init__ and carry no code at all.
+        code, err_code = getattr(exc, "code", None), getattr(exc, "err_code", None)
+        if code == 503 or err_code in TRANSIENT_API_CODES:
             return True
-        text = (exc.description or "").lower()
+        text = (getattr(exc, "description", None) or "").lower()
         return "temporarily unavailable" in text or "leader" in text or "offline" in text
     return False
 
@@ -521,13 +524,20 @@ class EventLog:
         if orders is not None:
             for (_, _, headers), n in zip(encoded, orders, strict=True):
                 headers[ORDER_HEADER] = str(n)
+        return await self.send_encoded(encoded)
+
+    async def send_encoded(self, encoded: Sequence[tuple[str, bytes, dict[str, str]]],
+                           atomic_min: int = ATOMIC_MIN) -> PendingPublish:
+        """`send_many` for messages already encoded (`encode`, plus headers of the caller's,
+        such as a fence check): runs of `atomic_min` or more for one stream go as one atomic
+        batch, which the server stores whole or not at all."""
         pending = PendingPublish(self, encoded)
         groups: dict[str, list[int]] = {}
         for i, (subject, _, _) in enumerate(encoded):
             groups.setdefault(stream_for(subject, self.names), []).append(i)
         try:
             for idx in groups.values():
-                if self.atomic and len(idx) >= ATOMIC_MIN:
+                if self.atomic and len(idx) >= atomic_min:
                     for start in range(0, len(idx), ATOMIC_MAX):
                         chunk = idx[start:start + ATOMIC_MAX]
                         if start:

@@ -34,6 +34,7 @@ from domain.events import (
     OrderSubmitted,
     PositionClosed,
     ReconciliationDiscrepancyFound,
+    RoleClaimed,
     SessionEnded,
     SessionStarted,
     SignalGenerated,
@@ -233,6 +234,16 @@ def test_alerts_of_a_simulated_session_say_so() -> None:
     assert only(run(alerter, [sim])).context["simulated"] is True
     assert only(run(alerter, [crash(1)])).context["simulated"] is True
     assert "simulated" not in only(run(Alerter(), [session_started(0)])).context
+
+
+def test_a_role_claimed_under_catalyst_ops_is_passed_by() -> None:
+    # The alerter consumes catalyst.ops.>, where every takeover of a role records its
+    # RoleClaimed (adapters/nats/fence.py): nothing to tell a trader, nothing to fail on.
+    claimed = make(RoleClaimed, 1, role="execution", instance="host-2:4711",
+                   lease_epoch=1.7e9, lease_revision=12)
+    alerter = Alerter()
+    assert len(run(alerter, [session_started(0)])) == 1
+    assert run(alerter, [claimed]) == []
 
 
 def failed(alert_id: str, channel: str, retry: bool, kind: str = "daily_loss_warning",
