@@ -334,6 +334,10 @@ class Nats(Strict):
     # Connecting, creating streams and consumers, and JetStream API calls retry through
     # leader elections and node restarts for this long, then fail with a clear error.
     retry_timeout_seconds: float = Field(120, gt=0, le=3600)
+    # `catalyst serve`: how long a stateful role's lease outlives its holder's last renewal
+    # (the failover time after a kill). Shorter than a leader election (4-9 s), a node loss
+    # can move a role too: safe (writes are fenced), but a failover.
+    lease_ttl_seconds: float = Field(3.0, ge=0.5, le=300)
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None

@@ -298,29 +298,52 @@ def _serve_options(host: str, port: int) -> Any:
 
 @app.command("serve")
 def serve_cmd(
-    role: Annotated[str, typer.Option("--role", help="What this process runs: api (the "
-                                      "HTTP API and dashboard against the live log).")],
+    role: Annotated[str, typer.Option("--role", help="What this process runs, comma-separated: "
+                                      "ingest (market data and news), session (scheduler, "
+                                      "session handler), strategy (scanner, strategy), risk "
+                                      "(risk guard, positions, daily P&L), execution "
+                                      "(executor, broker, order updates, reconciliation, "
+                                      "emergency stop), alerts (alerter, delivery), api "
+                                      "(HTTP API and dashboard).")],
     host: Annotated[str, typer.Option("--host", help="Address the API binds to.")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port of the API.")] = 8080,
-    run: Annotated[str | None, typer.Option("--run", help="Serve a simulation run's log "
-                                            "(id or 'latest') instead of the live one.")]
+    run: Annotated[str | None, typer.Option("--run", help="api only: serve a simulation "
+                                            "run's log (id or 'latest') instead of the live "
+                                            "one.")]
     = None,
     config_dir: ConfigDir = None,
     log_format: LogFormat = None,
 ) -> None:
-    """Run one role of the system as a service. Roles: `api` (more come later)."""
-    from adapters.api.server import ROLES
+    """Run roles of the system as a service against a shared NATS server or cluster.
 
-    if role not in ROLES:
-        raise fail(f"unknown role {role!r}; available roles: {', '.join(ROLES)}")
+    A stateful role (session, strategy, risk, execution, alerts) has one active instance: a
+    second process with it waits as a standby and takes over when the first one's lease
+    lapses. `catalyst run` is every role in one process. Exit 75 when a lease is lost."""
+    from adapters.runtime.roles import UnknownRole, parse_roles
+
+    try:
+        roles = parse_roles(role)
+    except UnknownRole as e:
+        raise fail(str(e)) from None
     settings = settings_or_exit(config_dir, log_format)
     options = _serve_options(host, port)
-    from adapters.api.server import serve_role
-    from adapters.nats.connection import default_store
+    if roles == ("api",):
+        from adapters.api.server import serve_role
+        from adapters.nats.connection import default_store
 
-    store = default_store(settings, run) if run else settings.trading.nats.store_dir
-    run_async(serve_role(role, settings, store, options, console, live=run is None))
+        store = default_store(settings, run) if run else settings.trading.nats.store_dir
+        run_async(serve_role("api", settings, store, options, console, live=run is None))
+        return
+    if run:
+        raise fail("--run serves a simulation's log to the api role only")
+    from adapters.runtime.serve import EXIT_LEASE_LOST, LeaseLost, serve_roles
+
+    try:
+        run_async(serve_roles(roles, settings, console, config_dir, options))
+    except LeaseLost as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(EXIT_LEASE_LOST) from None
 
 
 @app.command("backtest")

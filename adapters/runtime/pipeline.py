@@ -194,22 +194,9 @@ class Pipeline:
             ev = queue.popleft()
         await recorder.maybe_flush()
 
-    def decide_only(self, event: Event, recorded: bool = False) -> None:
-        """Dispatch an event to its handlers and record what they decide, without
-        dispatching that further here: in a process running some of the roles, every
-        handler takes events in the log's order, its own decisions included, exactly as a
-        verification re-runs them."""
-        if not recorded:
-            self.recorder.add(event)
-        for obs in self.observers:
-            obs(event)
-        settings = self.settings.current
-        self.dispatched += 1
-        for h in self._route(event)[0]:
-            for out in h.handle(event, settings):
-                self.recorder.add(out)
-                for obs in self.observers:
-                    obs(out)
+    def handlers_for(self, event: Event) -> list[Handler]:
+        """The handlers `event` is dispatched to, in order."""
+        return self._route(event)[0]
 
     async def submit_many(self, events: Iterable[Event]) -> None:
         for ev in events:

@@ -43,6 +43,7 @@ from adapters.broker.translate import (
 from adapters.nats.event_log import MD_PREFIX, Consumer, EventLog, Retry, log_context
 from adapters.runtime.composition import AlertEffect, BrokerEffect, build_handlers
 from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.roles import HANDLERS
 from adapters.runtime.sequencer import CONSUMER, Sequencer, _ack_floor, guard_handlers
 from adapters.runtime.simulation import XnysCalendar
 from config.settings import Settings
@@ -116,6 +117,7 @@ class Services:
     broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # None: every role (`catalyst run`); else the roles of `catalyst serve --role`.
     roles: tuple[str, ...] | None = None
+    leases: dict[str, Any] = field(default_factory=dict)  # role -> RoleLease, held
     sequencer: Sequencer | None = None  # made by start() when handlers run here
     _handler_failures: dict[str, int] = field(default_factory=dict)
 
@@ -123,15 +125,22 @@ class Services:
         """Whether this process runs `role` (every role, in `catalyst run`)."""
         return self.roles is None or role in self.roles
 
-    async def record(self, events: Sequence[Event]) -> None:
-        """An input from this process: through the sequencer when it runs here, else
-        straight to the log (an ingest-only process)."""
+    async def record(self, events: Sequence[Event], role: str | None = None) -> None:
+        """An input from this process (`role`'s, fenced by its lease among services):
+        through the sequencer when handlers run here, else straight to the log."""
         if not events:
             return
         if self.sequencer is not None:
-            await self.sequencer.submit(events)
+            await self.sequencer.submit(events, role)
         else:
             await self.log.publish_many(events)
+
+    def check_lease(self, role: str) -> None:
+        """Before an act outside the log (a broker order, an email): raises LeaseLostError
+        when this instance no longer holds `role`."""
+        lease = self.leases.get(role)
+        if lease is not None:
+            lease.check()
 
     async def start(self) -> None:
         settings = self.holder.current
@@ -147,6 +156,9 @@ class Services:
             self.sequencer = await Sequencer.open(self.log, self.holder, self.handlers,
                                                   self.clock(), name=name,
                                                   whole_system=whole)
+            # Each decision is fenced by the lease of the role that made it.
+            self.sequencer.writers = {r: lease.writer() for r, lease in self.leases.items()}
+            self.sequencer.role_of = {n: r for r in self.roles or () for n in HANDLERS.get(r, ())}
         plans: list[_ConsumerPlan] = []
         on_broker: Callable[[Event], Awaitable[list[Event]]] | None = None
         broker_effect: BrokerEffect | None = None
@@ -163,6 +175,7 @@ class Services:
 
             async def on_broker(ev: Event) -> list[Event]:
                 async with self.broker_lock:  # one broker action at a time, in log order
+                    self.check_lease("execution")
                     try:
                         out = await effect.on_event(ev, self.holder.current)
                     except BrokerUnavailable as e:
@@ -170,7 +183,7 @@ class Services:
                         # keep it in the log and try again (its client_order_id makes that
                         # safe).
                         raise Retry(f"broker unreachable: {e}", delay=2.0) from None
-                await self.record(out)
+                await self.record(out, "execution")
                 return []
 
             effects_history: list[tuple[datetime, int, int, Event]] = []
@@ -201,7 +214,7 @@ class Services:
             assert executor is not None
             if self.reconcile:
                 # Before the update stream: its fills must find the order's references.
-                await self.record(await self.adopt_in_flight(executor))
+                await self.record(await self.adopt_in_flight(executor), "execution")
             self._spawn("broker_updates", self._pump_trade_updates_from_log)
             event = getattr(self.broker, "caught_up", None)
             if event is not None:
@@ -219,12 +232,12 @@ class Services:
             if self.reconcile:
                 # Adopt the broker's positions only once its missed updates are in the log,
                 # or a fill made while we were down would be counted twice.
-                await self.record(await self.reconciliation(adopt=caught_up))
+                await self.record(await self.reconciliation(adopt=caught_up), "execution")
             # The broker's account at start, so the risk guard sizes against it from the
             # first signal (then after every fill and every minute: BrokerEffect).
             async with self.broker_lock:
                 start_snapshot = await broker_effect.account_snapshot(now=self.clock())
-            await self.record(start_snapshot)
+            await self.record(start_snapshot, "execution")
         if self.market_data is not None and self.runs("ingest"):
             self._spawn("market_data", self._pump_market_data)
         if self.schedule and self.runs("session"):
@@ -236,9 +249,10 @@ class Services:
 
         async def on_alert(ev: Event) -> list[Event]:
             delivery.settings = self.holder.current  # recipients follow a config reload
+            self.check_lease("alerts")
             out = await alert_effect.on_event(ev, self.holder.current)
             delay = delivery.retry_delay(out) if isinstance(ev, AlertRaised) else None
-            await self.record(out)
+            await self.record(out, "alerts")
             if delay is not None:
                 # The failure is recorded; the alert stays unacked: the log redelivers it.
                 raise Retry(f"alert {ev.alert_id} delivery failed; retry", delay)
@@ -276,7 +290,7 @@ class Services:
                 ev = self.holder.reload(self.clock())
                 return [ev] if ev is not None else []
 
-            await self.sequencer.submit_computed(reload)
+            await self.sequencer.submit_computed(reload, "session")
 
     async def _resume_unfinished_stop(
         self, on_broker: Callable[[Event], Awaitable[list[Event]]]
@@ -573,7 +587,7 @@ class Services:
             events = [e for e in self.service.translate(update, "broker")
                       if e.event_id not in recorded]
             if events:
-                await self.record(events)
+                await self.record(events, "execution")
 
     async def _emergency_watch(self) -> None:
         """An emergency stop not yet confirmed flat is driven again every second."""
@@ -584,18 +598,27 @@ class Services:
                 async with self.broker_lock:  # never alongside another broker action
                     events = await self.service.check_pending()
                 if events:
-                    await self.record(events)
+                    await self.record(events, "execution")
+
+    async def _market_input(self, events: Sequence[Event]) -> None:
+        """Market data is nobody's decision and cannot be fenced: among services it goes
+        straight to the log (any number of ingest instances may run), and every role's
+        sequencer takes it from there."""
+        if self.roles is None:
+            await self.record(events)
+        elif events:
+            await self.log.publish_many(events)
 
     async def _pump_market_data(self) -> None:
         symbols = list(self.holder.current.trading.market_data.symbols)
         now = self.clock()
         daily = await self.market_data.get_bars(symbols, "1Day", now - timedelta(days=60), now)
-        await self.record([bar_event(b, b.timestamp + timedelta(days=1), "md")
-                                     for b in daily if b.timestamp.date() < now.date()])
+        await self._market_input([bar_event(b, b.timestamp + timedelta(days=1), "md")
+                                  for b in daily if b.timestamp.date() < now.date()])
         news_task = asyncio.create_task(self._poll_news(symbols))
         try:
             async for b in self.market_data.stream_bars(symbols):
-                await self.record(
+                await self._market_input(
                     [bar_event(b, b.timestamp + timedelta(minutes=1), "md")])
         finally:
             news_task.cancel()
@@ -606,7 +629,7 @@ class Services:
             now = self.clock()
             try:
                 for h in await self.market_data.get_news(symbols, since, now):
-                    await self.record(news_events(h, "md"))
+                    await self._market_input(news_events(h, "md"))
                 since = now
             except Exception as e:  # noqa: BLE001 - news is best effort; retry next minute
                 log.warning("news poll failed: %s", e)
@@ -629,7 +652,8 @@ class Services:
             await self.record([SessionStartRequested(
                 event_id=uuid5(NAMESPACE_URL, f"scheduler:start:{day}"),
                 type="SessionStartRequested", occurred_at=max(now, session.open),
-                correlation_id=f"session-{day}", requested_by="scheduler", session_date=day)])
+                correlation_id=f"session-{day}", requested_by="scheduler", session_date=day)],
+                "session")
             # Tick from the next minute on: started (or restarted) late, the minutes already
             # gone are not replayed as if they were now (no burst of stale scans).
             minute = max(session.open + timedelta(minutes=1), _next_minute(self.clock()))
@@ -640,7 +664,7 @@ class Services:
                 await self.record([ClockTicked(
                     event_id=uuid5(NAMESPACE_URL, f"scheduler:tick:{minute.isoformat()}"),
                     type="ClockTicked", occurred_at=minute, correlation_id=f"session-{day}",
-                    session_date=day)])
+                    session_date=day)], "session")
                 minute += timedelta(minutes=1)
 
     async def stop(self) -> None:

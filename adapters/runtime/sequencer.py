@@ -92,6 +92,11 @@ class Sequencer:
         self.recorder = Recorder(event_log)
         self.recorder.order = last_order  # stamps go on from the log's last one
         self.recorder.stamp = whole_system
+        # Services: what each handler's decisions are fenced by (its role's writer, see
+        # adapters.nats.fence), and the events of the unit in hand with their role.
+        self.role_of: dict[str, str] = {}
+        self.writers: dict[str, Any] = {}
+        self._unit: list[tuple[str | None, Event]] = []
         # Every id dispatched here or rebuilt from the log: the consumer of other processes'
         # events skips ours when the log hands them back, and an input submitted twice (a
         # restarted scheduler's start request, a broker update backfilled again) is dropped.
@@ -172,25 +177,57 @@ class Sequencer:
         self.consumers.clear()
         self.running = False
 
-    async def submit(self, events: Iterable[Event]) -> None:
+    async def submit(self, events: Iterable[Event], role: str | None = None) -> None:
         """Dispatch `events` (in order, each with everything it causes) and record them;
-        returns once stored. An id already known here is dropped."""
+        returns once stored. An id already known here is dropped. `role`: whose input it
+        is (its writes are fenced by that role's lease, among services)."""
         batch = list(events)
         if batch:
-            await self._enqueue(lambda: batch, recorded=False)
+            await self._enqueue(lambda: batch, recorded=False, role=role)
 
-    async def submit_computed(self, compute: Compute) -> None:
+    async def submit_computed(self, compute: Compute, role: str | None = None) -> None:
         """Like `submit`, for inputs that must be computed at their dispatch position: a
         config reload swaps the settings in force exactly where its ConfigChanged is
         recorded, so nothing before it is decided under the new settings."""
-        await self._enqueue(compute, recorded=False)
+        await self._enqueue(compute, recorded=False, role=role)
 
     async def _from_log(self, event: Event) -> list[Event]:
         if event.event_id not in self.known:
             await self._enqueue(lambda: (event,), recorded=True)
         return []
 
-    async def _enqueue(self, compute: Compute, recorded: bool) -> None:
+    def _decide_here(self, ev: Event, recorded: bool, role: str | None) -> None:
+        """Among services: `ev` to this process's handlers, their decisions recorded and not
+        dispatched further here; every handler takes events in the log's order, its own
+        decisions included, exactly as a verification re-runs them."""
+        self.known.add(ev.event_id)
+        if not recorded:
+            self._unit.append((role, ev))
+        settings = self.holder.current
+        for h in self.pipeline.handlers_for(ev):
+            for out in h.handle(ev, settings):
+                self.known.add(out.event_id)
+                self._unit.append((self.role_of.get(h.name, role), out))
+
+    async def _write_unit(self) -> None:
+        unit, self._unit = self._unit, []
+        i = 0
+        while i < len(unit):
+            # Runs of one role go together, through that role's fence when it has one.
+            role = unit[i][0]
+            j = i
+            while j < len(unit) and unit[j][0] == role:
+                j += 1
+            events = [ev for _, ev in unit[i:j]]
+            writer = self.writers.get(role) if role is not None else None
+            if writer is not None:
+                await writer.publish_many(events)
+            else:
+                await self.log.publish_many(events)
+            i = j
+
+    async def _enqueue(self, compute: Compute, recorded: bool, role: str | None = None
+                       ) -> None:
         if not self.running:
             raise RuntimeError("the sequencer is not running")
         # One unit at a time, in the order submitters arrive (asyncio.Lock is FIFO); the
@@ -204,8 +241,11 @@ class Sequencer:
                     if self.whole_system:
                         await self.pipeline.submit(ev, recorded=recorded)
                     else:
-                        self.pipeline.decide_only(ev, recorded=recorded)
-                await self.recorder.flush()
+                        self._decide_here(ev, recorded, role)
+                if self.whole_system:
+                    await self.recorder.flush()
+                else:
+                    await self._write_unit()
             except Exception:
                 log.exception("sequencer: dispatch failed")
                 raise
