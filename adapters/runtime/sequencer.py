@@ -145,6 +145,7 @@ class Sequencer:
 
     _record_start: int | None = None
     _inbox: Any = None
+    _md: Consumer | None = None
 
     async def start(self, md_subjects: Sequence[str] = ("catalyst.md.>",),
                     inbox: bool = True) -> None:
@@ -163,9 +164,10 @@ class Sequencer:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await self.log.api(f"deleting consumer {md_name}",
                                    lambda: self.log.js.delete_consumer(stream, md_name))
-            self.consumers.append(await self.log.consume(
+            self._md = await self.log.consume(
                 md_name, list(md_subjects), self._from_log, stream=stream,
-                max_ack_pending=4096, deliver_new=True))
+                max_ack_pending=4096, deliver_new=True)
+            self.consumers.append(self._md)
 
     async def stop(self) -> None:
         if self._inbox is not None:
@@ -192,9 +194,27 @@ class Sequencer:
         await self._enqueue(compute, recorded=False, role=role)
 
     async def _from_log(self, event: Event) -> list[Event]:
-        if event.event_id not in self.known:
-            await self._enqueue(lambda: (event,), recorded=True)
+        if event.event_id in self.known:
+            return []
+        if not self.whole_system and self._md is not None \
+                and not event.subject.startswith("catalyst.md."):
+            # Among services, a decision another process made on a bar is stored after that
+            # bar: take the bars already stored first, as a verification merges them (by
+            # time, market data first), so this process decides on what that one saw.
+            await self._md_caught_up()
+        await self._enqueue(lambda: (event,), recorded=True)
         return []
+
+    async def _md_caught_up(self, patience: float = 2.0) -> None:
+        assert self._md is not None
+        # Bounded: an ordering nicety must never stall a decision (NATS away, a flood).
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(patience):
+                while True:
+                    info = await self._md.info()
+                    if not info.num_pending and not info.num_ack_pending:
+                        return
+                    await asyncio.sleep(0.005)
 
     def _decide_here(self, ev: Event, recorded: bool, role: str | None) -> None:
         """Among services: `ev` to this process's handlers, their decisions recorded and not
