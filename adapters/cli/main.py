@@ -312,6 +312,10 @@ def serve_cmd(
                                             "run's log (id or 'latest') instead of the live "
                                             "one.")]
     = None,
+    scheduler: Annotated[bool, typer.Option(
+        "--scheduler/--no-scheduler", help="session role: publish the market-hours schedule "
+        "(the open, a tick a minute); off, sessions start only on request (`session start`, "
+        "the API, a feed of your own).")] = True,
     config_dir: ConfigDir = None,
     log_format: LogFormat = None,
 ) -> None:
@@ -340,7 +344,8 @@ def serve_cmd(
     from adapters.runtime.serve import EXIT_LEASE_LOST, LeaseLost, serve_roles
 
     try:
-        run_async(serve_roles(roles, settings, console, config_dir, options))
+        run_async(serve_roles(roles, settings, console, config_dir, options,
+                              schedule=scheduler))
     except LeaseLost as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(EXIT_LEASE_LOST) from None

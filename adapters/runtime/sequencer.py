@@ -37,6 +37,7 @@ import nats.js.errors
 
 from adapters.nats.event_log import Consumer, EventLog, StoredEvent
 from adapters.nats.inbox import serve_inbox
+from adapters.nats.log_source import MARKERS
 from adapters.runtime.config_watcher import SettingsHolder
 from adapters.runtime.pipeline import Pipeline, Recorder, routes
 from domain.events import Event
@@ -55,13 +56,15 @@ Compute = Callable[[], Sequence[Event]]
 def merge_streams(record: Sequence[StoredEvent], md: Sequence[StoredEvent]
                   ) -> list[StoredEvent]:
     """Both streams in dispatch order: by the stamps where both carry one, else by time
-    (market data first on a tie, as the log reader merges them)."""
+    (market data first on a tie, markers at once: as the log reader merges them)."""
     out: list[StoredEvent] = []
     i = j = 0
     while i < len(record) and j < len(md):
         r, m = record[i], md[j]
         if m.order is not None and r.order is not None:
             md_first = m.order < r.order
+        elif r.event.type in MARKERS:
+            md_first = False
         else:
             md_first = m.event.occurred_at <= r.event.occurred_at
         if md_first:
@@ -101,8 +104,10 @@ class Sequencer:
         # events skips ours when the log hands them back, and an input submitted twice (a
         # restarted scheduler's start request, a broker update backfilled again) is dropped.
         self.known: set[UUID] = set()
+        # The latest time of the data decided on (CATALYST_CLOCK=data: adapters.runtime.serve).
+        self.data_time: datetime | None = None
         self.pipeline = Pipeline(holder, self.handlers, recorder=self.recorder,
-                                 observers=[lambda ev: self.known.add(ev.event_id)])
+                                 observers=[self._saw])
         self._lock = asyncio.Lock()
         self.running = False
         self.consumers: list[Consumer] = []
@@ -134,7 +139,7 @@ class Sequencer:
         seq = cls(event_log, holder, handlers, last_order, name, whole_system)
         for stored in history:
             ev = stored.event
-            seq.known.add(ev.event_id)
+            seq._saw(ev)
             for h in seq.handlers:
                 if routes(h.subjects, stored.subject):
                     h.rebuild((ev,))
@@ -194,7 +199,10 @@ class Sequencer:
         await self._enqueue(compute, recorded=False, role=role)
 
     async def _from_log(self, event: Event) -> list[Event]:
-        if event.event_id in self.known:
+        if self.whole_system and event.event_id in self.known:
+            # Dispatched here already (ours, come back). Among services, what this process
+            # decided comes back too and goes to its other handlers now, at its place in the
+            # log (the one that decided it skips it by id).
             return []
         if not self.whole_system and self._md is not None \
                 and not event.subject.startswith("catalyst.md."):
@@ -216,17 +224,22 @@ class Sequencer:
                         return
                     await asyncio.sleep(0.005)
 
+    def _saw(self, ev: Event) -> None:
+        self.known.add(ev.event_id)
+        if ev.type not in MARKERS and (self.data_time is None or ev.occurred_at > self.data_time):
+            self.data_time = ev.occurred_at
+
     def _decide_here(self, ev: Event, recorded: bool, role: str | None) -> None:
         """Among services: `ev` to this process's handlers, their decisions recorded and not
         dispatched further here; every handler takes events in the log's order, its own
         decisions included, exactly as a verification re-runs them."""
-        self.known.add(ev.event_id)
+        self._saw(ev)
         if not recorded:
             self._unit.append((role, ev))
         settings = self.holder.current
         for h in self.pipeline.handlers_for(ev):
             for out in h.handle(ev, settings):
-                self.known.add(out.event_id)
+                self._saw(out)
                 self._unit.append((self.role_of.get(h.name, role), out))
 
     async def _write_unit(self) -> None:
@@ -256,7 +269,7 @@ class Sequencer:
         async with self._lock:
             try:
                 for ev in compute():
-                    if ev.event_id in self.known:
+                    if ev.event_id in self.known and not (recorded and not self.whole_system):
                         continue
                     if self.whole_system:
                         await self.pipeline.submit(ev, recorded=recorded)

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,8 +38,9 @@ log = logging.getLogger("catalyst.serve")
 EXIT_LEASE_LOST = 75
 
 
-class LeaseLost(CatalystError):
-    """This instance no longer holds a role it ran: it stopped deciding."""
+class LeaseLost(Exception):  # noqa: N818 - the name says what happened
+    """This instance no longer holds a role it ran: it stopped deciding. (Not a
+    CatalystError: the CLI turns it into its own exit status, 75.)"""
 
 
 def instance_id() -> str:
@@ -47,8 +49,8 @@ def instance_id() -> str:
 
 async def serve_roles(roles: tuple[str, ...], settings: Settings, console: Console,
                       config_dir: Any = None, api_options: Any = None,
-                      stop: asyncio.Event | None = None, lease_ttl: float | None = None
-                      ) -> None:
+                      stop: asyncio.Event | None = None, lease_ttl: float | None = None,
+                      schedule: bool = True) -> None:
     """Run `roles` until SIGINT/SIGTERM (or `stop`); raises LeaseLost when a lease goes."""
     from adapters.nats.connection import open_event_log
 
@@ -103,7 +105,8 @@ async def serve_roles(roles: tuple[str, ...], settings: Settings, console: Conso
             handlers = handlers_for(roles, every)
             services = Services(SettingsHolder(settings, config_dir), event_log, broker,
                                 handlers, market_data=market_data, roles=roles,
-                                leases=dict(leases))
+                                leases=dict(leases), schedule=schedule,
+                                clock=_clock(settings, lambda: services))
             await services.start()
             api = None
             if "api" in roles and api_options is not None:
@@ -129,6 +132,29 @@ async def serve_roles(roles: tuple[str, ...], settings: Settings, console: Conso
             for lease in leases.values():
                 with contextlib.suppress(Exception):
                     await lease.release()
+
+
+# CATALYST_CLOCK=data: before any data, the clock stands here (a start's account snapshot
+# then sorts before the day it is replayed into).
+DATA_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _clock(settings: Settings, services: Callable[[], Services]) -> Callable[[], datetime]:
+    """The wall clock; with CATALYST_CLOCK=data, the time of the latest data decided on:
+    for a recorded day replayed at speed against a paper venue (tests/chaos), where what
+    a process stamps (a delivery result, an account snapshot) must sit with the data it
+    follows, not hours after it. Never with live money."""
+    if os.environ.get("CATALYST_CLOCK", "wall") != "data":
+        return lambda: datetime.now(UTC)
+    if settings.trading.broker.mode == "live":
+        raise CatalystError("CATALYST_CLOCK=data replays recorded data; it is refused with "
+                            "live trading")
+
+    def clock() -> datetime:
+        seq = services().sequencer
+        return (seq.data_time if seq is not None else None) or DATA_EPOCH
+
+    return clock
 
 
 async def _until(stop: asyncio.Event, aw: Any) -> None:
