@@ -37,6 +37,24 @@ class ServeOptions:
     port: int = 8080
 
 
+@dataclass
+class ApiLauncher:
+    """How a run puts the API beside itself. The CLI builds one and hands it to the
+    runtime, which calls it without importing this package (the runtime sits below the
+    API in the layering)."""
+
+    options: ServeOptions
+
+    async def beside_simulation(self, event_log: EventLog, pipeline: Any, holder: Any,
+                                console: Any) -> SimulationApi:
+        return await SimulationApi.start(self.options, event_log, pipeline, holder, console)
+
+    async def beside_live(self, event_log: EventLog, settings: Callable[[], Settings],
+                          mode: str, broker: str, console: Any) -> RunningApi:
+        return await start_api(event_log, LogSink(event_log), settings, self.options, mode,
+                               broker, console=console)
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

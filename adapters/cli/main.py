@@ -263,7 +263,7 @@ def run(
         raise fail(f"{switch} needs ALPACA_API_KEY and ALPACA_SECRET_KEY, and live trading "
                    "needs both --live and broker.mode: live; refusing to run a simulation "
                    "instead")
-    options = _serve_options(host, port) if serve else None
+    options = _api_launcher(host, port) if serve else None
     if settings.trading.broker.effective_kind == "sim":
         summary = run_async(runtime.run_simulated(settings, config_dir, day=day, speed=speed,
                                                   console=console, metrics_port=metrics_port,
@@ -294,6 +294,13 @@ def _serve_options(host: str, port: int) -> Any:
     if not 0 <= port <= 65535:
         raise fail(f"--port {port}: use 1-65535")
     return ServeOptions(host, port)
+
+
+def _api_launcher(host: str, port: int) -> Any:
+    """What a run calls to serve the API beside itself (the runtime imports no API)."""
+    from adapters.api.server import ApiLauncher
+
+    return ApiLauncher(_serve_options(host, port))
 
 
 @app.command("serve")
@@ -344,7 +351,8 @@ def serve_cmd(
     from adapters.runtime.serve import EXIT_LEASE_LOST, LeaseLost, serve_roles
 
     try:
-        run_async(serve_roles(roles, settings, console, config_dir, options,
+        run_async(serve_roles(roles, settings, console, config_dir,
+                              _api_launcher(host, port) if "api" in roles else None,
                               schedule=scheduler))
     except LeaseLost as e:
         err.print(f"[red]error:[/] {e}")

@@ -173,7 +173,7 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
                         serve: Any = None) -> RunSummary:
     """One full session on the bundled data: embedded NATS, simulated broker, local mail.
 
-    `serve` (adapters.api.server.ServeOptions): the HTTP API and dashboard beside the run,
+    `serve` (adapters.api.server.ApiLauncher): the HTTP API and dashboard beside the run,
     kept up after the day ends until Ctrl-C (the summary is printed when the day ends)."""
     from adapters.nats.connection import mark_latest_run, open_event_log, run_store
     from config.loader import ConfigError
@@ -212,9 +212,7 @@ async def run_simulated(settings: Settings, config_dir: Path | None, day: str | 
         pipeline, _ = build_sim_pipeline(settings, holder, recorder, [summary.observe])
         api = None
         if serve is not None:
-            from adapters.api.server import SimulationApi
-
-            api = await SimulationApi.start(serve, log, pipeline, holder, console)
+            api = await serve.beside_simulation(log, pipeline, holder, console)
         if metrics_port:
             from adapters.runtime.metrics import Metrics, start_metrics_server
 

@@ -794,12 +794,9 @@ async def run_services(settings: Settings, config_dir: Path | None, console: Con
         services = Services(holder, event_log, broker, handlers, market_data=market_data)
         await services.start()
         api = None
-        if serve is not None:  # the HTTP API and dashboard (adapters.api), same log
-            from adapters.api.commands import LogSink
-            from adapters.api.server import start_api
-
-            api = await start_api(event_log, LogSink(event_log), lambda: holder.current, serve,
-                                  mode, broker.name, console=console)
+        if serve is not None:  # the HTTP API and dashboard (an ApiLauncher), same log
+            api = await serve.beside_live(event_log, lambda: holder.current, mode,
+                                          broker.name, console)
         try:
             await stop.wait()
         finally:

@@ -109,12 +109,9 @@ async def serve_roles(roles: tuple[str, ...], settings: Settings, console: Conso
                                 clock=_clock(settings, lambda: services))
             await services.start()
             api = None
-            if "api" in roles and api_options is not None:
-                from adapters.api.commands import LogSink
-                from adapters.api.server import start_api
-
-                api = await start_api(event_log, LogSink(event_log), lambda: settings,
-                                      api_options, "service", broker_name, console=console)
+            if "api" in roles and api_options is not None:  # an ApiLauncher (adapters.api)
+                api = await api_options.beside_live(event_log, lambda: settings, "service",
+                                                    broker_name, console)
             console.print(f"[bold]Catalyst[/] serving {', '.join(roles)}; Ctrl-C to stop")
             try:
                 await _first(stop.wait(), lost.wait())

@@ -84,7 +84,10 @@ def test_a_day_driven_through_the_api_replays_with_no_divergence(tmp_path: Path)
 def test_serve_knows_its_roles_and_needs_a_log(tmp_path: Path) -> None:
     r = catalyst(tmp_path, "serve", "--role", "scanner")
     assert r.returncode == 1
-    assert "unknown role 'scanner'; available roles: api" in r.stderr
+    assert ("unknown role 'scanner'; available: ingest, session, strategy, risk, execution, "
+            "alerts, api") in r.stderr
+    r = catalyst(tmp_path, "serve", "--role", "risk")
+    assert r.returncode == 1 and "services share one NATS server" in r.stderr
     r = catalyst(tmp_path, "serve", "--role", "api", "--port", "0")
     assert r.returncode == 1 and "no event log at" in r.stderr
     r = catalyst(tmp_path, "run", "--serve", "--port", "0",

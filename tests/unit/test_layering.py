@@ -74,7 +74,7 @@ RANK = {"cli": 3, "api": 3, "audit": 2, "runtime": 1,
 # cannot grow unseen: the runtime hosts the API beside a run (`run --serve`) by importing it;
 # the API should be handed to the runtime by the CLI instead.
 ALLOWED_ARROWS = {("cli", "api")}
-KNOWN_DEBT = {("runtime", "api")}
+KNOWN_DEBT: set[tuple[str, str]] = set()
 
 
 def our_modules() -> dict[str, Path]:
