@@ -352,7 +352,7 @@ def _money(v: Decimal) -> str:
 async def run_live(settings: Settings, config_dir: Path | None,
                    console: Console | None = None, metrics_port: int | None = None,
                    serve: Any = None) -> None:
-    from adapters.runtime.realtime import run_services
+    from adapters.runtime.live import run_services
 
     await run_services(settings, config_dir, console or Console(), metrics_port=metrics_port,
                        serve=serve)

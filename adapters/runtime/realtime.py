@@ -8,73 +8,50 @@ the sequencer as an input: the broker effect (one message at a time), alert deli
 retry while SMTP is down, so the queue lives in the log). Also here: the broker's
 order-update stream, live market data, the market-hours scheduler, reconciliation at start
 and the config watcher, all feeding the sequencer.
+
+Past ~400 lines: `Services.start` wires the sequencer, the effects' consumers and the
+background loops in the one order a restart is safe in (rebuild, effects, reconciliation
+after the update stream caught up, then the feeds); the pieces live in sequencer.py,
+reconcile.py and feeds.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import uuid4
 
 import nats.js.errors
-from rich.console import Console
-from rich.panel import Panel
 
 from adapters.alerts.delivery import AlertDelivery
 from adapters.broker.execution import ExecutionService
 from adapters.broker.port import BrokerPort, BrokerUnavailable
 from adapters.broker.sim import SimulatedBroker
-from adapters.broker.translate import (
-    FeedLedger,
-    OrderRefs,
-    catch_up,
-    ledger_from_log,
-    trade_update_to_events,
-)
 from adapters.nats.event_log import MD_PREFIX, Consumer, EventLog, Retry, log_context
-from adapters.runtime.composition import AlertEffect, BrokerEffect, build_handlers
+from adapters.runtime.composition import AlertEffect, BrokerEffect
 from adapters.runtime.config_watcher import SettingsHolder
+from adapters.runtime.feeds import pump_market_data, run_schedule
+from adapters.runtime.reconcile import Reconciler
 from adapters.runtime.roles import HANDLERS
 from adapters.runtime.sequencer import CONSUMER, Sequencer, _ack_floor, guard_handlers
-from adapters.runtime.simulation import XnysCalendar
 from config.settings import Settings
-from domain.calendar import NEW_YORK as XNYS_TZ
 from domain.events import (
     AlertRaised,
-    BarReceived,
-    ClockTicked,
     EmergencyStopTriggered,
     Event,
     HandlerCrashLooping,
-    NewsReceived,
-    OrderApproved,
-    OrderCanceled,
-    OrderFilled,
-    OrderPartiallyFilled,
-    OrderRejected,
-    OrderSubmitted,
-    ReconciliationDiscrepancyFound,
-    SessionStartRequested,
 )
-from domain.values import Bar, Headline, Side
 from handlers.base import Handler
-from handlers.executor import Executor, SubmitOrder
-from projections.positions import PositionsProjection
+from handlers.executor import Executor
 
 log = logging.getLogger("catalyst.services")
 
 Clock = Callable[[], datetime]
-# What the broker's update stream records (translate.py); their ids derive from broker facts.
-_BROKER_UPDATES = (OrderFilled, OrderPartiallyFilled, OrderCanceled)
 
 
 def utc_now() -> datetime:
@@ -386,8 +363,10 @@ class Services:
                     flagged.discard(c.name)
 
     async def _pump_trade_updates_from_log(self) -> None:
-        since, recorded, ledger = await self._recorded_broker_updates()
-        await self._pump_trade_updates(since, recorded, ledger)
+        assert self.service is not None
+        await Reconciler(self.log, self.broker, self.service, self.holder,
+                         self.clock).pump_trade_updates(
+            lambda events: self.record(events, "execution"))
 
     async def _ack_floor(self, stream: str, name: str) -> int | None:
         return await _ack_floor(self.log, stream, name)
@@ -395,199 +374,13 @@ class Services:
     # --- around the handlers ---------------------------------------------------------------
 
     async def adopt_in_flight(self, executor: Executor) -> list[Event]:
-        """Orders in flight at a hard stop (approved and sent, the submission never
-        recorded) are ours: their client_order_id derives from a recorded approval. Each one
-        the broker holds is recorded as submitted, with the event (and id) the executor
-        would have emitted, so reconciliation does not take it for a stranger and its fills
-        resolve to our order. An approval the broker does not know is left to the executor
-        (its consumer redelivers it)."""
         assert self.service is not None
-        approvals: dict[str, OrderApproved] = {}
-        outcome: set[str] = set()
-        async for stored in self.log.read(["catalyst.order.approved",
-                                           "catalyst.order.submitted",
-                                           "catalyst.order.rejected"]):
-            ev = stored.event
-            if isinstance(ev, OrderApproved):
-                approvals[ev.client_order_id] = ev
-            elif isinstance(ev, OrderSubmitted | OrderRejected):
-                outcome.add(ev.client_order_id)
-        out: list[Event] = []
-        for coid, approval in approvals.items():
-            if coid in outcome:
-                continue
-            try:
-                order = await self.broker.get_order_by_client_id(coid)
-            except Exception as e:  # noqa: BLE001 - the executor's redelivery covers it
-                log.warning("could not look up order %s in flight at the last stop: %s",
-                            coid, e)
-                continue
-            if order is None:
-                continue
-            for cmd in executor.commands_for(approval, self.holder.current):
-                if isinstance(cmd, SubmitOrder):
-                    log.warning("order %s was sent before the last stop but not recorded; "
-                                "adopting it as submitted", coid)
-                    out.append(self.service.submitted(cmd, order))
-        return out
-
-    async def _missing_broker_fills(self, events: list[Event], symbols: set[str]
-                                    ) -> list[Event]:
-        """Fills the broker reports on orders this log sent, beyond what the log holds, for
-        `symbols`: recorded as the update stream would have (same ids, the broker's own
-        prices), so a position difference is explained at the real fill price."""
-        if not symbols:
-            return []
-        ledger = ledger_from_log(events)
-        refs = OrderRefs()
-        starts = []
-        for ev in events:
-            if isinstance(ev, OrderSubmitted):
-                refs.record_submitted(ev)
-                if ev.symbol in symbols:
-                    starts.append(ev.occurred_at)
-        if not starts:
-            return []
-        # The orders to read are the ones sent for these symbols; a week at most.
-        since = max(min(starts), self.clock() - timedelta(days=7))
-        try:
-            listing = await self.broker.list_orders_since(since)
-        except Exception as e:  # noqa: BLE001 - reported, not fatal
-            log.error("reconciliation: could not list the broker's orders: %s", e)
-            return []
-        ours = [o for o in listing if o.symbol in symbols and o.id in ledger.known]
-        out: list[Event] = []
-        for update in catch_up(ours, ledger, None):
-            out += trade_update_to_events(update, correlation_id="reconciliation", refs=refs)
-        return [e for e in out if isinstance(e, OrderFilled | OrderPartiallyFilled)]
+        return await Reconciler(self.log, self.broker, self.service, self.holder,
+                                self.clock).adopt_in_flight(executor)
 
     async def reconciliation(self, adopt: bool = False) -> list[Event]:
-        """Broker vs the log at start. The broker is the truth for what exists (positions,
-        open orders); the log is the truth for why. Each difference is recorded; with
-        `adopt`, a position difference is also booked as a reconciliation fill, so the
-        projections and the risk guard work from what the broker really holds."""
-        positions = PositionsProjection()
-        submitted: dict[str, str] = {}  # client_order_id -> symbol, entries we sent
-        approved: set[str] = set()  # client_order_ids of our approvals
-        done: set[str] = set()  # entries the log says are no longer open
-        events: list[Event] = []
-        async for stored in self.log.read(["catalyst.order.>"]):
-            ev = stored.event
-            events.append(ev)
-            positions.rebuild([ev])
-            if isinstance(ev, OrderApproved):
-                approved.add(ev.client_order_id)
-            elif isinstance(ev, OrderSubmitted):
-                submitted[ev.client_order_id] = ev.symbol
-            elif isinstance(ev, OrderRejected) or (
-                isinstance(ev, OrderFilled | OrderCanceled) and ev.leg is None
-            ):
-                done.add(ev.client_order_id)
-        recorded = {v.symbol: v for v in positions.snapshot()}
-        try:
-            at_broker = {p.symbol: p for p in await self.broker.list_positions()}
-            open_orders = await self.broker.list_open_orders()
-        except Exception as e:  # noqa: BLE001 - reported, not fatal
-            log.error("reconciliation: broker unreachable: %s", e)
-            return []
-        now = self.clock()
-        out: list[Event] = []
-
-        def found(kind: str, symbol: str, broker: str, recorded: str, resolution: str) -> None:
-            out.append(ReconciliationDiscrepancyFound(
-                event_id=uuid5(NAMESPACE_URL, f"reconcile:{now.date()}:{kind}:{symbol}:"
-                                              f"{broker}:{recorded}"),
-                type="ReconciliationDiscrepancyFound", occurred_at=now,
-                correlation_id="reconciliation", kind=kind, symbol=symbol, broker=broker,
-                recorded=recorded, resolution=resolution))
-
-        def differing() -> set[str]:
-            return {s for s in set(recorded) | set(at_broker)
-                    if (recorded[s].qty if s in recorded else Decimal(0))
-                    != (at_broker[s].qty if s in at_broker else Decimal(0))}
-
-        explained: dict[str, list[Event]] = {}
-        if adopt:
-            # First the broker's own fills on orders we sent (their real prices); only what
-            # they leave unexplained is booked at an estimated price below.
-            for fill in await self._missing_broker_fills(events, differing()):
-                explained.setdefault(fill.symbol, []).append(fill)  # type: ignore[attr-defined]
-                positions.rebuild([fill])
-            recorded = {v.symbol: v for v in positions.snapshot()}
-        for symbol in sorted(set(recorded) | set(at_broker) | set(explained)):
-            rec = recorded[symbol].qty if symbol in recorded else Decimal(0)
-            brk = at_broker[symbol].qty if symbol in at_broker else Decimal(0)
-            if symbol in explained:
-                fills = explained[symbol]
-                before = rec - sum(
-                    (f.qty if f.side is Side.BUY else -f.qty for f in fills),  # type: ignore[attr-defined]
-                    Decimal(0))
-                found("position", symbol, format(brk, "f"), format(before, "f"),
-                      "recorded the broker's fills the log missed, at their own prices: "
-                      + ", ".join(f"{f.side} {f.qty} @ {f.price}"  # type: ignore[attr-defined]
-                                  for f in fills))
-                out.extend(fills)
-            if rec == brk:
-                continue
-            if not adopt:
-                found("position", symbol, format(brk, "f"), format(rec, "f"),
-                      "broker quantity is the truth; not adopted (updates not caught up); "
-                      "review the log for why")
-                continue
-            price = _adoption_price(at_broker.get(symbol), recorded.get(symbol))
-            found("position", symbol, format(brk, "f"), format(rec, "f"),
-                  f"adopted the broker's quantity with a reconciliation fill of "
-                  f"{format(brk - rec, 'f')} at {price}; review the log for why")
-            out.append(_reconciliation_fill(out[-1], symbol, brk - rec, price))
-        open_entries = {o.client_order_id: o for o in open_orders if o.parent_id is None}
-        for coid, o in sorted(open_entries.items()):
-            if coid not in submitted and coid not in approved:  # ours if we approved it
-                found("order", o.symbol, f"open {o.side} {o.qty} ({o.id})", "unknown",
-                      "an order this system did not send is open at the broker; left as "
-                      "it is for a person to review")
-        for coid, symbol in sorted(submitted.items()):
-            if coid not in done and coid not in open_entries:
-                found("order", symbol, "not open", f"open ({coid})",
-                      "the broker's state is taken; its fills and cancels are backfilled "
-                      "from the order-update stream")
-        return out
-
-    async def _recorded_broker_updates(self) -> tuple[datetime | None, set[UUID], FeedLedger]:
-        """The broker time of the last order event in the log, the ids of the broker
-        updates already recorded, and per broker order what the log already holds (its
-        cumulative filled quantity and average price). The update stream backfills from
-        that time and records only what goes beyond the ledger, so what happened while this
-        process was down is recorded once after a restart (JetStream drops a repeated id
-        only within its window, and a partial fill's rest has an id of its own)."""
-        since: datetime | None = None
-        recorded: set[UUID] = set()
-        events: list[Event] = []
-        async for stored in self.log.read(["catalyst.order.>"]):
-            ev = stored.event
-            events.append(ev)
-            if isinstance(ev, (*_BROKER_UPDATES, OrderRejected)):
-                # (a rejection the stream reported is listed again by every backfill of a
-                # known order: its id must be known to be skipped)
-                recorded.add(ev.event_id)
-            if isinstance(ev, (OrderSubmitted, *_BROKER_UPDATES)):  # broker-clock times
-                since = ev.occurred_at if since is None else max(since, ev.occurred_at)
-        return since, recorded, ledger_from_log(events)
-
-    async def _pump_trade_updates(self, since: datetime | None, recorded: set[UUID],
-                                  ledger: FeedLedger | None = None) -> None:
-        assert self.service is not None
-        # Only brokers with a stream of their own get here (not the simulated one); the
-        # Alpaca adapter's `trade_updates(since, ledger)` first lists what changed since
-        # then and compares it with what the log holds.
-        options: dict[str, Any] = {"since": since}
-        if "ledger" in inspect.signature(self.broker.trade_updates).parameters:
-            options["ledger"] = ledger  # (a port without it still gets the cursor)
-        updates = self.broker.trade_updates(**options)
-        async for update in updates:
-            events = [e for e in self.service.translate(update, "broker")
-                      if e.event_id not in recorded]
-            if events:
-                await self.record(events, "execution")
+        return await Reconciler(self.log, self.broker, self.service, self.holder,
+                                self.clock).reconciliation(adopt)
 
     async def _emergency_watch(self) -> None:
         """An emergency stop not yet confirmed flat is driven again every second."""
@@ -611,61 +404,10 @@ class Services:
 
     async def _pump_market_data(self) -> None:
         symbols = list(self.holder.current.trading.market_data.symbols)
-        now = self.clock()
-        daily = await self.market_data.get_bars(symbols, "1Day", now - timedelta(days=60), now)
-        await self._market_input([bar_event(b, b.timestamp + timedelta(days=1), "md")
-                                  for b in daily if b.timestamp.date() < now.date()])
-        news_task = asyncio.create_task(self._poll_news(symbols))
-        try:
-            async for b in self.market_data.stream_bars(symbols):
-                await self._market_input(
-                    [bar_event(b, b.timestamp + timedelta(minutes=1), "md")])
-        finally:
-            news_task.cancel()
-
-    async def _poll_news(self, symbols: list[str]) -> None:
-        since = self.clock() - timedelta(hours=12)
-        while True:
-            now = self.clock()
-            try:
-                for h in await self.market_data.get_news(symbols, since, now):
-                    await self._market_input(news_events(h, "md"))
-                since = now
-            except Exception as e:  # noqa: BLE001 - news is best effort; retry next minute
-                log.warning("news poll failed: %s", e)
-            await asyncio.sleep(60)
+        await pump_market_data(self.market_data, symbols, self.clock, self._market_input)
 
     async def _scheduler(self) -> None:
-        """09:30 New York: SessionStartRequested; then a ClockTicked every minute."""
-        cal = XnysCalendar()
-        while True:
-            now = self.clock()
-            day = now.astimezone(XNYS_TZ).date()
-            session = cal.session(day)
-            if session is None or now >= session.close:
-                await self.sleep(min(300.0, _seconds_to_next_day(now)))
-                continue
-            if now < session.open:
-                log.warning("waiting for the open at %s", session.open.astimezone(XNYS_TZ))
-                await self.sleep(min(60.0, (session.open - now).total_seconds()))
-                continue
-            await self.record([SessionStartRequested(
-                event_id=uuid5(NAMESPACE_URL, f"scheduler:start:{day}"),
-                type="SessionStartRequested", occurred_at=max(now, session.open),
-                correlation_id=f"session-{day}", requested_by="scheduler", session_date=day)],
-                "session")
-            # Tick from the next minute on: started (or restarted) late, the minutes already
-            # gone are not replayed as if they were now (no burst of stale scans).
-            minute = max(session.open + timedelta(minutes=1), _next_minute(self.clock()))
-            while minute <= session.close:
-                wait = (minute - self.clock()).total_seconds()
-                if wait > 0:
-                    await self.sleep(wait)
-                await self.record([ClockTicked(
-                    event_id=uuid5(NAMESPACE_URL, f"scheduler:tick:{minute.isoformat()}"),
-                    type="ClockTicked", occurred_at=minute, correlation_id=f"session-{day}",
-                    session_date=day)], "session")
-                minute += timedelta(minutes=1)
+        await run_schedule(self.clock, self.sleep, lambda evs: self.record(evs, "session"))
 
     async def stop(self) -> None:
         if self.sequencer is not None:
@@ -679,137 +421,3 @@ class Services:
             await c.stop()
         with contextlib.suppress(Exception):
             await self.broker.close()
-
-
-def _next_minute(now: datetime) -> datetime:
-    floor = now.replace(second=0, microsecond=0)
-    return floor if floor == now else floor + timedelta(minutes=1)
-
-
-def _seconds_to_next_day(now: datetime) -> float:
-    local = now.astimezone(XNYS_TZ)
-    nxt = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), XNYS_TZ)
-    return max(1.0, (nxt - local).total_seconds())
-
-
-def _adoption_price(at_broker: Any, recorded: Any) -> Decimal:
-    """The price a reconciliation fill is booked at: the broker's average entry when it
-    holds the position, else its last price, else our own average (P&L unknown: zero)."""
-    if at_broker is not None and at_broker.avg_entry_price:
-        return Decimal(at_broker.avg_entry_price)
-    if at_broker is not None and at_broker.current_price:
-        return Decimal(at_broker.current_price)
-    avg = getattr(recorded, "avg_entry_price", None)
-    return Decimal(avg) if avg else Decimal("0.01")
-
-
-def _reconciliation_fill(cause: Event, symbol: str, delta: Decimal, price: Decimal
-                         ) -> OrderFilled:
-    """The log adopts what the broker holds: a fill for the difference, caused by the
-    discrepancy it resolves, so every projection and the risk guard see the broker's truth."""
-    qty = abs(delta)
-    return OrderFilled.caused_by(
-        cause, 0, "reconciliation", order_id=f"reconcile-{symbol}-{cause.event_id}",
-        client_order_id=f"reconcile-{cause.event_id}", broker_order_id="",
-        fill_id=f"reconcile-{cause.event_id}", symbol=symbol,
-        side=Side.BUY if delta > 0 else Side.SELL, qty=qty, price=price, filled_qty=qty)
-
-
-def bar_event(b: Bar, at: datetime, correlation: str) -> BarReceived:
-    return BarReceived(
-        event_id=uuid5(NAMESPACE_URL, f"md:bar:{b.symbol}:{b.timeframe}:{b.timestamp}"),
-        type="BarReceived", occurred_at=at, correlation_id=correlation, symbol=b.symbol, bar=b)
-
-
-def news_events(h: Headline, correlation: str) -> list[NewsReceived]:
-    return [NewsReceived(
-        event_id=uuid5(NAMESPACE_URL, f"md:news:{h.id}:{s}"), type="NewsReceived",
-        occurred_at=h.created_at, correlation_id=correlation, symbol=s, headline=h)
-        for s in h.symbols]
-
-
-def build_broker(settings: Settings) -> BrokerPort:
-    b = settings.trading.broker
-    if b.effective_kind == "alpaca":
-        from adapters.broker.alpaca import AlpacaBroker
-
-        return AlpacaBroker(b)
-    return SimulatedBroker.from_settings(b.sim)
-
-
-async def run_services(settings: Settings, config_dir: Path | None, console: Console,
-                       stop: asyncio.Event | None = None,
-                       metrics_port: int | None = None, serve: Any = None) -> None:
-    """`catalyst run` with Alpaca keys: paper (or guarded live) trading in real time."""
-    from adapters.nats.connection import open_event_log
-
-    broker = build_broker(settings)
-    check_keys = getattr(broker, "check_keys", None)
-    if check_keys is not None:
-        # Before anything starts: wrong keys are a refusal to run, not a runtime that
-        # waits, logs and trades on with every order rejected.
-        try:
-            await check_keys()
-        except Exception:
-            with contextlib.suppress(Exception):
-                await broker.close()
-            raise
-    mode = settings.trading.broker.mode
-    if mode == "live":
-        console.print(Panel.fit(
-            "[bold white on red] LIVE TRADING [/] orders go to Alpaca LIVE with REAL MONEY.\n"
-            f"Limits: daily loss ${settings.limits.max_daily_loss_usd}, "
-            f"{settings.limits.max_positions} positions, "
-            f"${settings.limits.max_position_size_usd} per position.",
-            border_style="red"))
-    else:
-        console.print(f"[bold]Catalyst[/] {broker.name} trading; Ctrl-C to stop")
-    market_data = None
-    if settings.trading.market_data.source != "bundled" and settings.trading.broker.has_keys:
-        from adapters.market_data.alpaca import AlpacaMarketData
-
-        market_data = AlpacaMarketData.from_settings(settings)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    async with open_event_log(settings, announce=True) as event_log:
-        holder = SettingsHolder(settings, config_dir)
-        handlers = build_handlers(settings, broker.name)
-        run_id = f"{mode}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
-        from adapters.runtime.run_record import run_started
-
-        await event_log.publish(run_started(run_id, mode, settings, handlers, broker.name,
-                                            datetime.now(UTC)))
-        lag_task = None
-        if metrics_port:
-            from adapters.runtime.metrics import Metrics, start_metrics_server
-
-            metrics = Metrics()
-            for h in handlers:  # count and time every handler call, as in-process runs do
-                h.handle = metrics._timed(h.name, h.handle)  # type: ignore[method-assign]
-            start_metrics_server(metrics_port, metrics)
-            lag_task = asyncio.create_task(metrics.poll_consumer_lag(event_log))
-        services = Services(holder, event_log, broker, handlers, market_data=market_data)
-        await services.start()
-        api = None
-        if serve is not None:  # the HTTP API and dashboard (an ApiLauncher), same log
-            api = await serve.beside_live(event_log, lambda: holder.current, mode,
-                                          broker.name, console)
-        try:
-            await stop.wait()
-        finally:
-            if api is not None:
-                await api.stop()
-            if lag_task is not None:
-                lag_task.cancel()
-            await services.stop()
-            if market_data is not None:
-                with contextlib.suppress(Exception):
-                    await market_data.close()
-        # Stopped with alerts undelivered: say so, and fail on a CRITICAL nobody received.
-        from adapters.alerts.pending import check_pending, pending_in_log
-
-        check_pending(await pending_in_log(holder.current, event_log), console, None)
-

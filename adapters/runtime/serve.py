@@ -27,7 +27,8 @@ from rich.console import Console
 from adapters.nats.lease import RoleLease
 from adapters.runtime.composition import build_handlers
 from adapters.runtime.config_watcher import SettingsHolder
-from adapters.runtime.realtime import Services, build_broker
+from adapters.runtime.live import build_broker
+from adapters.runtime.realtime import Services
 from adapters.runtime.roles import SINGLE_ACTIVE, handlers_for, leased
 from adapters.runtime.run_record import run_started
 from config.settings import Settings
