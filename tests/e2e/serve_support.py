@@ -59,6 +59,16 @@ class Served:
                 return
         raise AssertionError(f"no {text!r} in the output:\n{''.join(self.output)[-3000:]}")
 
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ctrl-C, then kill -9 if it has not ended within `timeout`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     def interrupt(self, timeout: float = 30.0) -> int:
         self.proc.send_signal(signal.SIGINT)
         code = self.proc.wait(timeout)
@@ -96,13 +106,7 @@ def serving(cwd: Path, *args: str, token: str | None = TOKEN,
         served.url = m.group(1)
         yield served
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        served.stop(20)
 
 
 def chromium_paths() -> tuple[str, str] | None:

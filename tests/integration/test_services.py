@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -70,13 +69,7 @@ def service(tmp_path: Path, cfg: Path, fake: FakeAlpaca, role: str) -> Iterator[
     try:
         yield served
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        served.stop(30)
 
 
 def signal_for(symbol: str, n: int) -> SignalGenerated:
