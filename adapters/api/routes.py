@@ -29,6 +29,7 @@ from adapters.api import commands, models
 from adapters.api.auth import HOW_TO_SET, RateLimiter, Tokens
 from adapters.api.readmodel import Published, ReadModel, Subscriber
 from adapters.nats.event_log import EventLog
+from adapters.nats.inbox import NoSystemListening
 from adapters.runtime.pipeline import subject_matches
 from config.settings import Settings
 from domain.calendar import NEW_YORK
@@ -90,6 +91,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   "running Catalyst; start a session, stop everything, resume trading. "
                   "POSTs and /events/stream need `Authorization: Bearer <token>`.")
     app.state.ctx = ctx
+
+    @app.exception_handler(NoSystemListening)
+    async def _no_system(_: Request, e: NoSystemListening) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=503)
+
     metrics = ctx.model.metrics
     requests = Counter("catalyst_api_requests", "HTTP requests served by the API.",
                        ["method", "route", "status"], registry=metrics.registry)

@@ -171,20 +171,18 @@ def events_tail(
 # --- session -------------------------------------------------------------------------------
 
 
-def _publish(settings: Settings, event: Any) -> str:
-    """Hand `event` to the running system; says where it went."""
+def _publish(settings: Settings, event: Any) -> None:
+    """Hand `event` to the running system's sequencer (recorded once this returns)."""
     from adapters.nats.connection import live_system, open_event_log
     from adapters.nats.inbox import submit_command
 
-    async def main() -> str:
+    async def main() -> None:
         # Only a running system is addressed: a finished run's log is closed, and no store is
         # created for a system that is not there.
         async with open_event_log(settings, live_system(settings)) as log:
-            seq = await submit_command(log, event)
-        # Through the running sequencer, or (none answering) straight to the log.
-        return "recorded by the running system" if seq is None else f"seq {seq}"
+            await submit_command(log, event)
 
-    return run_async(main())
+    run_async(main())
 
 
 @session_app.command("start")
@@ -196,8 +194,8 @@ def session_start(config_dir: ConfigDir = None) -> None:
     ev = SessionStartRequested(event_id=uuid4(), type="SessionStartRequested",
                                occurred_at=datetime.now(UTC), correlation_id="manual",
                                requested_by=f"cli:{getpass.getuser()}")
-    where = _publish(settings, ev)
-    console.print(f"published SessionStartRequested {ev.event_id} ({where})")
+    _publish(settings, ev)
+    console.print(f"SessionStartRequested {ev.event_id} recorded by the running system")
 
 
 @app.command("resume")
@@ -216,8 +214,8 @@ def resume(
     ev = TradingResumed(event_id=uuid4(), type="TradingResumed", occurred_at=datetime.now(UTC),
                         correlation_id="manual", resumed_by=by or getpass.getuser(),
                         reason=reason)
-    where = _publish(settings, ev)
-    console.print(f"[green]trading resumed[/] by {ev.resumed_by}: {reason} ({where})")
+    _publish(settings, ev)
+    console.print(f"[green]trading resumed[/] by {ev.resumed_by}: {reason} (recorded)")
 
 
 # --- run and backtest ----------------------------------------------------------------------

@@ -786,15 +786,16 @@ class Consumer:
         if existing is None:
             await api(f"creating {what}", lambda: js.add_consumer(self.stream, config=cfg))
         else:
-            # Resume where it stopped. Only the subjects may change (a new release); the
-            # deliver policy of an existing consumer is fixed by the server.
+            # Resume where it stopped. Only the subjects and the ack wait may change (a new
+            # release); the deliver policy of an existing consumer is fixed by the server.
             old = existing.config
             wanted = sorted(self.subjects)
             have = sorted(old.filter_subjects or ([old.filter_subject] if old.filter_subject
                                                   else []))
-            if wanted != have:
+            if wanted != have or old.ack_wait != self.ack_wait:
                 old.filter_subject = cfg.filter_subject
                 old.filter_subjects = cfg.filter_subjects
+                old.ack_wait = self.ack_wait
                 await api(f"updating {what}", lambda: js.add_consumer(self.stream, config=old))
         self.sub = await api(f"binding {what}", lambda: js.pull_subscribe_bind(
             durable=self.name, stream=self.stream, pending_msgs_limit=-1, pending_bytes_limit=-1
@@ -856,7 +857,7 @@ class Consumer:
             await self._dead_letter(msg, str(e))
             return
         try:
-            outputs = await self.on_event(event)
+            outputs = await self._working(msg, self.on_event(event))
             if outputs:
                 await self.log.publish_many(outputs)
         except Retry as r:
@@ -877,6 +878,22 @@ class Consumer:
         await _quiet(msg.ack())
         self.stats.processed += 1
         self.stats.last_stream_seq = meta.sequence.stream
+
+    async def _working(self, msg: Msg, work: Awaitable[list[Event]]) -> list[Event]:
+        """Run `work`, telling the server the message is in progress every third of the
+        ack wait: a slow handler (a broker call retried through an outage) keeps its
+        message, while the ack wait stays short, so a message left by a process that died
+        is redelivered within seconds."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.ack_wait / 3)
+                if done:
+                    return task.result()
+                await _quiet(msg.in_progress())
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         self.stats.dead_lettered += 1

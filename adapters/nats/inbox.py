@@ -6,8 +6,9 @@ runtime's own writes; sent here, the running sequencer records it itself, stampe
 dispatch position, so `replay --verify` re-runs it exactly where it was decided.
 
 The subject is a core NATS request subject outside every stream (nothing is stored unless
-the sequencer records it). No responder means no running real-time system: the caller falls
-back to publishing to the log, where a system started later picks it up.
+the sequencer records it). No responder means no running real-time system: the command is
+refused with a clear error (published to the log instead, the next start would take it as
+history and nobody would decide it).
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ from domain.events import Event, EventDecodeError
 
 log = logging.getLogger("catalyst.inbox")
 
-INBOX_SUBJECT = "catalyst.inbox.submit"
+INBOX_SUBJECT = "catalyst.inbox"
+
+
+def inbox_subject(event_log: EventLog) -> str:
+    """Per log (its record stream's name), so systems sharing a server never answer for
+    each other."""
+    return f"{event_log.subject_prefix}{INBOX_SUBJECT}.{event_log.names.record}"
 
 
 class InboxRefused(CatalystError):
     """The running system answered, and did not take the event (the reason is its)."""
+
+
+class NoSystemListening(CatalystError):
+    """No running real-time system answers the inbox."""
 
 
 async def serve_inbox(event_log: EventLog,
@@ -51,16 +62,15 @@ async def serve_inbox(event_log: EventLog,
             return
         await msg.respond(json.dumps({"ok": True, "event_id": str(event.event_id)}).encode())
 
-    return await event_log.nc.subscribe(event_log.subject_prefix + INBOX_SUBJECT,
-                                        cb=on_request)
+    return await event_log.nc.subscribe(inbox_subject(event_log), cb=on_request)
 
 
 async def send_to_inbox(event_log: EventLog, event: Event, timeout: float = 15.0) -> bool:
     """True once the running sequencer recorded `event`; False when none is listening."""
     _, data, headers = encode(event)
     try:
-        reply = await event_log.nc.request(event_log.subject_prefix + INBOX_SUBJECT, data,
-                                           timeout=timeout, headers=headers)
+        reply = await event_log.nc.request(inbox_subject(event_log), data, timeout=timeout,
+                                           headers=headers)
     except nats.errors.NoRespondersError:
         return False
     answer = json.loads(reply.data or b"{}")
@@ -69,9 +79,11 @@ async def send_to_inbox(event_log: EventLog, event: Event, timeout: float = 15.0
     return True
 
 
-async def submit_command(event_log: EventLog, event: Event) -> int | None:
-    """Through the running sequencer when there is one (returns None: its position is in the
-    log), else straight to the log (returns the stream sequence)."""
-    if await send_to_inbox(event_log, event):
-        return None
-    return await event_log.publish(event)
+async def submit_command(event_log: EventLog, event: Event) -> None:
+    """Through the running sequencer, recorded once this returns. With none answering it is
+    refused, not published: a request in the log that no running system took would be read
+    by the next start as history, decided by nobody."""
+    if not await send_to_inbox(event_log, event):
+        raise NoSystemListening(
+            f"no running Catalyst answered: {event.type} was not recorded. Start `catalyst "
+            "run` (or the session role: `catalyst serve --role session`) and send it again")

@@ -73,6 +73,9 @@ class _ConsumerPlan:
     max_ack_pending: int
     start_seq: int | None = None
     deliver_new: bool = False
+    # Short: a message a dead process held is redelivered this soon (the consumer tells
+    # the server a slow one is in progress meanwhile).
+    ack_wait: float = 2.0
 
 
 @dataclass
@@ -136,6 +139,8 @@ class Services:
             # Each decision is fenced by the lease of the role that made it.
             self.sequencer.writers = {r: lease.writer() for r, lease in self.leases.items()}
             self.sequencer.role_of = {n: r for r in self.roles or () for n in HANDLERS.get(r, ())}
+            for name, ev, e in self.sequencer.rebuild_failures:
+                self._crash_looping_later(name, f"rebuild: {ev.type} {ev.event_id}: {e!r}")
         plans: list[_ConsumerPlan] = []
         on_broker: Callable[[Event], Awaitable[list[Event]]] | None = None
         broker_effect: BrokerEffect | None = None
@@ -182,7 +187,7 @@ class Services:
             self.consumers.append(await self.log.consume(
                 plan.name, plan.subjects, plan.cb, stream=plan.stream,
                 max_ack_pending=plan.max_ack_pending, start_seq=plan.start_seq,
-                deliver_new=plan.deliver_new))
+                deliver_new=plan.deliver_new, ack_wait=plan.ack_wait))
         if on_broker is not None:
             await self._resume_unfinished_stop(on_broker)
 
@@ -251,6 +256,15 @@ class Services:
             # A person hears of it; the sequencer goes on with the other handlers.
             asyncio.get_running_loop().create_task(self._crash_looping(
                 h.name, self._handler_failures[h.name], f"{ev.type} {ev.event_id}: {e!r}"))
+
+    def _crash_looping_later(self, name: str, error: str) -> None:
+        """Reported once the sequencer runs (a person hears of it; the start goes on)."""
+        async def report() -> None:
+            while self.sequencer is not None and not self.sequencer.running:
+                await asyncio.sleep(0.05)
+            await self._crash_looping(name, 1, error)
+
+        self.tasks.append(asyncio.get_running_loop().create_task(report()))
 
     async def _config_watch(self) -> None:
         """A config edit takes effect where its ConfigChanged is recorded. Among services,

@@ -29,14 +29,19 @@ from adapters.broker.translate import (
 from adapters.nats.event_log import EventLog
 from adapters.runtime.config_watcher import SettingsHolder
 from domain.events import (
+    EmergencyStopCompleted,
+    EmergencyStopTriggered,
     Event,
+    FlattenRequested,
     OrderApproved,
     OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderSubmitted,
+    PositionCloseRequested,
     ReconciliationDiscrepancyFound,
+    TradingResumed,
 )
 from domain.values import Side
 from handlers.executor import Executor, SubmitOrder
@@ -165,6 +170,27 @@ class Reconciler:
             out += trade_update_to_events(update, correlation_id="reconciliation", refs=refs)
         return [e for e in out if isinstance(e, OrderFilled | OrderPartiallyFilled)]
 
+    async def _closing(self) -> set[str] | None:
+        """Symbols the log asked to close and may still be closing: None for every symbol
+        (an emergency stop not completed, or a flatten), else those of close requests."""
+        stop_open = flatten = False
+        symbols: set[str] = set()
+        async for stored in self.log.read(["catalyst.risk.emergency_stop_triggered",
+                                           "catalyst.risk.emergency_stop_completed",
+                                           "catalyst.risk.trading_resumed",
+                                           "catalyst.session.flatten_requested",
+                                           "catalyst.position.close_requested"]):
+            ev = stored.event
+            if isinstance(ev, EmergencyStopTriggered):
+                stop_open = True
+            elif isinstance(ev, EmergencyStopCompleted | TradingResumed):
+                stop_open = False
+            elif isinstance(ev, FlattenRequested):
+                flatten = True
+            elif isinstance(ev, PositionCloseRequested):
+                symbols.add(ev.symbol)
+        return None if stop_open or flatten else symbols
+
     async def reconciliation(self, adopt: bool = False) -> list[Event]:
         """Broker vs the log at start. The broker is the truth for what exists (positions,
         open orders); the log is the truth for why. Each difference is recorded; with
@@ -174,6 +200,9 @@ class Reconciler:
         submitted: dict[str, str] = {}  # client_order_id -> symbol, entries we sent
         approved: set[str] = set()  # client_order_ids of our approvals
         done: set[str] = set()  # entries the log says are no longer open
+        # Broker ids of our brackets' legs: a flat listing names no leg's parent (the update
+        # stream teaches it, and it may be down), so a leg is known as ours by its id.
+        our_legs: set[str] = set()
         events: list[Event] = []
         async for stored in self.log.read(["catalyst.order.>"]):
             ev = stored.event
@@ -183,6 +212,7 @@ class Reconciler:
                 approved.add(ev.client_order_id)
             elif isinstance(ev, OrderSubmitted):
                 submitted[ev.client_order_id] = ev.symbol
+                our_legs.update(ev.legs)
             elif isinstance(ev, OrderRejected) or (
                 isinstance(ev, OrderFilled | OrderCanceled) and ev.leg is None
             ):
@@ -243,18 +273,36 @@ class Reconciler:
                   f"adopted the broker's quantity with a reconciliation fill of "
                   f"{format(brk - rec, 'f')} at {price}; review the log for why")
             out.append(_reconciliation_fill(out[-1], symbol, brk - rec, price))
-        open_entries = {o.client_order_id: o for o in open_orders if o.parent_id is None}
+        open_entries = {o.client_order_id: o for o in open_orders
+                        if o.parent_id is None and o.id not in our_legs}
+        closing = await self._closing()
         for coid, o in sorted(open_entries.items()):
-            if coid not in submitted and coid not in approved:  # ours if we approved it
-                found("order", o.symbol, f"open {o.side} {o.qty} ({o.id})", "unknown",
-                      "an order this system did not send is open at the broker; left as "
-                      "it is for a person to review")
+            if coid in submitted or coid in approved:  # ours if we approved it
+                continue
+            if _our_close(o, recorded.get(o.symbol), closing):
+                # Alpaca names a position's close itself: it is ours by what it does (it
+                # reduces a position the log holds, one the log asked to close).
+                continue
+            found("order", o.symbol, f"open {o.side} {o.qty} ({o.id})", "unknown",
+                  "an order this system did not send is open at the broker; left as it "
+                  "is for a person to review")
         for coid, symbol in sorted(submitted.items()):
             if coid not in done and coid not in open_entries:
                 found("order", symbol, "not open", f"open ({coid})",
                       "the broker's state is taken; its fills and cancels are backfilled "
                       "from the order-update stream")
         return out
+
+
+def _our_close(order: Any, position: Any, closing: set[str] | None) -> bool:
+    """A market order with no legs that reduces a position the log holds, for a symbol the
+    log asked to close (`closing` None: every symbol)."""
+    if position is None or order.legs or order.type != "market":
+        return False
+    if closing is not None and order.symbol not in closing:
+        return False
+    reduces = Side.SELL if position.qty > 0 else Side.BUY
+    return bool(order.side == reduces and order.qty <= abs(position.qty))
 
 
 def _adoption_price(at_broker: Any, recorded: Any) -> Decimal:

@@ -15,9 +15,11 @@ Inputs reach the sequencer two ways:
   sent to the inbox (`catalyst session start`, `resume`; adapters.nats.inbox). These are
   recorded by the sequencer itself, stamped, so their position is exact;
 * from the log (the `sequencer` durable consumer): events another process published to a
-  record subject directly. They are dispatched as they arrive and are not re-recorded; their
-  position in a verification is their place in the stream (exact unless one was stored
-  while a dispatch of ours was being written: publish through the inbox to be exact).
+  record subject directly. They are dispatched as they arrive and are not re-recorded; a
+  verification places them among the other record events by their place in the stream and
+  against market data by their time, which can differ from where they were dispatched (one
+  sent between a minute's close and its bar's arrival is decided before the bar, verified
+  after it). The CLI and the API send through the inbox, which is exact.
 
 A unit (an input and everything it causes) is written before the next input is dispatched,
 and `submit` returns once it is stored, so a caller acks its own source only then.
@@ -100,6 +102,7 @@ class Sequencer:
         self.role_of: dict[str, str] = {}
         self.writers: dict[str, Any] = {}
         self._unit: list[tuple[str | None, Event]] = []
+        self.rebuild_failures: list[tuple[str, Event, BaseException]] = []
         # Every id dispatched here or rebuilt from the log: the consumer of other processes'
         # events skips ours when the log hands them back, and an input submitted twice (a
         # restarted scheduler's start request, a broker update backfilled again) is dropped.
@@ -142,7 +145,14 @@ class Sequencer:
             seq._saw(ev)
             for h in seq.handlers:
                 if routes(h.subjects, stored.subject):
-                    h.rebuild((ev,))
+                    try:
+                        h.rebuild((ev,))
+                    except Exception as e:  # noqa: BLE001 - reported; the start goes on
+                        # One event a handler cannot take (it raised on it live too) must
+                        # not keep the runtime from ever starting again, positions open.
+                        log.error("rebuild: %s failed on %s %s: %r", h.name, ev.type,
+                                  ev.event_id, e)
+                        seq.rebuild_failures.append((h.name, ev, e))
         seq._record_start = None if floor is not None else end + 1
         log.info("sequencer rebuilt from %d events (dispatch position %d); %d published "
                  "while down left to decide", len(history), last_order, pending)
@@ -161,7 +171,7 @@ class Sequencer:
         # bar from an external feed). Ours come back too and are skipped by id.
         self.consumers.append(await self.log.consume(
             self.name, ["catalyst.>"], self._from_log, stream=self.log.names.record,
-            max_ack_pending=64, start_seq=self._record_start))
+            max_ack_pending=64, start_seq=self._record_start, ack_wait=3.0))
         if md_subjects:
             stream = self.log.names.market_data
             # A bar missed while down is stale: market data is consumed from now on.

@@ -26,6 +26,7 @@ from adapters.api.commands import LogSink
 from adapters.api.server import RunningApi, ServeOptions, start_api
 from adapters.broker.sim import SimulatedBroker
 from adapters.nats.event_log import EventLog, StreamNames
+from adapters.nats.inbox import serve_inbox
 from adapters.runtime.realtime import Services
 from config.settings import Settings
 from domain.events import (
@@ -72,6 +73,10 @@ async def make_rig(nats_url: str, tmp_path: Path) -> AsyncIterator:  # type: ign
         settings = settings or settings_for(tmp_path)
         broker = SimulatedBroker.from_settings(settings.trading.broker.sim)
         svc = await start_services(log, settings, broker, now) if services else None
+        if svc is None:
+            # The running system's inbox, reduced to recording what it is sent: these
+            # tests are about the API, not about what the system decides.
+            await serve_inbox(log, log.publish_many)
         api = await start_api(log, LogSink(log, clock=lambda: now), lambda: settings,
                               ServeOptions("127.0.0.1", 0), "test", "sim",
                               tokens=Tokens.parse(f"alice:{SECRET}") if tokens is None
