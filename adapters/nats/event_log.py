@@ -399,8 +399,9 @@ class EventLog:
             deny_delete=True,
             deny_purge=True,
             discard=DiscardPolicy.OLD,
-            # The eventsourcing recorders (adapters.nats.es_jetstream) read with direct get and
-            # write an aggregate's events as one atomic batch.
+            # Atomic batches: send_many writes a chunk as one. Direct get stays on: streams
+            # created before the eventsourcing recorders left have it, and a config that
+            # differed would ask the server to edit every existing record stream.
             allow_direct=True,
             allow_atomic=True,
         )

@@ -565,6 +565,7 @@ async def test_metrics_count_handlers_orders_pnl_and_alerts(tmp_path: Path) -> N
     assert value("catalyst_orders_total", outcome="denied") > 0
     assert value("catalyst_alerts_total", outcome="sent") > 0
     assert value("catalyst_daily_pnl_usd", component="total") < -500
+    assert value("catalyst_refused_transitions", handler="risk_guard") == 0  # a clean day
     assert "catalyst_orders_total" in body and "catalyst_consumer_lag" in body
 
 
