@@ -35,13 +35,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState
 
 from adapters.broker.port import (
     BrokerOrder,
@@ -53,6 +47,7 @@ from adapters.broker.port import (
 )
 from adapters.broker.translate import OrderRefs, trade_update_to_events
 from adapters.nats.event_log import log_context
+from adapters.nats.retry import backoff_delay, retrying
 from domain.events import (
     ClosedPosition,
     EmergencyStopCompleted,
@@ -272,7 +267,8 @@ class ExecutionService:
         broker answers 40310000; that is retried with backoff.
         """
         closing_side = Side.SELL if pos.qty > 0 else Side.BUY
-        for attempt in range(1, self.max_attempts + 1):
+
+        async def attempt_close() -> BrokerOrder | None:
             listed = await self.broker.list_open_orders()
             open_orders = [o for o in listed if o.symbol == pos.symbol]
             for o in open_orders:
@@ -291,9 +287,14 @@ class ExecutionService:
                     # only its answer was lost (a 5xx, then this 404 on the retry). The
                     # latter must be reported with its fill, so look for it over REST.
                     return await self._executed_close(pos)
-                if not _is_qty_held(e) or attempt == self.max_attempts:
-                    raise
-            await self._sleep(self._delay(attempt))
+                raise
+
+        def qty_held(e: BaseException) -> bool:
+            return isinstance(e, BrokerRejection) and _is_qty_held(e)
+
+        async for attempt in self._policy(qty_held):
+            with attempt:
+                return await attempt_close()
         return None  # unreachable: the last attempt returns or raises
 
     async def _executed_close(self, pos: BrokerPosition) -> BrokerOrder | None:
@@ -340,8 +341,12 @@ class ExecutionService:
                 log.debug("cancel %s: %s", o.id, e)
         return count
 
-    def _delay(self, attempt: int) -> float:
-        return min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+    def _policy(self, retry_on: Callable[[BaseException], bool],
+                before_sleep: Callable[[RetryCallState], None] | None = None
+                ) -> AsyncRetrying:
+        return retrying(retry_on=retry_on, attempts=self.max_attempts,
+                        initial=self.backoff_initial, maximum=self.backoff_max,
+                        sleep=self._sleep, before_sleep=before_sleep)
 
     # --- emergency stop ----------------------------------------------------------------------
 
@@ -370,7 +375,8 @@ class ExecutionService:
                 self._emergency = None
                 return events
             if poll < polls:
-                await self._sleep(self._delay(poll + 1))
+                await self._sleep(backoff_delay(poll + 1, self.backoff_initial,
+                                                self.backoff_max))
         log.info(
             "emergency stop pending: %d orders, %d positions left (close orders working)",
             em.remaining_orders, em.remaining_positions,
@@ -386,16 +392,8 @@ class ExecutionService:
             assert state.outcome is not None
             self._failed(em, events, state.outcome.exception())
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
-            sleep=self._sleep,
-            retry=retry_if_exception(lambda e: isinstance(e, Exception)),
-            before_sleep=failed,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
+            async for attempt in self._policy(lambda e: isinstance(e, Exception), failed):
                 with attempt:
                     return await step(em)
         except Exception as e:  # noqa: BLE001 - every failure is reported, then retried later

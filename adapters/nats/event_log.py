@@ -44,9 +44,9 @@ from nats.js.api import (
     StreamConfig,
     SubjectTransform,
 )
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay
-from tenacity.wait import wait_exponential, wait_random
+from tenacity import RetryCallState
 
+from adapters.nats.retry import retrying
 from adapters.nats.wire import can_send_frames, hpub, plain_subject, send_frames
 from domain.errors import CatalystError, ConcurrencyError, EventDecodeError
 from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
@@ -117,11 +117,8 @@ async def with_retry(what: str, call: Callable[[], Awaitable[T]],
                     state.attempt_number)
 
     try:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient), stop=stop_after_delay(timeout),
-            wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
-            before_sleep=note, reraise=True,
-        ):
+        async for attempt in retrying(retry_on=is_transient, initial=0.05, maximum=1.0,
+                                      jitter=0.05, seconds=timeout, before_sleep=note):
             with attempt:
                 return await call()
     except Exception as e:
