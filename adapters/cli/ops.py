@@ -117,7 +117,8 @@ def register(app: typer.Typer) -> None:
         from adapters.audit.verify import verify as verify_log
         from adapters.audit.verify_helper import HelperError
         from adapters.audit.window import ReplayError, Window
-        from adapters.nats.log_source import FileSource, LogReadError, NatsSource
+        from adapters.nats.log_file import FileSource
+        from adapters.nats.log_source import LogReadError, NatsSource
 
         async def resolve_session(make_source: Any) -> Any:
             if not session:
@@ -218,9 +219,11 @@ def register(app: typer.Typer) -> None:
             cli.input_file(file, "--file")
         settings = cli.settings_or_exit(config_dir)
         window = _window(day, None, None)
-        from adapters.audit.report import build_report, render
+        from adapters.audit.report import build_report
+        from adapters.audit.report_render import render
         from adapters.audit.window import Window
-        from adapters.nats.log_source import FileSource, LogReadError, NatsSource
+        from adapters.nats.log_file import FileSource
+        from adapters.nats.log_source import LogReadError, NatsSource
 
         async def missing_day(report: dict[str, Any], w: Any, source: Any) -> None:
             from adapters.audit.replay import log_dates, window_misses
@@ -315,7 +318,8 @@ def register(app: typer.Typer) -> None:
             raise cli.fail(f"--run {run!r}: a run name is one path segment, not 'latest'")
         settings = cli.settings_or_exit(config_dir)
         from adapters.nats.connection import open_event_log, run_store
-        from adapters.nats.log_source import FileSource, LogReadError, import_entries
+        from adapters.nats.log_file import FileSource, import_entries
+        from adapters.nats.log_source import LogReadError
 
         name = run or f"import-{file.stem}"
         store = run_store(name)
