@@ -66,6 +66,9 @@ halt_new_trades false, the daily_loss rule still denies for the rest of that dat
 
 Limits are read from the `settings` argument on every event: a hot reload applies to the
 next decision. Figures in denials are strings (Decimal text).
+
+Past ~400 lines (just): most of it is this docstring and the rules in their order, which is
+the contract; the state lives in domain/aggregate_state.py and domain/book.py.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ Why it is shaped like this:
   starting from what the log holds, so each fill is yielded exactly once
   (translate.py's ledger; docs/execution.md, "The order-update contract").
 - The API keys never reach a log line or an error message.
+
+Past ~400 lines: one adapter to one broker. The REST calls, the trade_updates stream and its
+REST backfill share the client, the retry and error translation and the key redaction; the
+pure order-update ledger they feed is translate.py.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@
   `PositionClosed` (the fill itself arrives later as `OrderFilled`).
 * CloseAll -> cancel every open order, close every position, one `PositionClosed` each.
 * EmergencyClose -> cancel all open orders, then close all positions, then verify the broker
-  reports none left. Broker calls that fail are retried with exponential backoff (tenacity,
-  injectable `sleep`); each failed attempt emits `EmergencyStopFailed(attempt, error)`.
+  reports none left. Broker calls that fail are retried with exponential backoff (the one
+  retry policy, injectable `sleep`); each failed attempt emits
+  `EmergencyStopFailed(attempt, error)`.
   `EmergencyStopCompleted` is emitted only once the broker is verified flat, with the orders
   canceled, each position closed at its fill price, and the realized P&L after the stop.
   When the close orders are accepted but not yet filled (the simulated broker fills them at
@@ -23,6 +24,10 @@
 
 Emitted ids derive from the command's cause, so re-running a command after a crash emits the
 same ids and the event log drops the repeats.
+
+Past ~400 lines: one service per broker connection. Submit, close and the emergency stop share
+its state (the order refs, closes in flight, the pending stop) and its retry policy
+(adapters/nats/retry.py); the emergency stop alone is half of it and leans on the close path.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@
 - A simulated run on a shared server publishes under `subject_prefix` into its own streams,
   which store the events under their usual `catalyst.` subjects (a stream subject
   transform): readers see an ordinary log; live consumers never see the run's events.
+
+Past ~400 lines: `EventLog` (streams, publishing and its batches, the fast lane) and
+`Consumer` (durable pull consumers, ack/nak, redelivery) share one connection, one set of
+stream names and one retry contract, and each creates or drives the other; split, they
+would import each other. The retry policy itself is adapters/nats/retry.py.
 """
 
 from __future__ import annotations
