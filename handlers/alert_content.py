@@ -256,9 +256,8 @@ def daily_summary(ev: SessionEnded, day: DayRecord, settings: Settings) -> Conte
     wins = [p for p in day.round_trips if p > 0]
     losses = [p for p in day.round_trips if p < 0]
     curve = [[t, v] for t, v in day.curve.items()]
-    sign = "+" if ev.realized_pnl > 0 else "-" if ev.realized_pnl < 0 else ""
     title = (f"Daily summary {ev.session_date.isoformat()}: {ev.trades} trades, "
-             f"{sign}${abs(to_cents(ev.realized_pnl)):,}")
+             f"{signed_money(ev.realized_pnl)}")
     return title, {
         "session_id": ev.session_id,
         "session_date": _iso(ev.session_date),
