@@ -56,6 +56,9 @@ Between steps the bench waits until nothing has been published
 for 20 ms, so the previous step's effects (alert e-mails rendered in threads, their
 AlertSent) are not still running when the clock starts. Prints the figures and writes
 bench/results/stop_latency.json (with every trial's latency in `series_ms`).
+
+Past ~400 lines (just): a bench is one script to read top to bottom; its rig, trials and
+report stay together.
 """
 
 from __future__ import annotations

@@ -1,17 +1,31 @@
-"""Event-sourced aggregates (eventsourcing's domain model): an order's life at the broker,
-and the trading day's risk state.
+"""The order lifecycle and the trading state per session date, as eventsourcing aggregates
+that evolve from our domain events: the risk guard's state (handlers/risk_guard.py).
 
-Pure: every command takes the instant it happened (`at`, tz-aware) and that instant
-becomes the event's timestamp, so replaying the same commands builds the same events.
-Ids are derived (uuid5), so the aggregate for an order id or a session date can be found
-again without a lookup table.
+    Order       approved -> submitted -> partially filled -> filled
+                                      \\-> canceled / expired / rejected
+    TradingDay  active -> warned -> halted -> resumed (per New York session date)
 
-Event attributes are JSON-friendly for eventsourcing's default transcoder: str, int,
-Decimal, UUID, datetime, lists (dates travel as ISO strings, enums as their values).
+The record stream holds the domain events (OrderApproved, OrderFilled, EmergencyStopTriggered,
+...); the aggregates are rebuilt from them, never stored apart. `domain.aggregate_state`
+(`Orders.apply`, `TradingDays.apply`) is the one mapping from a domain event to an aggregate
+command. The
+aggregates' own events (Order.Filled, ...) are how eventsourcing applies a command; they are
+collected and dropped at once (docs/architecture.md, "Why eventsourcing's aggregates but not
+its persistence").
+
+Pure: a command takes the instant it happened (`at`: the domain event's `occurred_at`) as
+its event's timestamp, so a replay builds the same aggregates. Ids derive from the order id
+or the session date (uuid5).
+
+A command the current state does not allow raises `InvalidTransition` (or
+`InvalidOrderFill`). Applied from the log (domain.aggregate_state), such a command is
+refused: the aggregate keeps its state and the refusal is counted; a bad broker update never
+stops the handler.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -19,12 +33,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.calendar import NEW_YORK  # noqa: F401 - kept importable from here
 from domain.calendar import session_date as _session_date
 from domain.errors import CatalystError
 from domain.values import Side, ensure_utc
 
 _ID_NAMESPACE = uuid5(NAMESPACE_URL, "catalyst:aggregates")
+_ZERO = Decimal(0)
 
 
 class InvalidTransition(CatalystError, ValueError):
@@ -63,19 +77,27 @@ class OrderStatus(StrEnum):
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # a day order the broker canceled at the close
     REJECTED = "rejected"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED,
+                       OrderStatus.REJECTED})
+_WORKING = (OrderStatus.APPROVED, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
 
 
 class Order(Aggregate):
-    """approved -> submitted -> partially filled -> filled, or canceled / rejected.
+    """One entry order from its approval: our ids, the price it may fill at, its stop, the
+    broker's ids once submitted, and what filled.
 
-    Carries the broker's ids: our `client_order_id` (derived from the approval, sent to the
-    broker), the broker's `broker_order_id` (and bracket leg ids) once submitted, and the
-    id of every fill applied.
+    Two sources report on an order, the submit call and the broker's update stream, and the
+    log may record them in either order: a fill can come before its `OrderSubmitted`, so
+    fills are taken from approved as well, and a submission recorded after a fill or a
+    cancel only adds the broker's ids.
     """
 
     class Approved(Aggregate.Created):
@@ -84,6 +106,8 @@ class Order(Aggregate):
         symbol: str
         side: str
         qty: Decimal
+        price: Decimal  # the limit (or the entry): what the order may fill at, at worst
+        stop_loss: Decimal | None
 
     class Submitted(Aggregate.Event):
         broker_order_id: str
@@ -92,24 +116,25 @@ class Order(Aggregate):
         def apply(self, order: Order) -> None:
             order.broker_order_id = self.broker_order_id
             order.legs = list(self.legs)
-            order.status = OrderStatus.SUBMITTED
+            if order.status is OrderStatus.APPROVED:
+                order.status = OrderStatus.SUBMITTED
 
     class Filled(Aggregate.Event):
-        """One execution; `filled_qty` is cumulative, so the status follows from it."""
+        """One execution; `complete` when the broker reports the whole order filled."""
 
         fill_id: str
         qty: Decimal
         price: Decimal
         fee: Decimal
-        filled_qty: Decimal
+        complete: bool
 
         def apply(self, order: Order) -> None:
-            order.fill_ids.append(self.fill_id)
-            order.filled_qty = self.filled_qty
+            order.fill_ids.add(self.fill_id)
+            order.filled_qty += self.qty
             order.filled_notional += self.qty * self.price
             order.fees += self.fee
             order.status = (
-                OrderStatus.FILLED if self.filled_qty >= order.qty
+                OrderStatus.FILLED if self.complete or order.filled_qty >= order.qty
                 else OrderStatus.PARTIALLY_FILLED
             )
 
@@ -117,7 +142,8 @@ class Order(Aggregate):
         reason: str
 
         def apply(self, order: Order) -> None:
-            order.status = OrderStatus.CANCELED
+            order.status = (OrderStatus.EXPIRED if self.reason == "expired"
+                            else OrderStatus.CANCELED)
             order.reason = self.reason
 
     class Rejected(Aggregate.Event):
@@ -129,7 +155,8 @@ class Order(Aggregate):
             order.reason = f"{self.code}: {self.message}"
 
     def __init__(
-        self, order_id: str, client_order_id: str, symbol: str, side: str, qty: Decimal
+        self, order_id: str, client_order_id: str, symbol: str, side: str, qty: Decimal,
+        price: Decimal, stop_loss: Decimal | None,
     ) -> None:
         # Called with the Approved event's attributes (on approval and on every replay).
         self.order_id = order_id
@@ -137,13 +164,15 @@ class Order(Aggregate):
         self.symbol = symbol
         self.side = Side(side)
         self.qty = qty
+        self.price = price
+        self.stop_loss = stop_loss
         self.status = OrderStatus.APPROVED
         self.broker_order_id: str | None = None
         self.legs: list[str] = []
-        self.fill_ids: list[str] = []
-        self.filled_qty = Decimal(0)
-        self.filled_notional = Decimal(0)
-        self.fees = Decimal(0)
+        self.fill_ids: set[str] = set()
+        self.filled_qty = _ZERO
+        self.filled_notional = _ZERO
+        self.fees = _ZERO
         self.reason = ""
 
     @staticmethod
@@ -153,39 +182,43 @@ class Order(Aggregate):
     @classmethod
     def approve(
         cls, *, order_id: str, client_order_id: str, symbol: str, side: Side | str,
-        qty: Decimal, at: datetime,
+        qty: Decimal, price: Decimal, at: datetime, stop_loss: Decimal | None = None,
     ) -> Order:
         if not order_id or not client_order_id or not symbol:
             raise ValueError("order_id, client_order_id and symbol are required")
         return cls._create(
-            cls.Approved,
-            id=cls.id_for(order_id),
-            timestamp=ensure_utc(at),
-            order_id=order_id,
-            client_order_id=client_order_id,
-            symbol=symbol,
-            side=Side(side).value,
-            qty=_positive("qty", qty),
+            cls.Approved, id=cls.id_for(order_id), timestamp=ensure_utc(at),
+            order_id=order_id, client_order_id=client_order_id, symbol=symbol,
+            side=Side(side).value, qty=_positive("qty", qty), price=_positive("price", price),
+            stop_loss=stop_loss,
         )
 
     # --- commands ----------------------------------------------------------------------
 
-    def submit(self, *, broker_order_id: str, at: datetime, legs: list[str] | None = None) -> None:
-        self._require("submit", OrderStatus.APPROVED)
+    def submit(self, *, broker_order_id: str, at: datetime, legs: Iterable[str] = ()) -> None:
+        """The broker accepted it. The same submission again changes nothing."""
         if not broker_order_id:
             raise ValueError("broker_order_id is required")
+        if self.broker_order_id == broker_order_id:
+            return
+        if self.status is OrderStatus.REJECTED or self.broker_order_id is not None:
+            raise InvalidTransition(
+                f"order {self.order_id}", "submit", self._state,
+                "it was rejected" if self.status is OrderStatus.REJECTED
+                else f"already at the broker as {self.broker_order_id}")
         self.trigger_event(self.Submitted, timestamp=ensure_utc(at),
-                           broker_order_id=broker_order_id, legs=list(legs or []))
+                           broker_order_id=broker_order_id, legs=list(legs))
 
     def fill(
         self, *, fill_id: str, qty: Decimal, price: Decimal, at: datetime,
-        fee: Decimal = Decimal(0),
+        fee: Decimal = _ZERO, complete: bool = False,
     ) -> None:
         """Apply one execution. A fill id already applied is ignored (broker updates are
-        redelivered); a fill beyond the ordered quantity is refused."""
+        redelivered); a fill of a finished order, or beyond the ordered quantity, is
+        refused."""
         if fill_id in self.fill_ids:
             return
-        self._require("fill", OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+        self._require("fill", *_WORKING)
         qty = _positive("fill qty", qty)
         price = _positive("fill price", price)
         total = self.filled_qty + qty
@@ -195,12 +228,12 @@ class Order(Aggregate):
                 f"of {self.qty}"
             )
         self.trigger_event(self.Filled, timestamp=ensure_utc(at), fill_id=fill_id, qty=qty,
-                           price=price, fee=Decimal(fee), filled_qty=total)
+                           price=price, fee=Decimal(fee), complete=complete)
 
     def cancel(self, *, reason: str, at: datetime) -> None:
-        """Approved (never sent), submitted or partially filled: what was filled stays."""
-        self._require("cancel", OrderStatus.APPROVED, OrderStatus.SUBMITTED,
-                      OrderStatus.PARTIALLY_FILLED)
+        """Before or after it reached the broker: what was filled stays. Reason `expired`:
+        the broker ended a day order."""
+        self._require("cancel", *_WORKING)
         self.trigger_event(self.Canceled, timestamp=ensure_utc(at), reason=reason)
 
     def reject(self, *, code: str, message: str, at: datetime) -> None:
@@ -223,10 +256,26 @@ class Order(Aggregate):
         # OrderStatus(...): a snapshot restores the status as a plain str.
         return OrderStatus(self.status).is_terminal
 
+    @property
+    def at_broker(self) -> bool:
+        """Its OrderSubmitted is recorded: the broker reserves its buying power."""
+        return self.broker_order_id is not None
+
+    @property
+    def stop_risk(self) -> Decimal:
+        """What the unfilled rest loses between its price and its stop."""
+        if self.stop_loss is None:
+            return _ZERO
+        return self.remaining_qty * abs(self.price - self.stop_loss)
+
+    @property
+    def _state(self) -> str:
+        return str(self.status)
+
     def _require(self, command: str, *allowed: OrderStatus) -> None:
         if self.status not in allowed:
             raise InvalidTransition(
-                f"order {self.order_id}", command, str(self.status),
+                f"order {self.order_id}", command, self._state,
                 "allowed when " + " or ".join(s.value for s in allowed),
             )
 
@@ -237,15 +286,18 @@ class Order(Aggregate):
 class TradingStatus(StrEnum):
     ACTIVE = "active"
     WARNED = "warned"  # the daily loss warning was issued; still trading
-    HALTED = "halted"  # emergency stop: every new order is denied
+    HALTED = "halted"  # an emergency stop halted new orders
     RESUMED = "resumed"  # trading again after a halt, by a person's decision
 
 
 class TradingDay(Aggregate):
     """The risk state of one New York session date: active -> warned -> halted -> resumed.
 
-    The loss warning is issued at most once a day; a halt can follow from any trading
-    state; only a halted day can be resumed (a manual restart after an emergency stop).
+    The loss warning is issued at most once a day, whatever the state. An emergency stop can
+    come in any state (a manual stop, then the limit's own): `limit_stopped` records that the
+    limit's stop fired, which stays for the date after a resume; the stop halts when its
+    actions say so, for the date or (`until_resumed`) until a person resumes trading. Only a
+    halted day can be resumed.
     """
 
     class Opened(Aggregate.Created):
@@ -256,20 +308,25 @@ class TradingDay(Aggregate):
         limit: Decimal
 
         def apply(self, day: TradingDay) -> None:
-            day.status = TradingStatus.WARNED
             day.warned = True
-            day.last_pnl = self.pnl
+            if day.status is not TradingStatus.HALTED:
+                day.status = TradingStatus.WARNED
 
-    class Halted(Aggregate.Event):
+    class Stopped(Aggregate.Event):
         reason: str
         pnl: Decimal
         limit: Decimal
+        at_limit: bool  # the limit's stop (a manual stop short of the limit is not)
+        halts: bool
+        until_resumed: bool
 
         def apply(self, day: TradingDay) -> None:
-            day.status = TradingStatus.HALTED
-            day.halts += 1
-            day.halt_reason = self.reason
-            day.last_pnl = self.pnl
+            day.stops += 1
+            day.limit_stopped = day.limit_stopped or self.at_limit
+            if self.halts:
+                day.status = TradingStatus.HALTED
+                day.until_resumed = day.until_resumed or self.until_resumed
+                day.halt_reason = self.reason
 
     class Resumed(Aggregate.Event):
         resumed_by: str
@@ -277,15 +334,17 @@ class TradingDay(Aggregate):
 
         def apply(self, day: TradingDay) -> None:
             day.status = TradingStatus.RESUMED
+            day.until_resumed = False
             day.halt_reason = ""
 
     def __init__(self, session_date: str) -> None:
         self.session_date_iso = session_date
         self.status = TradingStatus.ACTIVE
         self.warned = False
-        self.halts = 0
+        self.limit_stopped = False
+        self.until_resumed = False
+        self.stops = 0
         self.halt_reason = ""
-        self.last_pnl: Decimal | None = None
 
     @staticmethod
     def id_for(session_date: date) -> UUID:
@@ -299,22 +358,22 @@ class TradingDay(Aggregate):
                            session_date=session_date.isoformat())
 
     def warn(self, *, pnl: Decimal, limit: Decimal, at: datetime) -> None:
-        self._require("warn", TradingStatus.ACTIVE, TradingStatus.RESUMED)
         if self.warned:
             raise InvalidTransition(self._name, "warn", str(self.status),
                                     "the daily loss warning was already issued today")
         self.trigger_event(self.Warned, timestamp=ensure_utc(at), pnl=Decimal(pnl),
                            limit=Decimal(limit))
 
-    def halt(self, *, reason: str, pnl: Decimal, limit: Decimal, at: datetime) -> None:
-        self._require("halt", TradingStatus.ACTIVE, TradingStatus.WARNED, TradingStatus.RESUMED)
-        self.trigger_event(self.Halted, timestamp=ensure_utc(at), reason=reason,
-                           pnl=Decimal(pnl), limit=Decimal(limit))
+    def stop(self, *, reason: str, pnl: Decimal, limit: Decimal, at: datetime, at_limit: bool,
+             halts: bool, until_resumed: bool) -> None:
+        """An emergency stop, in any state: a stop that reached the log always takes effect
+        (the risk guard fires the limit's own once a date, from `limit_stopped`)."""
+        self.trigger_event(self.Stopped, timestamp=ensure_utc(at), reason=reason,
+                           pnl=Decimal(pnl), limit=Decimal(limit), at_limit=at_limit,
+                           halts=halts, until_resumed=halts and until_resumed)
 
     def resume(self, *, resumed_by: str, reason: str, at: datetime) -> None:
         self._require("resume", TradingStatus.HALTED)
-        if not resumed_by:
-            raise ValueError("resumed_by is required: a person decides to resume")
         self.trigger_event(self.Resumed, timestamp=ensure_utc(at), resumed_by=resumed_by,
                            reason=reason)
 
@@ -323,8 +382,8 @@ class TradingDay(Aggregate):
         return date.fromisoformat(self.session_date_iso)
 
     @property
-    def accepts_new_orders(self) -> bool:
-        return self.status is not TradingStatus.HALTED
+    def halted(self) -> bool:
+        return self.status is TradingStatus.HALTED
 
     @property
     def _name(self) -> str:

@@ -20,15 +20,20 @@ same way as `trade_closed`, with its exit reason and round-trip P&L.
 Alerts decided in a simulated run (the simulated broker) carry `context["simulated"]`, so
 every email of a demo says so in its subject.
 
-Context values are JSON-native (Decimal as str, datetimes as ISO strings, lists not tuples),
-so an AlertRaised decoded from the log equals the one decided here.
+What each alert says (title, template context) and the day's record it is built from are in
+handlers/alert_content.py; here is when and whether an alert goes.
+
+Past ~400 lines: the rate limits, the batching of held-back trades and closes, and the state
+they read are one invariant (an item is pending until an AlertRaised or the daily summary
+names it, and a rebuild from the log must arrive at the same pending items); split, each
+half would have to know the other's bookkeeping.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -56,8 +61,9 @@ from domain.events import (
     SignalGenerated,
     TradingResumed,
 )
-from domain.pnl import Position, apply_fill, win_rate
 from domain.values import Severity, derive_id, to_cents
+from handlers import alert_content as content
+from handlers.alert_content import DayRecord, _iso, _s
 from handlers.base import Handler
 
 if TYPE_CHECKING:
@@ -79,23 +85,8 @@ ALERT_CHANNEL_FAILED = "alert_channel_failed"
 # email that finally goes, so they are not "held back" from it.
 _BATCHED = (TRADES_EXECUTED, TRADE_CLOSED)
 
-RESUME_COMMAND = 'catalyst resume --reason "..."'
 _HOUR = timedelta(hours=1)
 _KNOWN_ALERTS_LIMIT = 10_000
-_MAX_CURVE_POINTS = 24 * 60  # one point per minute at most
-
-
-def _s(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _iso(value: datetime | date) -> str:
-    return value.isoformat()
-
-
-def _signed_money(value: Decimal) -> str:
-    sign = "+" if value > 0 else "-" if value < 0 else ""
-    return f"{sign}${abs(to_cents(value)):,}"
 
 
 def alert_id_for(trigger: Event, kind: str) -> str:
@@ -118,29 +109,6 @@ class _Entry:
     filled_qty: Decimal = Decimal(0)
     notional: Decimal = Decimal(0)  # sum(qty * price) over the fills, for the average price
     alerted: bool = False
-
-
-@dataclass
-class _Position:
-    """Per-symbol round trip: open -> flat, for the day's largest win/loss."""
-
-    book: Position = field(default_factory=Position)  # the shared P&L maths (domain.pnl)
-    realized: Decimal = Decimal(0)  # this round trip's, net of fees
-    peak: Decimal = Decimal(0)  # the largest size held in this round trip
-    entry_price: Decimal = Decimal(0)  # average entry of the round trip
-
-
-@dataclass
-class _Day:
-    session_date: date | None = None
-    session: dict[str, Any] = field(default_factory=dict)
-    trades: list[dict[str, Any]] = field(default_factory=list)  # every entry fill today
-    round_trips: list[Decimal] = field(default_factory=list)  # closed trades' P&L
-    closes: list[dict[str, Any]] = field(default_factory=list)  # every close today
-    positions: dict[str, _Position] = field(default_factory=dict)
-    curve: dict[str, str] = field(default_factory=dict)  # minute ISO -> total P&L
-    pnl_low: Decimal | None = None
-    pnl_high: Decimal | None = None
 
 
 class Alerter(Handler):
@@ -192,7 +160,7 @@ class Alerter(Handler):
         self.entries: dict[str, _Entry] = {}
         self.pending_trades: list[dict[str, Any]] = []
         self.stop_trigger: EmergencyStopTriggered | None = None
-        self.day = _Day()
+        self.day = DayRecord()
         self._fill_keys: OrderedDict[tuple[str, str], None] = OrderedDict()  # fills seen
 
     # --- evolve ---------------------------------------------------------------------------
@@ -229,7 +197,7 @@ class Alerter(Handler):
                     self.pending_trades = []
                     self.pending_closes = []
             case SessionStarted():
-                self.day = _Day(
+                self.day = DayRecord(
                     session_date=event.session_date,
                     session={"mode": event.mode, "broker": event.broker},
                 )
@@ -313,69 +281,28 @@ class Alerter(Handler):
         self.pending_trades.append(trade)
 
     def _track_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
-        """Round-trip P&L per symbol (average cost, domain.pnl), for the summary's largest
-        win/loss and the trade-closed alerts. A fill already seen (same order and fill id)
-        counts once."""
+        """Round-trip P&L per symbol, for the summary's largest win/loss and the trade-closed
+        alerts. A fill already seen (same order and fill id) counts once."""
         key = (fill.order_id, fill.fill_id)
         if fill.fill_id and key in self._fill_keys:
             return
         self._fill_keys[key] = None
         if len(self._fill_keys) > 10_000:
             self._fill_keys.popitem(last=False)
-        pos = self.day.positions.setdefault(fill.symbol, _Position())
-        direction = "long" if pos.book.qty > 0 else "short"
-        result = apply_fill(pos.book, fill.side, fill.qty, fill.price, fill.fee)
-        pos.book = result.position
-        pos.realized += result.realized - fill.fee
-        if result.closed_qty and (result.position.is_flat or result.opened):
-            pnl = to_cents(pos.realized)
-            self.day.round_trips.append(pnl)
-            self._closed(fill, pos, pnl, direction)
-            pos.realized = Decimal(0)
-            pos.peak = abs(pos.book.qty)
-            pos.entry_price = pos.book.avg_price or Decimal(0)
-        elif not result.closed_qty:
-            pos.peak = max(pos.peak, abs(pos.book.qty))
-            pos.entry_price = pos.book.avg_price or Decimal(0)
-
-    def _closed(self, fill: OrderFilled | OrderPartiallyFilled, pos: _Position, pnl: Decimal,
-                direction: str) -> None:
         if fill.leg == "stop_loss":
             reason = "stop-loss"
         elif fill.leg == "take_profit":
             reason = "take-profit"
         else:  # PositionClosed (flatten, max hold, emergency stop) says why, when it came
             reason = self.exit_reasons.get(fill.symbol, "exit").replace("_", " ")
-        self.exit_reasons.pop(fill.symbol, None)
-        close = {
-            "close_id": str(fill.event_id),
-            "symbol": fill.symbol,
-            "direction": direction,
-            "qty": str(pos.peak),
-            "entry": str(to_cents(pos.entry_price)),
-            "exit": str(fill.price),
-            "pnl": str(pnl),
-            "reason": reason,
-            "closed_at": _iso(fill.occurred_at),
-        }
-        self.day.closes.append(close)
-        self.pending_closes.append(close)
+        close = self.day.apply_fill(fill, reason)
+        if close is not None:
+            self.exit_reasons.pop(fill.symbol, None)
+            self.pending_closes.append(close)
 
     def _track_pnl(self, event: DailyPnLChanged) -> None:
         self.last_by_symbol = dict(event.by_symbol)
-        if self.day.session_date is not None and event.session_date != self.day.session_date:
-            if event.session_date < self.day.session_date:
-                return  # a late tick from an earlier day
-            self.day = _Day(session_date=event.session_date)
-        self.day.session_date = event.session_date
-        minute = event.occurred_at.replace(second=0, microsecond=0)
-        self.day.curve[_iso(minute)] = str(event.total)
-        if len(self.day.curve) > _MAX_CURVE_POINTS:
-            self.day.curve.pop(next(iter(self.day.curve)))
-        low = min(event.total, event.intraday_low)
-        self.day.pnl_low = low if self.day.pnl_low is None else min(self.day.pnl_low, low)
-        high = event.total
-        self.day.pnl_high = high if self.day.pnl_high is None else max(self.day.pnl_high, high)
+        self.day = self.day.follow_pnl(event)
 
     # --- decide ---------------------------------------------------------------------------
 
@@ -496,110 +423,25 @@ class Alerter(Handler):
     # --- one method per alert -------------------------------------------------------------
 
     def _emergency_stop(self, done: EmergencyStopCompleted, settings: Settings) -> list[Event]:
-        trig = self.stop_trigger
-        positions = [
-            {
-                "symbol": p.symbol,
-                "qty": str(p.qty),
-                "price": _s(p.price),
-                "realized_pnl": _s(p.realized_pnl),
-            }
-            for p in done.positions_closed
-        ]
-        context = {
-            "session_date": _iso(done.session_date),
-            "reason": trig.reason if trig else "emergency stop",
-            "triggered_at": _iso(trig.occurred_at) if trig else None,
-            "pnl_at_trigger": _s(trig.pnl) if trig else None,
-            "loss_limit": _s(trig.limit if trig else settings.limits.max_daily_loss_usd),
-            "actions": dict(trig.actions) if trig else {},
-            "orders_canceled": done.orders_canceled,
-            "positions_closed": positions,
-            "realized_pnl_after": str(done.realized_pnl_after),
-            # What brought the day to the limit: the trades closed before the trigger, worst
-            # first, and the open positions' P&L at the last mark before it.
-            "losses_before": sorted(
-                (
-                    {k: c[k] for k in ("symbol", "direction", "qty", "pnl", "reason",
-                                       "closed_at")}
-                    for c in self.day.closes
-                    if trig is None or c["closed_at"] <= _iso(trig.occurred_at)
-                ),
-                key=lambda c: Decimal(c["pnl"]),
-            ),
-            "pnl_by_symbol_at_trigger": dict(sorted(self.by_symbol_at_trigger.items(),
-                                           key=lambda kv: Decimal(kv[1]))),
-            "failures": list(done.failures),
-            "halted": settings.emergency.halt_new_trades,
-            "manual_restart": settings.emergency.require_manual_restart,
-            "resume_command": RESUME_COMMAND,
-        }
-        return [
-            self._raise(
-                done, settings, kind=EMERGENCY_STOP, severity=Severity.CRITICAL,
-                title="Emergency stop: trading halted", context=context,
-            )
-        ]
+        title, context = content.emergency_stop(done, self.stop_trigger, settings,
+                                                self.day.closes, self.by_symbol_at_trigger)
+        return [self._raise(done, settings, kind=EMERGENCY_STOP, severity=Severity.CRITICAL,
+                            title=title, context=context)]
 
     def _stop_failed(self, ev: EmergencyStopFailed, settings: Settings) -> Event:
-        return self._raise(
-            ev, settings, kind=EMERGENCY_STOP_FAILED, severity=Severity.CRITICAL,
-            title=f"Emergency stop FAILED: broker unreachable (attempt {ev.attempt})",
-            context={
-                "session_date": _iso(ev.session_date),
-                "attempt": ev.attempt,
-                "error": ev.error,
-                "remaining_orders": ev.remaining_orders,
-                "remaining_positions": ev.remaining_positions,
-                "reason": self.stop_trigger.reason if self.stop_trigger else None,
-                "pnl_at_trigger": _s(self.stop_trigger.pnl) if self.stop_trigger else None,
-            },
-        )
+        title, context = content.stop_failed(ev, self.stop_trigger)
+        return self._raise(ev, settings, kind=EMERGENCY_STOP_FAILED,
+                           severity=Severity.CRITICAL, title=title, context=context)
 
     def _loss_warning(self, ev: DailyLossWarningIssued, settings: Settings) -> Event:
-        pct = round(ev.pct_used * 100)
-        return self._raise(
-            ev, settings, kind=DAILY_LOSS_WARNING, severity=Severity.WARNING,
-            title=f"Daily loss at {pct}% of the limit",
-            context={
-                "session_date": _iso(ev.session_date),
-                "pnl": str(ev.pnl),
-                "limit": str(ev.limit),
-                "pct_used": ev.pct_used,
-                "remaining": str(to_cents(ev.limit - abs(ev.pnl))),
-                # One gap through both thresholds: the stop triggers in the same minute, so
-                # "room before the stop" would be negative nonsense.
-                "past_limit": abs(ev.pnl) >= ev.limit,
-                "open_positions": ev.open_positions,
-                "stop_actions": {
-                    "close_all_positions": settings.emergency.close_all_positions,
-                    "cancel_all_orders": settings.emergency.cancel_all_orders,
-                    "halt_new_trades": settings.emergency.halt_new_trades,
-                },
-            },
-        )
+        title, context = content.loss_warning(ev, settings)
+        return self._raise(ev, settings, kind=DAILY_LOSS_WARNING, severity=Severity.WARNING,
+                           title=title, context=context)
 
     def _session_started(self, ev: SessionStarted, settings: Settings) -> Event:
-        limits = dict(ev.limits) or {
-            "max_daily_loss_usd": str(settings.limits.max_daily_loss_usd),
-            "max_positions": str(settings.limits.max_positions),
-            "max_position_size_usd": str(settings.limits.max_position_size_usd),
-        }
-        return self._raise(
-            ev, settings, kind=SESSION_STARTED, severity=Severity.INFO,
-            title=f"Trading session started ({ev.mode}, {ev.broker})",
-            context={
-                "session_id": ev.session_id,
-                "session_date": _iso(ev.session_date),
-                "mode": ev.mode,
-                "broker": ev.broker,
-                "market_open": _iso(ev.market_open),
-                "market_close": _iso(ev.market_close),
-                "early_close": ev.early_close,
-                "symbols": list(ev.symbols),
-                "limits": limits,
-            },
-        )
+        title, context = content.session_started(ev, settings)
+        return self._raise(ev, settings, kind=SESSION_STARTED, severity=Severity.INFO,
+                           title=title, context=context)
 
     def _trades(
         self, trigger: Event, settings: Settings, *, on_trigger: bool
@@ -613,11 +455,7 @@ class Alerter(Handler):
         trades = self._marked(self.pending_trades, "filled_at")
         out = self._raise(
             trigger, settings, kind=TRADES_EXECUTED, severity=Severity.INFO,
-            title=(
-                f"{len(trades)} trades executed" if len(trades) > 1 else
-                f"Trade executed: {trades[0]['side'].upper()} {trades[0]['qty']} "
-                f"{trades[0]['symbol']} @ {trades[0]['entry']}"
-            ),
+            title=content.trades_title(trades),
             context={"trades": trades, "order_ids": [t["order_id"] for t in trades],
                      **self._halt_context()},
         )
@@ -649,13 +487,9 @@ class Alerter(Handler):
             return None
         closes = self._marked(self.pending_closes, "closed_at")
         total = sum((Decimal(c["pnl"]) for c in closes), Decimal(0))
-        if len(closes) == 1:
-            c = closes[0]
-            title = f"Trade closed: {c['symbol']} {c['reason']}, {_signed_money(Decimal(c['pnl']))}"
-        else:
-            title = f"{len(closes)} trades closed, {_signed_money(total)}"
         out = self._raise(
-            trigger, settings, kind=TRADE_CLOSED, severity=Severity.INFO, title=title,
+            trigger, settings, kind=TRADE_CLOSED, severity=Severity.INFO,
+            title=content.closes_title(closes, total),
             context={"closes": closes, "close_ids": [c["close_id"] for c in closes],
                      "total_pnl": str(total), **self._halt_context()},
         )
@@ -669,77 +503,27 @@ class Alerter(Handler):
         CRITICAL through the other channels."""
         if ev.will_retry or ev.kind == ALERT_CHANNEL_FAILED or ev.channel in self.channels_reported:
             return []
-        return [self._raise(
-            ev, settings, kind=ALERT_CHANNEL_FAILED, severity=Severity.CRITICAL,
-            title=f"Alerts are not reaching you via {ev.channel}",
-            context={
-                "channel": ev.channel,
-                "reason": ev.reason,
-                "failed_alert_id": ev.alert_id,
-                "failed_kind": ev.kind,
-                "failed_severity": str(ev.severity),
-                # the broken channel would only fail again: the other channels carry it
-                "exclude_channels": [ev.channel],
-                "deliver_command": "catalyst alerts deliver",
-                "test_command": "catalyst alerts test",
-            },
-        )]
+        title, context = content.channel_failed(ev)
+        return [self._raise(ev, settings, kind=ALERT_CHANNEL_FAILED, severity=Severity.CRITICAL,
+                            title=title, context=context)]
 
     def _daily_summary(self, ev: SessionEnded, settings: Settings) -> Event:
-        day = self.day if self.day.session_date in (None, ev.session_date) else _Day()
-        wins = [p for p in day.round_trips if p > 0]
-        losses = [p for p in day.round_trips if p < 0]
-        curve = [[t, v] for t, v in day.curve.items()]
-        sign = "+" if ev.realized_pnl > 0 else "-" if ev.realized_pnl < 0 else ""
-        return self._raise(
-            ev, settings, kind=DAILY_SUMMARY, severity=Severity.INFO,
-            title=f"Daily summary {ev.session_date.isoformat()}: {ev.trades} trades, "
-            f"{sign}${abs(to_cents(ev.realized_pnl)):,}",
-            context={
-                "session_id": ev.session_id,
-                "session_date": _iso(ev.session_date),
-                "mode": day.session.get("mode"),
-                "broker": day.session.get("broker"),
-                "trades": ev.trades,
-                "wins": ev.wins,
-                "losses": ev.losses,
-                "win_rate": win_rate(ev.wins, ev.trades),
-                "realized_pnl": str(ev.realized_pnl),
-                "largest_win": _s(max(wins)) if wins else None,
-                "largest_loss": _s(min(losses)) if losses else None,
-                "trade_list": list(day.trades),
-                "close_list": list(day.closes),
-                "pnl_curve": curve,
-                "pnl_low": _s(day.pnl_low),
-                "pnl_high": _s(day.pnl_high),
-                "loss_limit": str(settings.limits.max_daily_loss_usd),
-                "warning_pct": settings.limits.warning_threshold_pct,
-            },
-        )
+        day = self.day if self.day.session_date in (None, ev.session_date) else DayRecord()
+        title, context = content.daily_summary(ev, day, settings)
+        return self._raise(ev, settings, kind=DAILY_SUMMARY, severity=Severity.INFO,
+                           title=title, context=context)
 
     def _discrepancy(self, ev: ReconciliationDiscrepancyFound, settings: Settings) -> Event:
-        return self._raise(
-            ev, settings, kind=RECONCILIATION_DISCREPANCY, severity=Severity.CRITICAL,
-            title=f"Broker disagrees with our records: {ev.symbol} {ev.kind}",
-            context={
-                "what": ev.kind,
-                "symbol": ev.symbol,
-                "broker": ev.broker,
-                "recorded": ev.recorded,
-                "resolution": ev.resolution,
-            },
-        )
+        title, context = content.discrepancy(ev)
+        return self._raise(ev, settings, kind=RECONCILIATION_DISCREPANCY,
+                           severity=Severity.CRITICAL, title=title, context=context)
 
     def _crash_looping(self, ev: HandlerCrashLooping, settings: Settings) -> Event:
-        return self._raise(
-            ev, settings, kind=HANDLER_CRASH_LOOPING, severity=Severity.CRITICAL,
-            title=f"Handler crash-looping: {ev.handler}",
-            context={"handler": ev.handler, "failures": ev.failures, "error": ev.error},
-        )
+        title, context = content.crash_looping(ev)
+        return self._raise(ev, settings, kind=HANDLER_CRASH_LOOPING,
+                           severity=Severity.CRITICAL, title=title, context=context)
 
     def _resumed(self, ev: TradingResumed, settings: Settings) -> Event:
-        return self._raise(
-            ev, settings, kind=TRADING_RESUMED, severity=Severity.INFO,
-            title=f"Trading resumed by {ev.resumed_by}",
-            context={"resumed_by": ev.resumed_by, "reason": ev.reason},
-        )
+        title, context = content.resumed(ev)
+        return self._raise(ev, settings, kind=TRADING_RESUMED, severity=Severity.INFO,
+                           title=title, context=context)

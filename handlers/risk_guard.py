@@ -44,15 +44,19 @@ reserved in the broker's figure). Until a first snapshot, the figures follow a s
                   i.e. no leverage: longs and shorts both tie up their full value.
 Approved orders that are not yet filled, canceled or rejected ("pending") count toward
 max_positions, exposure, buying power and stop risk, so a burst of signals cannot
-overshoot a limit before the first fill comes back. They are keyed by client_order_id, which
-every order event carries (a fill recorded before its OrderSubmitted has order_id =
-client_order_id). Bracket-leg fills and cancels (exits) do not touch the pending entries.
+overshoot a limit before the first fill comes back. Each approval is an `Order` aggregate
+(domain/aggregates.py) keyed by client_order_id, which every order event carries (a fill
+recorded before its OrderSubmitted has order_id = client_order_id); the working ones are the
+pending entries. Bracket-leg fills and cancels (exits) do not touch them. An update the order
+cannot take (a fill after its cancel, beyond its quantity) is refused: the order keeps its
+state and `refused_transitions` counts it; the guard goes on.
 
 Daily P&L alarms (on `DailyPnLChanged`, per its session date):
     total <= -warning_threshold_pct x limit  -> DailyLossWarningIssued, once per date
     total <= -limit                          -> EmergencyStopTriggered, once per date
-"Once" is state rebuilt from the log (the handler's own outputs are evolved), so it holds
-across restarts. Both fire on the same event if one change crosses both.
+"Once" is the date's `TradingDay` aggregate, rebuilt from the log (the handler's own outputs
+are evolved), so it holds across restarts. Both fire on the same event if one change crosses
+both.
 
 Halt: after `EmergencyStopTriggered` with actions.halt_new_trades (the actions are recorded
 in the event, so a replay decides the same way), every signal is denied "halted". With
@@ -62,6 +66,9 @@ halt_new_trades false, the daily_loss rule still denies for the rest of that dat
 
 Limits are read from the `settings` argument on every event: a hot reload applies to the
 next decision. Figures in denials are strings (Decimal text).
+
+Past ~400 lines (just): most of it is this docstring and the rules in their order, which is
+the contract; the state lives in domain/aggregate_state.py and domain/book.py.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, ClassVar
 from uuid import UUID, uuid5
 
+from domain.aggregate_state import Orders, TradingDays
+from domain.aggregates import Order
 from domain.book import PositionBook
 from domain.events import (
     AccountSnapshotted,
@@ -121,23 +130,8 @@ def order_ids_for(approval_event_id: UUID) -> tuple[str, str]:
     )
 
 
-@dataclass(slots=True)
-class _Pending:
-    symbol: str
-    side: Side
-    remaining: Decimal
-    entry: Decimal
-    stop: Decimal | None
-    at_broker: bool = False  # OrderSubmitted seen: the broker reserves its buying power
-    in_snapshot: bool = False  # at the broker when the latest account snapshot was taken
-
-    @property
-    def signed(self) -> Decimal:
-        return signed_qty(self.side, self.remaining)
-
-    @property
-    def stop_risk(self) -> Decimal:
-        return self.remaining * abs(self.entry - self.stop) if self.stop is not None else ZERO
+def _signed(order: Order) -> Decimal:
+    return signed_qty(order.side, order.remaining_qty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +174,15 @@ class RiskGuard(Handler):
         # Positions, last prices and realized P&L per session date: the shared book (fills
         # only, deduplicated by fill id; marks are fill prices: the guard takes no bars).
         self._book = PositionBook()
-        # client_order_id -> still-unfilled entry order
-        self._pending: dict[str, _Pending] = {}
+        # Approved entry orders, as Order aggregates by client_order_id: the working ones
+        # are the pending entries.
+        self._orders = Orders()
+        # The trading state per session date (warned, stopped, halted), as TradingDay
+        # aggregates.
+        self._days = TradingDays()
         self._pnl: dict[date, Decimal] = {}  # latest DailyPnLChanged total per date
-        self._warned: set[date] = set()
-        self._stopped: set[date] = set()
-        self._halt_date: date | None = None  # latest halting stop's date
-        self._halt_manual = False  # a halt that only TradingResumed lifts
+        # client_order_ids of the entries at the broker when the latest snapshot was taken
+        self._in_snapshot: set[str] = set()
         self._stops: dict[str, Decimal] = {}  # symbol -> stop of the entry that opened it
         self._snapshot: AccountSnapshotted | None = None  # the broker's latest figures
 
@@ -195,40 +191,16 @@ class RiskGuard(Handler):
     def evolve(self, event: Event) -> None:
         if isinstance(event, OrderFilled | OrderPartiallyFilled):
             self._on_fill(event)
-        elif isinstance(event, OrderApproved):
-            self._pending[event.client_order_id] = _Pending(
-                event.symbol, event.side, event.qty, event.limit_price or event.entry,
-                event.stop_loss,
-            )
-        elif isinstance(event, OrderSubmitted):
-            pending = self._pending.get(event.client_order_id)
-            if pending is not None:
-                pending.at_broker = True
+        elif isinstance(event, OrderApproved | OrderSubmitted | OrderCanceled | OrderRejected):
+            self._orders.apply(event)
         elif isinstance(event, AccountSnapshotted):
             self._snapshot = event
-            for p in self._pending.values():
-                p.in_snapshot = p.at_broker
-        elif isinstance(event, OrderCanceled | OrderRejected):
-            # a canceled bracket leg (an exit) leaves the entry order as it was
-            if getattr(event, "leg", None) is None:
-                self._pending.pop(event.client_order_id, None)
+            self._in_snapshot = {o.client_order_id for o in self._orders.working()
+                                 if o.at_broker}
         elif isinstance(event, DailyPnLChanged):
             self._pnl[event.session_date] = event.total
-        elif isinstance(event, DailyLossWarningIssued):
-            self._warned.add(event.session_date)
-        elif isinstance(event, EmergencyStopTriggered):
-            # A manual stop (the API's kill switch) short of the limit leaves the limit's own
-            # stop armed: trading resumed after it must still stop at the limit.
-            if event.reason != "manual" or event.pnl <= -event.limit:
-                self._stopped.add(event.session_date)
-            if event.actions.get("halt_new_trades", True):
-                if self._halt_date is None or event.session_date > self._halt_date:
-                    self._halt_date = event.session_date
-                if event.actions.get("require_manual_restart", True):
-                    self._halt_manual = True
-        elif isinstance(event, TradingResumed):
-            self._halt_date = None
-            self._halt_manual = False
+        elif isinstance(event, DailyLossWarningIssued | EmergencyStopTriggered | TradingResumed):
+            self._days.apply(event)
 
     def _on_fill(self, event: OrderFilled | OrderPartiallyFilled) -> None:
         result = self._book.apply(event)
@@ -237,14 +209,15 @@ class RiskGuard(Handler):
         if result.position.is_flat:
             self._stops.pop(event.symbol, None)
         self._cash -= signed_qty(event.side, event.qty) * event.price + event.fee
-        if event.leg is None:  # an entry order's own fill, not a bracket exit
-            pending = self._pending.get(event.client_order_id)
-            if pending is not None:
-                if pending.stop is not None and not result.position.is_flat:
-                    self._stops[event.symbol] = pending.stop
-                pending.remaining -= event.qty
-                if isinstance(event, OrderFilled) or pending.remaining <= 0:
-                    del self._pending[event.client_order_id]
+        order = self._orders.apply(event)  # None for a bracket exit, or a refused fill
+        if order is not None and order.stop_loss is not None and not result.position.is_flat:
+            self._stops[event.symbol] = order.stop_loss
+
+    @property
+    def refused_transitions(self) -> int:
+        """Order and trading-day commands the log asked for and the aggregates refused
+        (`domain.aggregates.Refusals`: the latest messages are on `_orders` / `_days`)."""
+        return self._orders.refusals.count + self._days.refusals.count
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -257,11 +230,13 @@ class RiskGuard(Handler):
                 value += mv
                 gross += abs(mv)
         notional = risk = unreserved = ZERO
-        for p in self._pending.values():
-            notional += p.remaining * p.entry
-            risk += p.stop_risk
-            if not p.in_snapshot:
-                unreserved += p.remaining * p.entry
+        in_snapshot = self._in_snapshot
+        for o in self._orders.working():
+            value_left = o.remaining_qty * o.price
+            notional += value_left
+            risk += o.stop_risk
+            if o.client_order_id not in in_snapshot:
+                unreserved += value_left
         snap = self._snapshot
         if snap is not None:
             return Account(snap.cash, snap.equity, gross, notional, risk,
@@ -284,15 +259,13 @@ class RiskGuard(Handler):
     def open_symbols(self) -> set[str]:
         """Symbols with a position or a pending entry order."""
         held = set(self._book.open_positions())
-        return held | {p.symbol for p in self._pending.values() if p.remaining > 0}
+        return held | {o.symbol for o in self._orders.working() if o.remaining_qty > 0}
 
     def pnl_on(self, day: date) -> Decimal:
         return self._pnl.get(day, ZERO)
 
     def halted_on(self, day: date) -> bool:
-        if self._halt_date is None:
-            return False
-        return self._halt_manual or day <= self._halt_date
+        return self._days.halted_on(day)
 
     # --- decisions -------------------------------------------------------------------------
 
@@ -310,12 +283,12 @@ class RiskGuard(Handler):
         day = event.session_date
         out: list[Event] = []
         warn_at = -limit * Decimal(str(limits.warning_threshold_pct))
-        if total <= warn_at and day not in self._warned:
+        if total <= warn_at and not self._days.warned(day):
             out.append(DailyLossWarningIssued.caused_by(
                 event, len(out), self.name, session_date=day, pnl=total, limit=limit,
                 pct_used=float(-total / limit), open_positions=event.open_positions,
             ))
-        if total <= -limit and day not in self._stopped:
+        if total <= -limit and not self._days.limit_stopped(day):
             out.append(EmergencyStopTriggered.caused_by(
                 event, len(out), self.name, session_date=day, pnl=total, limit=limit,
                 reason=f"daily P&L {total} reached the daily loss limit -{limit}",
@@ -343,10 +316,11 @@ class RiskGuard(Handler):
             )
 
         if self.halted_on(day):
+            days = self._days
             return deny(
                 "halted", "trading is halted by an emergency stop"
-                + (" until TradingResumed" if self._halt_manual else " for this session date"),
-                halted_since=str(self._halt_date),
+                + (" until TradingResumed" if days.until_resumed() else " for this session date"),
+                halted_since=str(days.halted_since()),
             )
         rr = reward_risk(sig.side, entry, stop, target) if entry > 0 else None
         if rr is None:
@@ -354,10 +328,10 @@ class RiskGuard(Handler):
                         f"on the losing side of the entry")
 
         held = self._book.position(sig.symbol).qty
-        pending_here = [p for p in self._pending.values()
-                        if p.symbol == sig.symbol and p.remaining > 0]
+        pending_here = [o for o in self._orders.working()
+                        if o.symbol == sig.symbol and o.remaining_qty > 0]
         if held or pending_here:
-            pending_qty = sum((p.signed for p in pending_here), ZERO)
+            pending_qty = sum((_signed(o) for o in pending_here), ZERO)
             return deny("position_or_order_open",
                         f"{sig.symbol} already has a position ({held}) or a pending entry "
                         f"({pending_qty}): one position per symbol",
@@ -373,7 +347,7 @@ class RiskGuard(Handler):
         # What the symbol already holds or has pending counts against its cap (zero today:
         # position_or_order_open denies before; kept so the cap stays right if it goes).
         committed = abs(held) * (self._book.last_price(sig.symbol) or entry) + sum(
-            (p.remaining * p.entry for p in pending_here), ZERO)
+            (o.remaining_qty * o.price for o in pending_here), ZERO)
         room = max_size - committed
         qty_size = (room / size_price).to_integral_value(rounding=ROUND_FLOOR) \
             if room > 0 else ZERO
@@ -401,7 +375,7 @@ class RiskGuard(Handler):
             return deny("reward_risk", f"reward/risk {rr:.4f} below min_reward_risk {min_rr}",
                         reward_risk=rr, min_reward_risk=min_rr)
 
-        net_after = held + sum((p.signed for p in pending_here), ZERO)
+        net_after = held + sum((_signed(o) for o in pending_here), ZERO)
         net_after += signed_qty(sig.side, qty)
         exposure = abs(net_after) * size_price
         pct = Decimal(str(limits.max_symbol_exposure_pct))

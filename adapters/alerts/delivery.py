@@ -24,8 +24,6 @@ from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-from tenacity import RetryCallState, wait_exponential
-
 from adapters.alerts.channels import Channel, DeliveryResult, channels_from_settings
 from adapters.alerts.render import (
     build_email,
@@ -34,6 +32,7 @@ from adapters.alerts.render import (
     webhook_payload,
 )
 from adapters.nats.event_log import log_context
+from adapters.nats.retry import backoff_delay
 from domain.events import AlertFailed, AlertRaised, AlertSent, Event
 from domain.values import Severity
 
@@ -218,7 +217,7 @@ class AlertDelivery:
 
     def retry_delay(self, events: Sequence[Event]) -> float | None:
         """Seconds to wait before redelivery, or None when no channel needs a retry.
-        Exponential from 5 s, capped at alerts.retry_max_seconds (tenacity's policy; the
+        Exponential from 5 s, capped at alerts.retry_max_seconds (the one retry policy; the
         waiting itself is the log's: the message is nak'ed with this delay)."""
         retrying = [e for e in events if isinstance(e, AlertFailed) and e.will_retry]
         if not retrying:
@@ -228,10 +227,9 @@ class AlertDelivery:
 
 
 def backoff(attempt: int, cap: float) -> float:
-    """The wait after failed attempt number `attempt`: 5 s, 10 s, 20 s... capped."""
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = max(1, min(attempt, 64))
-    return float(wait_exponential(multiplier=5, min=0, max=cap)(state))
+    """The wait after failed attempt number `attempt`: 5 s, 10 s, 20 s... capped (the one
+    retry policy's curve, adapters.nats.retry)."""
+    return float(backoff_delay(max(1, min(attempt, 64)), 5.0, cap))
 
 
 async def send_test_alert(settings: Settings, severity: Severity | str = Severity.INFO) -> str:

@@ -211,7 +211,7 @@ async def export(source: LogSource, path: Any, window: Window, context: bool = T
     import tempfile
     from pathlib import Path
 
-    from adapters.nats.log_source import LineChain, export_header, export_line
+    from adapters.nats.log_file import LineChain, export_header, export_line
 
     path = Path(path)
     counts = {"events": 0, "context": 0, "record": 0, "market_data": 0}

@@ -17,6 +17,10 @@ Why it is shaped like this:
   starting from what the log holds, so each fill is yielded exactly once
   (translate.py's ledger; docs/execution.md, "The order-update contract").
 - The API keys never reach a log line or an error message.
+
+Past ~400 lines: one adapter to one broker. The REST calls, the trade_updates stream and its
+REST backfill share the client, the retry and error translation and the key redaction; the
+pure order-update ledger they feed is translate.py.
 """
 
 from __future__ import annotations
@@ -48,14 +52,7 @@ from alpaca.trading.stream import TradingStream
 from requests.exceptions import ChunkedEncodingError, RequestException
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState
 
 from adapters.broker.alpaca_http import mount_timeouts, next_or_stopped
 from adapters.broker.port import (
@@ -74,6 +71,7 @@ from adapters.broker.translate import (
     catch_up,
     listing_max_updated,
 )
+from adapters.nats.retry import retrying
 from config.settings import Broker
 from domain.errors import CatalystError
 from domain.values import Side
@@ -375,15 +373,10 @@ class AlpacaBroker:
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_is_transient),
-                stop=stop_after_attempt(self._max_retries + 1),
-                # Exponential (initial, 2x, 4x ... capped) plus up to `initial` of jitter;
-                # spelled so it works on tenacity 8 and 9.
-                wait=wait_exponential(multiplier=self._backoff_initial, max=self._backoff_max)
-                + wait_random(0, self._backoff_initial),
-                before_sleep=self._log_retry(what),
-                reraise=True,
+            async for attempt in retrying(
+                retry_on=_is_transient, attempts=self._max_retries + 1,
+                initial=self._backoff_initial, maximum=self._backoff_max,
+                jitter=self._backoff_initial, before_sleep=self._log_retry(what),
             ):
                 with attempt:
                     return await asyncio.to_thread(fn, *args)

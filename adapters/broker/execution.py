@@ -13,8 +13,9 @@
   `PositionClosed` (the fill itself arrives later as `OrderFilled`).
 * CloseAll -> cancel every open order, close every position, one `PositionClosed` each.
 * EmergencyClose -> cancel all open orders, then close all positions, then verify the broker
-  reports none left. Broker calls that fail are retried with exponential backoff (tenacity,
-  injectable `sleep`); each failed attempt emits `EmergencyStopFailed(attempt, error)`.
+  reports none left. Broker calls that fail are retried with exponential backoff (the one
+  retry policy, injectable `sleep`); each failed attempt emits
+  `EmergencyStopFailed(attempt, error)`.
   `EmergencyStopCompleted` is emitted only once the broker is verified flat, with the orders
   canceled, each position closed at its fill price, and the realized P&L after the stop.
   When the close orders are accepted but not yet filled (the simulated broker fills them at
@@ -23,6 +24,10 @@
 
 Emitted ids derive from the command's cause, so re-running a command after a crash emits the
 same ids and the event log drops the repeats.
+
+Past ~400 lines: one service per broker connection. Submit, close and the emergency stop share
+its state (the order refs, closes in flight, the pending stop) and its retry policy
+(adapters/nats/retry.py); the emergency stop alone is half of it and leans on the close path.
 """
 
 from __future__ import annotations
@@ -35,13 +40,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState
 
 from adapters.broker.port import (
     BrokerOrder,
@@ -53,6 +52,7 @@ from adapters.broker.port import (
 )
 from adapters.broker.translate import OrderRefs, trade_update_to_events
 from adapters.nats.event_log import log_context
+from adapters.nats.retry import backoff_delay, retrying
 from domain.events import (
     ClosedPosition,
     EmergencyStopCompleted,
@@ -272,7 +272,8 @@ class ExecutionService:
         broker answers 40310000; that is retried with backoff.
         """
         closing_side = Side.SELL if pos.qty > 0 else Side.BUY
-        for attempt in range(1, self.max_attempts + 1):
+
+        async def attempt_close() -> BrokerOrder | None:
             listed = await self.broker.list_open_orders()
             open_orders = [o for o in listed if o.symbol == pos.symbol]
             for o in open_orders:
@@ -291,9 +292,14 @@ class ExecutionService:
                     # only its answer was lost (a 5xx, then this 404 on the retry). The
                     # latter must be reported with its fill, so look for it over REST.
                     return await self._executed_close(pos)
-                if not _is_qty_held(e) or attempt == self.max_attempts:
-                    raise
-            await self._sleep(self._delay(attempt))
+                raise
+
+        def qty_held(e: BaseException) -> bool:
+            return isinstance(e, BrokerRejection) and _is_qty_held(e)
+
+        async for attempt in self._policy(qty_held):
+            with attempt:
+                return await attempt_close()
         return None  # unreachable: the last attempt returns or raises
 
     async def _executed_close(self, pos: BrokerPosition) -> BrokerOrder | None:
@@ -340,8 +346,12 @@ class ExecutionService:
                 log.debug("cancel %s: %s", o.id, e)
         return count
 
-    def _delay(self, attempt: int) -> float:
-        return min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+    def _policy(self, retry_on: Callable[[BaseException], bool],
+                before_sleep: Callable[[RetryCallState], None] | None = None
+                ) -> AsyncRetrying:
+        return retrying(retry_on=retry_on, attempts=self.max_attempts,
+                        initial=self.backoff_initial, maximum=self.backoff_max,
+                        sleep=self._sleep, before_sleep=before_sleep)
 
     # --- emergency stop ----------------------------------------------------------------------
 
@@ -370,7 +380,8 @@ class ExecutionService:
                 self._emergency = None
                 return events
             if poll < polls:
-                await self._sleep(self._delay(poll + 1))
+                await self._sleep(backoff_delay(poll + 1, self.backoff_initial,
+                                                self.backoff_max))
         log.info(
             "emergency stop pending: %d orders, %d positions left (close orders working)",
             em.remaining_orders, em.remaining_positions,
@@ -386,16 +397,8 @@ class ExecutionService:
             assert state.outcome is not None
             self._failed(em, events, state.outcome.exception())
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
-            sleep=self._sleep,
-            retry=retry_if_exception(lambda e: isinstance(e, Exception)),
-            before_sleep=failed,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
+            async for attempt in self._policy(lambda e: isinstance(e, Exception), failed):
                 with attempt:
                     return await step(em)
         except Exception as e:  # noqa: BLE001 - every failure is reported, then retried later

@@ -42,6 +42,10 @@ power or shares held by other orders -> 40310000 (403); unknown order/position -
 
 Ids are deterministic (uuid5 of a counter or of the client_order_id), so a backtest run twice
 produces the same order ids, execution ids and therefore the same domain event ids.
+
+Past ~400 lines: `SimEngine` is one matching engine (orders, bracket legs, positions, cash and
+the order in which a bar fills them); its rules hold only together, and the backtest's byte
+for byte determinism rests on them running in one place.
 """
 
 from __future__ import annotations

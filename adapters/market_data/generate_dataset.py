@@ -11,6 +11,10 @@ The three intraday sessions are real NYSE sessions (checked with exchange-calend
 default Tue 2025-11-25, Wed 2025-11-26 and the half-day Fri 2025-11-28 (13:00 close) after
 Thanksgiving, preceded by 40 daily bars. Roles: day 1 catalysts, day 2 the selloff, day 3
 a thin half-day rebound.
+
+Past ~400 lines: one seeded generator. Its random draws happen in one fixed order across
+history, headlines and sessions; that order is what makes the bundled files reproducible
+byte for byte, and it is easiest to keep when the whole generator reads top to bottom.
 """
 
 from __future__ import annotations

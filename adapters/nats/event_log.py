@@ -13,6 +13,11 @@
 - A simulated run on a shared server publishes under `subject_prefix` into its own streams,
   which store the events under their usual `catalyst.` subjects (a stream subject
   transform): readers see an ordinary log; live consumers never see the run's events.
+
+Past ~400 lines: `EventLog` (streams, publishing and its batches, the fast lane) and
+`Consumer` (durable pull consumers, ack/nak, redelivery) share one connection, one set of
+stream names and one retry contract, and each creates or drives the other; split, they
+would import each other. The retry policy itself is adapters/nats/retry.py.
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ from nats.js.api import (
     StreamConfig,
     SubjectTransform,
 )
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay
-from tenacity.wait import wait_exponential, wait_random
+from tenacity import RetryCallState
 
+from adapters.nats.retry import retrying
 from adapters.nats.wire import can_send_frames, hpub, plain_subject, send_frames
 from domain.errors import CatalystError, ConcurrencyError, EventDecodeError
 from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
@@ -120,11 +125,8 @@ async def with_retry(what: str, call: Callable[[], Awaitable[T]],
                     state.attempt_number)
 
     try:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient), stop=stop_after_delay(timeout),
-            wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
-            before_sleep=note, reraise=True,
-        ):
+        async for attempt in retrying(retry_on=is_transient, initial=0.05, maximum=1.0,
+                                      jitter=0.05, seconds=timeout, before_sleep=note):
             with attempt:
                 return await call()
     except Exception as e:
@@ -402,8 +404,9 @@ class EventLog:
             deny_delete=True,
             deny_purge=True,
             discard=DiscardPolicy.OLD,
-            # The eventsourcing recorders (adapters.nats.es_jetstream) read with direct get and
-            # write an aggregate's events as one atomic batch.
+            # Atomic batches: send_many writes a chunk as one. Direct get stays on: streams
+            # created before the eventsourcing recorders left have it, and a config that
+            # differed would ask the server to edit every existing record stream.
             allow_direct=True,
             allow_atomic=True,
         )

@@ -15,6 +15,9 @@ and `observe_event(event)` for every event they see.
                                                    partially_filled, filled, canceled
     catalyst_daily_pnl_usd{component}              total / realized / unrealized (latest)
     catalyst_alerts_total{outcome}                 raised, suppressed, sent, failed
+    catalyst_refused_transitions{handler}          broker updates and risk events an order or
+                                                   trading-day aggregate refused (the risk
+                                                   guard's `refused_transitions`)
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class Metrics:
         self.pnl = Gauge("catalyst_daily_pnl_usd", "Latest daily P&L (New York session date).",
                          ["component"], registry=r)
         self.alerts = Counter("catalyst_alerts", "Alerts by outcome.", ["outcome"], registry=r)
+        self.refused = Gauge("catalyst_refused_transitions",
+                             "Updates from the log an aggregate refused (kept its state).",
+                             ["handler"], registry=r)
 
     # --- what happened -----------------------------------------------------------------------
 
@@ -90,10 +96,17 @@ class Metrics:
         """Count and time every handler and effect of an in-process pipeline."""
         for h in pipeline.handlers:
             h.handle = self._timed(h.name, h.handle)  # type: ignore[method-assign]
+            self.watch_refusals(h)
         for e in pipeline.effects:
             e.on_event = self._timed_async(e.name, e.on_event)  # type: ignore[method-assign]
         pipeline.observers.append(self.observe_event)
         return pipeline
+
+    def watch_refusals(self, handler: Any) -> None:
+        """Export a handler's count of refused aggregate transitions, if it keeps one."""
+        if hasattr(handler, "refused_transitions"):
+            self.refused.labels(handler.name).set_function(
+                lambda: handler.refused_transitions)
 
     def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         count, hist = self.events.labels(name), self.latency.labels(name)

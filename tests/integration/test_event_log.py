@@ -276,7 +276,8 @@ async def test_a_hand_published_event_prints_and_exports_as_one_compact_line(
 
     from adapters.audit.replay import export, print_entries
     from adapters.audit.window import Window
-    from adapters.nats.log_source import FileSource, NatsSource
+    from adapters.nats.log_file import FileSource
+    from adapters.nats.log_source import NatsSource
 
     ev = start_requested("by-hand")
     pretty = json.dumps(json.loads(ev.to_json()), indent=2).encode() + b"\n"

@@ -17,14 +17,16 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 import pytest
 
 from adapters.audit.replay import export, print_entries
-from adapters.audit.report import build_report, render
+from adapters.audit.report import build_report
+from adapters.audit.report_render import render
 from adapters.audit.settings_history import plan_for_file, plan_for_nats
 from adapters.audit.status import gather
 from adapters.audit.verify import verify
 from adapters.audit.window import Window
 from adapters.nats.embedded import EmbeddedNats, free_port
 from adapters.nats.event_log import MSG_ID_HEADER, ORDER_HEADER, TYPE_HEADER, EventLog, StreamNames
-from adapters.nats.log_source import FileSource, NatsSource, import_entries
+from adapters.nats.log_file import FileSource, import_entries
+from adapters.nats.log_source import NatsSource
 from adapters.runtime.app import build_sim_pipeline
 from adapters.runtime.config_watcher import SettingsHolder
 from adapters.runtime.metrics import Metrics, start_metrics_server
@@ -565,6 +567,7 @@ async def test_metrics_count_handlers_orders_pnl_and_alerts(tmp_path: Path) -> N
     assert value("catalyst_orders_total", outcome="denied") > 0
     assert value("catalyst_alerts_total", outcome="sent") > 0
     assert value("catalyst_daily_pnl_usd", component="total") < -500
+    assert value("catalyst_refused_transitions", handler="risk_guard") == 0  # a clean day
     assert "catalyst_orders_total" in body and "catalyst_consumer_lag" in body
 
 

@@ -331,3 +331,16 @@ def test_a_fill_recorded_before_its_submit_clears_the_pending_entry_by_client_or
     acct = guard.account()
     assert acct.pending_notional == 0 and acct.pending_stop_risk == 0
     assert guard.open_symbols() == {"AAPL"}  # the position, not a pending entry too
+
+
+def test_a_broker_update_the_order_cannot_take_is_refused_counted_and_changes_nothing():
+    # A fill after the order was canceled: the order keeps its state (no stop is armed for
+    # it), the guard goes on deciding, and the refusal is counted for the runtime to report.
+    guard = RiskGuard()
+    order = approved(guard, aapl())
+    guard.handle(cancel_of(order), S)
+    assert guard.refused_transitions == 0
+    assert guard.handle(fill_of(order, "AAPL", "buy", order.qty, "150", when=at(5)), S) == []
+    assert guard.refused_transitions == 1
+    assert guard.open_stop_risk() == 0
+    denied(guard, aapl(when=at(6)), "position_or_order_open")  # the fill's position is held
