@@ -33,6 +33,7 @@ from adapters.broker.execution import ExecutionService
 from adapters.broker.port import BrokerPort, BrokerUnavailable
 from adapters.broker.sim import SimulatedBroker
 from adapters.nats.event_log import MD_PREFIX, Consumer, EventLog, Retry, log_context
+from adapters.nats.retry import backoff_delay
 from adapters.runtime.composition import AlertEffect, BrokerEffect
 from adapters.runtime.config_watcher import SettingsHolder
 from adapters.runtime.feeds import pump_market_data, run_schedule
@@ -354,7 +355,7 @@ class Services:
                 log.error("%s failed (%d in a row), restarting: %r", name, failures, e)
                 if failures == 3:
                     await self._crash_looping(name, failures, repr(e))
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** failures))
+                await asyncio.sleep(backoff_delay(failures + 1, 0.5, 30.0))
 
     async def _crash_looping(self, name: str, failures: int, error: str) -> None:
         ev = HandlerCrashLooping(
