@@ -51,7 +51,7 @@ from nats.js.api import (
 )
 from tenacity import RetryCallState
 
-from adapters.nats.retry import retrying
+from adapters.nats.retry import backoff_delay, retrying
 from adapters.nats.wire import can_send_frames, hpub, plain_subject, send_frames
 from domain.errors import CatalystError, ConcurrencyError, EventDecodeError
 from domain.events import RECORD_SUBJECT_ROOTS, REGISTRY, Event, decode_event
@@ -97,7 +97,8 @@ T = TypeVar("T")
 def is_transient(exc: BaseException) -> bool:
     """An error a leader election or node restart causes, which the same call may not get a
     second later. A consumer that does not exist or a bad config is not one."""
-    if isinstance(exc, (*TRANSIENT, nats.errors.NoServersError)):
+    if isinstance(exc, (*TRANSIENT, nats.errors.NoServersError,
+                        nats.js.errors.ServiceUnavailableError)):
         return True
     if isinstance(exc, nats.js.errors.APIError):
         # getattr: nats-py's key-value errors (KeyWrongLastSequenceError) skip APIError's
@@ -671,13 +672,36 @@ class EventLog:
 
         Through an ephemeral pull consumer (no acks, in memory): it says up front how many
         messages match, so a read of nothing returns at once, and it only holds what was
-        fetched (a push consumer in nats-py drops messages silently past its limits)."""
+        fetched (a push consumer in nats-py drops messages silently past its limits). A
+        read cut by a leader election (the consumer lost with its node, 503s) goes on after
+        the last event it gave, with a new consumer, for `retry_timeout` seconds."""
         stream = stream or self.names.record
         info = await self.api(f"stream info {stream}", lambda: self.js.stream_info(stream))
         end = info.state.last_seq
         if end == 0 or (start_seq is not None and start_seq > end):
             return
-        wanted = list(subjects)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_timeout
+        next_seq, attempt = start_seq, 0
+        while True:
+            try:
+                async for stored in self._read_once(stream, list(subjects), next_seq,
+                                                    start_time if next_seq is None else None,
+                                                    end, decode_errors):
+                    next_seq = stored.seq + 1
+                    yield stored
+                return
+            except Exception as e:
+                if not is_transient(e) or loop.time() > deadline:
+                    raise
+                attempt += 1
+                log.warning("reading %s: %r; going on from seq %s (attempt %d)", stream, e,
+                            next_seq, attempt)
+                await asyncio.sleep(backoff_delay(attempt, 0.2, 2.0))
+
+    async def _read_once(self, stream: str, wanted: list[str], start_seq: int | None,
+                         start_time: datetime | None, end: int, decode_errors: str
+                         ) -> AsyncIterator[StoredEvent]:
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.ALL,
@@ -700,7 +724,13 @@ class EventLog:
                 try:
                     msgs = await sub.fetch(min(remaining, 1000), timeout=5.0)
                 except nats.errors.TimeoutError:
-                    return
+                    # Nothing came though messages were pending: the read is cut (a leader
+                    # election), not done; `read` goes on after the last one given. Done
+                    # only if nothing is pending any more (aged out meanwhile).
+                    info = await self.api(f"reading {stream}", sub.consumer_info)
+                    if not info.num_pending:
+                        return
+                    raise
                 for msg in msgs:
                     remaining -= 1
                     seq = msg.metadata.sequence.stream

@@ -199,7 +199,13 @@ class Trial:
         deadline = time.monotonic() + timeout
         while not p.said(f"serving {p.role}"):
             if not p.alive:
-                raise AssertionError(f"{p.role} died:\n{''.join(p.served.output)[-2000:]}")
+                # Died starting (a node lost under it): the supervisor starts it again,
+                # and that one is followed (the trial reports the restart).
+                self._supervise()
+                p = next(q for q in reversed(self.procs) if q.role == p.role)
+                if not p.alive:
+                    raise AssertionError(f"{p.role} died:\n"
+                                         f"{''.join(p.served.output)[-2000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{p.role} not serving in {timeout:.0f}s:\n"
                                      f"{''.join(p.served.output)[-2000:]}")
