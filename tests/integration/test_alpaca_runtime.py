@@ -128,6 +128,9 @@ async def test_a_restart_mid_submission_leaves_one_order_and_one_submitted_event
     entries = [o for o in fake_alpaca.orders.values()
                if o.client_order_id == approval.client_order_id]
     assert len(entries) == 1  # the re-run met "client_order_id must be unique"
+    # (The redelivery comes after the 2 s ack wait, before the first, 5 s slow, POST is
+    # answered: wait for both answers.)
+    await fake_alpaca.wait_for_requests("POST", "/v2/orders", 2)
     assert fake_alpaca.count_requests("POST", "/v2/orders") == 2
     submitted = of(events, OrderSubmitted)
     assert len(submitted) == 1
