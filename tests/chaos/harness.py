@@ -46,7 +46,7 @@ from adapters.audit.settings_history import plan_for_nats
 from adapters.audit.verify import verify
 from adapters.nats.event_log import EventLog, StreamNames
 from adapters.nats.local_cluster import LocalCluster
-from adapters.nats.log_source import NatsSource
+from adapters.nats.log_source import LogReadError, NatsSource
 from adapters.runtime.app import bundled_tape, default_session
 from adapters.runtime.simulation import SimulatedClock
 from config.loader import DEFAULT_DIR
@@ -417,6 +417,20 @@ class Trial:
     async def _events(self, subjects: list[str]) -> list[Event]:
         return [s.event async for s in self.log.read(subjects)]
 
+    async def _verify(self) -> Any:
+        """`replay --verify`. Its fast read fails, clearly, on a stream whose leader is being
+        elected (a node restarted at the end of the trial): read again, as a person would."""
+        for attempt in range(5):
+            try:
+                return await verify(await NatsSource(self.log).open(),
+                                    await plan_for_nats(self.log, Settings()), jobs=1)
+            except LogReadError as e:
+                if attempt == 4:
+                    raise
+                self.say(f"  verify: {e}; reading again")
+                await asyncio.sleep(2.0)
+        raise AssertionError("unreachable")
+
     async def _check(self) -> None:
         r = self.result
         events = await self._events(["catalyst.>"])
@@ -438,8 +452,7 @@ class Trial:
         r.lost_alerts = len(raised - self._delivered_ids())
         r.doubled_alerts = sum(n - 1 for n in sent.values())
         r.approvals = sum(isinstance(e, OrderApproved) for e in events)
-        result = await verify(await NatsSource(self.log).open(),
-                              await plan_for_nats(self.log, Settings()), jobs=1)
+        result = await self._verify()
         r.divergences = result.divergences
         if result.divergences:
             dump = self.workdir / "log.txt"
