@@ -70,6 +70,22 @@ async def test_publish_consume_round_trip(elog: EventLog) -> None:
     assert seen[0] == sent
 
 
+async def test_a_slow_handler_keeps_its_message_past_a_short_ack_wait(elog: EventLog) -> None:
+    """The consumer says the message is in progress while the handler works, so a short
+    ack wait (a dead process's message comes back soon) never redelivers a slow one."""
+    calls: list[Event] = []
+
+    async def slow(ev: Event) -> list[Event]:
+        calls.append(ev)
+        await asyncio.sleep(1.6)  # four ack waits
+        return []
+
+    await elog.consume("slow", ["catalyst.session.>"], slow, ack_wait=0.4, max_ack_pending=4)
+    await elog.publish(start_requested("slow"))
+    await asyncio.sleep(3.0)
+    assert len(calls) == 1
+
+
 async def test_market_data_goes_to_its_own_stream(elog: EventLog) -> None:
     seq = await elog.publish(bar_event("AAPL", 0, "10", "11", "9", "10.5"))
     assert seq == 1
