@@ -42,10 +42,8 @@ async def restart(ctx: Ctx) -> None:
     await ctx.venue.trade()
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("with_restart", [False, True])
-async def test_config_reload_mid_session_verifies(fake_alpaca: FakeAlpaca, nats_url: str,
-                                                  tmp_path: Path, with_restart: bool) -> None:
+def config_dir(tmp_path: Path) -> Path:
+    """The shipped config, mail to the test's own mailbox."""
     cfg = tmp_path / "config"
     cfg.mkdir()
     for f in ("risk_parameters.yaml", "trading_config.yaml"):
@@ -53,6 +51,14 @@ async def test_config_reload_mid_session_verifies(fake_alpaca: FakeAlpaca, nats_
     t = cfg / "trading_config.yaml"
     t.write_text(t.read_text().replace("mailbox_dir: var/mail",
                                        f"mailbox_dir: {tmp_path / 'mail'}"))
+    return cfg
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("with_restart", [False, True])
+async def test_config_reload_mid_session_verifies(fake_alpaca: FakeAlpaca, nats_url: str,
+                                                  tmp_path: Path, with_restart: bool) -> None:
+    cfg = config_dir(tmp_path)
 
     async def start(nats_url: str, names: Any, settings: Any, fake: FakeAlpaca, clock: Any):
         # As `catalyst run` does: the config loaded from the directory at each start.
@@ -89,13 +95,7 @@ async def test_config_edited_while_down_verifies(fake_alpaca: FakeAlpaca, nats_u
     (run_services does, before Services.start) and trades under it."""
     from adapters.runtime.run_record import run_started
 
-    cfg = tmp_path / "config"
-    cfg.mkdir()
-    for f in ("risk_parameters.yaml", "trading_config.yaml"):
-        shutil.copy(Path("config") / f, cfg / f)
-    t = cfg / "trading_config.yaml"
-    t.write_text(t.read_text().replace("mailbox_dir: var/mail",
-                                       f"mailbox_dir: {tmp_path / 'mail'}"))
+    cfg = config_dir(tmp_path)
 
     async def start(nats_url: str, names: Any, settings: Any, fake: FakeAlpaca, clock: Any):
         settings = load_settings(cfg, env={}).settings

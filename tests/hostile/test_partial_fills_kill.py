@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.alpaca_server import FakeAlpaca
+from tests.fakes.alpaca_server import FakeAlpaca, FakeOrder
 from tests.hostile.harness import Ctx, hard_kill, run_session
 from tests.integration.test_paper_session_verifies import Venue
 
@@ -16,23 +16,12 @@ pytestmark = pytest.mark.integration
 
 
 class PartialVenue(Venue):
-    async def trade(self) -> None:
-        for symbol, bar in self.feed.bars.items():
-            self.fake.set_price(symbol, bar.close)
-        for o in list(self.fake.orders.values()):
-            if not o.is_active:
-                continue
-            bar = self.feed.bars.get(o.symbol)
-            if bar is None:
-                continue
-            price = self._execution_price(o, bar)
-            if price is None:
-                continue
-            part = (o.qty / 3).quantize(Decimal(1)) if o.parent is None and o.type == "limit" \
-                else o.remaining
-            part = min(max(part, Decimal(1)), o.remaining)
-            await self.fake.fill(o.id, price, part)
-            self.filled += 1
+    """Entries fill a third at a time; legs and closes at once."""
+
+    def _quantity(self, o: FakeOrder) -> Decimal | None:
+        part = (o.qty / 3).quantize(Decimal(1)) if o.parent is None and o.type == "limit" \
+            else o.remaining
+        return min(max(part, Decimal(1)), o.remaining)
 
 
 def kill(minutes_down: int):

@@ -97,8 +97,12 @@ class Venue:
                 continue
             price = self._execution_price(o, bar)
             if price is not None:
-                await self.fake.fill(o.id, price)
+                await self.fake.fill(o.id, price, self._quantity(o))
                 self.filled += 1
+
+    def _quantity(self, o: FakeOrder) -> Decimal | None:
+        """How much of `o` trades now (None: all of it)."""
+        return None
 
     @staticmethod
     def _execution_price(o: FakeOrder, bar: Any) -> Decimal | None:
