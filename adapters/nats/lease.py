@@ -223,6 +223,10 @@ class RoleLease:
         except Exception as e:
             if _wrong_last(e):
                 return False  # a live holder's key is there
+            if isinstance(e, nats.js.errors.KeyNotFoundError):
+                # nats-py's create looks the key up after a refused write, to retry over a
+                # delete marker; a key expiring (its holder's TTL) in between lands here.
+                return False  # the next poll tries again
             raise
         self._claim, self._acquired_rev, self.revision = claim, rev, rev
         self._holding, self.lost_reason = True, ""
