@@ -7,6 +7,7 @@ hold an old one), so it always picks a free port on loopback and its own store d
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -51,10 +52,48 @@ def _die_with_parent() -> None:
         pass
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()  # this process never hands out one port twice
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port from bind(("", 0)) comes out of the ephemeral range, where any outgoing
+    connection (a route between cluster nodes, a client) may take it between this check
+    and the server's own bind: a cluster of nine ports lost that race in CI. Below the
+    range only listeners compete, and a port is never handed out twice in one process."""
+    low = _ephemeral_low()
+    floor = 10000 if low > 12000 else 1024
+    for _ in range(500):
+        port = random.randint(floor, low - 1)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_taken(log_file: Path) -> bool:
+    """Whether a server that exited at start did so because a port was taken."""
+    try:
+        return "address already in use" in log_file.read_text(errors="replace").lower()
+    except FileNotFoundError:
+        return False
 
 
 class EmbeddedNats:
@@ -76,6 +115,7 @@ class EmbeddedNats:
             self._tmp = tempfile.TemporaryDirectory(prefix="catalyst-nats-")
             store_dir = self._tmp.name
         self.store_dir = Path(store_dir)
+        self._auto_port = port is None
         self.port = port or free_port()
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -87,6 +127,18 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except EmbeddedNatsError:
+                # A port picked for us can still be lost to another listener: pick again.
+                if not (self._auto_port and attempt < 2 and port_taken(self.log_file)):
+                    raise
+                self.log_file.unlink(missing_ok=True)
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         # A config file, because sync_interval has no command-line flag: `always` fsyncs
         # every write, the durability the system of record needs.
@@ -152,7 +204,7 @@ class EmbeddedNats:
         self.stop()
         # The log is appended to; clear it so readiness is judged on the new run.
         self.log_file.unlink(missing_ok=True)
-        self.start()
+        self._start_once(10.0)  # never a new port: clients come back to the same URL
 
     def cleanup(self) -> None:
         self.stop()

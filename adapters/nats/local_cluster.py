@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsError, free_port
+from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsError, free_port, port_taken
 
 STATE_FILE = "cluster.json"
 DEFAULT_BASE_PORT = 14222  # not 4222: the machine may run a server of its own there
@@ -37,11 +37,15 @@ class LocalCluster:
                  name: str = "catalyst") -> None:
         self.directory = Path(directory)
         self.name = name
-        if base_port is None:  # tests: any free ports
-            ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        self.size = size
+        self._auto_ports = base_port is None  # tests: any free ports
+        if base_port is None:
+            self._use(_free_ports(size))
         else:
-            ports = [(base_port + i, base_port + 2000 + i, base_port + 4000 + i)
-                     for i in range(size)]
+            self._use([(base_port + i, base_port + 2000 + i, base_port + 4000 + i)
+                       for i in range(size)])
+
+    def _use(self, ports: list[tuple[int, int, int]]) -> None:
         self.ports = ports
         self.nodes: list[EmbeddedNats] = []
         for i, (client, route, http) in enumerate(ports):
@@ -49,7 +53,7 @@ class LocalCluster:
                                for j, (_, r, _) in enumerate(ports) if j != i)
             extra = (f'server_name: "n{i + 1}"\n'
                      f'http: "127.0.0.1:{http}"\n'
-                     f'cluster {{\n  name: "{name}"\n  listen: "127.0.0.1:{route}"\n'
+                     f'cluster {{\n  name: "{self.name}"\n  listen: "127.0.0.1:{route}"\n'
                      f"  routes: [{routes}]\n}}\n")
             self.nodes.append(EmbeddedNats(store_dir=self.directory / f"n{i + 1}", port=client,
                                            extra_config=extra))
@@ -64,6 +68,21 @@ class LocalCluster:
         return self.nodes[int(server_name.removeprefix("n")) - 1]
 
     def start(self, timeout: float = 30.0) -> LocalCluster:
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except EmbeddedNatsError:
+                # Ports picked for us can still be lost to another listener before the
+                # nodes bind them: start again on fresh ones (never on fixed ports).
+                if not (self._auto_ports and attempt < 2
+                        and any(port_taken(n.log_file) for n in self.nodes)):
+                    raise
+                for n in self.nodes:
+                    n.log_file.unlink(missing_ok=True)
+                self._use(_free_ports(self.size))
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> LocalCluster:
         busy = [p for ports in self.ports for p in ports if _port_in_use(p)]
         if busy:
             raise EmbeddedNatsError(f"ports {busy} are in use: another cluster running? "
@@ -120,6 +139,11 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _free_ports(size: int) -> list[tuple[int, int, int]]:
+    """Client, route and monitoring ports for each node (free_port never repeats one)."""
+    return [(free_port(), free_port(), free_port()) for _ in range(size)]
 
 
 def _port_in_use(port: int) -> bool:

@@ -9,7 +9,6 @@ import json
 import logging
 import mailbox
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from adapters.alerts.channels import (
 )
 from adapters.alerts.delivery import AlertDelivery, AlertDeliveryError, send_test_alert
 from adapters.alerts.examples import sample_alerts
+from adapters.nats.embedded import free_port
 from config.loader import redacted
 from config.settings import Alerts, Recipients, Settings, Smtp, TradingConfig, Webhook
 from domain.events import AlertFailed, AlertRaised, AlertSent
@@ -78,12 +78,6 @@ class Inbox:
             email.message_from_bytes(e.content, policy=email.policy.default)  # type: ignore[misc]
             for e in self.envelopes
         ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_smtp(inbox: Inbox, port: int, **kwargs: Any) -> Controller:
