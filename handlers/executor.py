@@ -41,6 +41,8 @@ from domain.events import (
     OrderApproved,
     OrderFilled,
     OrderPartiallyFilled,
+    OrderRejected,
+    OrderSubmitted,
     PositionCloseRequested,
     ScanRequested,
 )
@@ -103,7 +105,16 @@ class EmergencyClose:
     realized_pnl_before: Decimal = _ZERO
 
 
-Command = SubmitOrder | ClosePosition | CloseAll | EmergencyClose
+@dataclass(frozen=True, slots=True)
+class DropOrder:
+    """Never send an approval an emergency stop overtook: recorded as an `OrderRejected`
+    (the approval's one outcome), without a call to the broker."""
+
+    cause: OrderApproved
+    reason: str
+
+
+Command = SubmitOrder | ClosePosition | CloseAll | EmergencyClose | DropOrder
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -121,6 +132,10 @@ class HeldPosition:
 class ExecutorState:
     positions: dict[str, HeldPosition] = field(default_factory=dict)
     book: PositionBook = field(default_factory=PositionBook)
+    # client_order_ids of approvals with no OrderSubmitted / OrderRejected yet, and those
+    # of them an EmergencyStopTriggered came after (see `commands_for`).
+    unsent: set[str] = field(default_factory=set)
+    overtaken: set[str] = field(default_factory=set)
 
 
 # The one session-date function (domain.calendar).
@@ -140,8 +155,9 @@ class Executor(Handler):
     )
     accepts: ClassVar[frozenset[str] | None] = frozenset(
         {
-            "OrderApproved", "OrderFilled", "OrderPartiallyFilled", "PositionCloseRequested",
-            "FlattenRequested", "ScanRequested", "BarReceived", "EmergencyStopTriggered",
+            "OrderApproved", "OrderSubmitted", "OrderRejected", "OrderFilled",
+            "OrderPartiallyFilled", "PositionCloseRequested", "FlattenRequested",
+            "ScanRequested", "BarReceived", "EmergencyStopTriggered",
         }
     )
 
@@ -160,6 +176,13 @@ class Executor(Handler):
             if event.symbol in self.state.positions and event.bar.timeframe == "1Min":
                 self.state.book.mark(event.symbol, event.bar.close, event.occurred_at)
             return
+        if isinstance(event, OrderApproved):
+            self.state.unsent.add(event.client_order_id)
+            return
+        if isinstance(event, OrderSubmitted | OrderRejected):
+            self.state.unsent.discard(event.client_order_id)
+            self.state.overtaken.discard(event.client_order_id)
+            return
         self._oldest_open = _UNKNOWN
         if isinstance(event, OrderFilled | OrderPartiallyFilled):
             self._on_fill(event)
@@ -170,6 +193,8 @@ class Executor(Handler):
         elif isinstance(event, FlattenRequested | EmergencyStopTriggered):
             for pos in self.state.positions.values():
                 pos.close_requested = True
+            if isinstance(event, EmergencyStopTriggered):
+                self.state.overtaken |= self.state.unsent
 
     def _on_fill(self, fill: OrderFilled | OrderPartiallyFilled) -> None:
         book = self.state.book
@@ -238,8 +263,17 @@ class Executor(Handler):
         return out
 
     def commands_for(self, event: Event, settings: Settings) -> list[Command]:
+        """The broker commands `event` calls for, judged on this state: in the real-time
+        runtime the broker effect consumes the log behind the sequencer, so the state may
+        already hold events recorded after `event`. An approval still unsent when an
+        emergency stop was recorded is dropped, not sent: the stop cancels what is at the
+        broker, and an entry sent after it would be an order nobody may place any more.
+        (In a simulation the effect runs in the approval's own step, before any later
+        event, so this never happens there.)"""
         if isinstance(event, OrderApproved):
-            return _submit(event, settings)
+            if event.client_order_id in self.state.overtaken:
+                return [DropOrder(event, "an emergency stop was triggered before it was sent")]
+            return submit_commands(event, settings)
         if isinstance(event, PositionCloseRequested):
             return [ClosePosition(event, event.symbol, event.reason)]
         if isinstance(event, FlattenRequested):
@@ -262,7 +296,8 @@ class Executor(Handler):
         return []
 
 
-def _submit(approval: OrderApproved, settings: Settings) -> list[Command]:
+def submit_commands(approval: OrderApproved, settings: Settings) -> list[Command]:
+    """The order an approval sends (none for a zero quantity)."""
     if approval.qty <= 0:
         return []
     bracket = (

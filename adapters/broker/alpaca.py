@@ -232,6 +232,10 @@ class AlpacaBroker:
             if exc.status == 404:
                 return None
             raise
+        if not raw.get("legs") and raw.get("order_class") in ("bracket", "oco", "oto"):
+            # This lookup takes no `nested`: a server may answer without the legs, and an
+            # order adopted without them would leave its own legs looking like strangers.
+            return await self.get_order(str(raw["id"]))
         return self._order(raw)
 
     async def list_open_orders(self) -> list[BrokerOrder]:
@@ -432,7 +436,10 @@ class AlpacaBroker:
             page = await self._call(what, self._client.get_orders, request) or []
             fresh = [r for r in page if str(r["id"]) not in found]
             found.update((str(r["id"]), r) for r in page)
-            if len(page) < PAGE or not fresh:
+            # Not `len(page) < PAGE`: a server that pages below Alpaca's 500 would end the
+            # listing after its first page. A page with nothing new ends it (one request
+            # more per listing).
+            if not fresh:
                 return list(found.values())
             last = _time(page[-1].get("submitted_at"))
             if last is None:

@@ -58,12 +58,20 @@ from domain.events import (
     EmergencyStopCompleted,
     EmergencyStopFailed,
     Event,
+    OrderApproved,
     OrderRejected,
     OrderSubmitted,
     PositionClosed,
 )
-from domain.values import Side
-from handlers.executor import CloseAll, ClosePosition, Command, EmergencyClose, SubmitOrder
+from domain.values import Side, to_cents
+from handlers.executor import (
+    CloseAll,
+    ClosePosition,
+    Command,
+    DropOrder,
+    EmergencyClose,
+    SubmitOrder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +177,27 @@ class ExecutionService:
             return await self.close_all(command)
         if isinstance(command, EmergencyClose):
             return await self.emergency_close(command)
+        if isinstance(command, DropOrder):
+            approval = command.cause
+            log.warning("order %s not sent: %s", approval.client_order_id, command.reason,
+                        extra=log_context(approval, "executor"))
+            return [OrderRejected.caused_by(
+                approval, 0, "execution.rejected", order_id=approval.order_id,
+                client_order_id=approval.client_order_id, symbol=approval.symbol,
+                code="emergency_stop", message=command.reason)]
         raise TypeError(f"unknown command {command!r}")
 
     def translate(self, update: TradeUpdate, correlation_id: str) -> list[Event]:
+        self.refs.learn(update.order)
         return trade_update_to_events(update, correlation_id=correlation_id, refs=self.refs)
 
     def observe(self, event: Event) -> None:
-        """Rebuild the order references from the log (call with every OrderSubmitted)."""
+        """Rebuild the order references from the log (call with every OrderApproved and
+        OrderSubmitted)."""
         if isinstance(event, OrderSubmitted):
             self.refs.record_submitted(event)
+        elif isinstance(event, OrderApproved):
+            self.refs.expect(event)
 
     @property
     def emergency_pending(self) -> bool:

@@ -33,6 +33,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from adapters.broker.port import BrokerOrder, TradeUpdate
 from domain.events import (
     Event,
+    OrderApproved,
     OrderCanceled,
     OrderFilled,
     OrderPartiallyFilled,
@@ -89,6 +90,17 @@ class OrderRefs:
         self.client_ids[order.id] = order.client_order_id
         for leg in order.legs:
             self.leg_parent[leg.id] = order.id
+
+    def expect(self, approval: OrderApproved) -> None:
+        """Our order id for the approval's client_order_id, known before the order is sent:
+        its fill may come over the stream before the broker answers the submit."""
+        self.order_ids[approval.client_order_id] = approval.order_id
+
+    def learn(self, order: BrokerOrder) -> None:
+        """An update's order: its broker id and its legs, if it lists them (the stream may
+        report a leg before the submit's answer gave us the legs' ids)."""
+        if order.client_order_id in self.order_ids and order.legs:
+            self.remember(order)
 
     def record_submitted(self, event: OrderSubmitted) -> None:
         self.order_ids[event.client_order_id] = event.order_id
@@ -222,12 +234,15 @@ def accept_update(update: TradeUpdate, ledger: FeedLedger) -> TradeUpdate | None
         if order.filled_qty <= prev_qty:
             return None
         delta = order.filled_qty - prev_qty
-        if update.qty != delta or update.price is None:
-            update = update.model_copy(update={
-                "qty": delta,
-                "price": missed_price(prev_qty, prev_avg, order.filled_qty,
-                                      order.filled_avg_price) or update.price,
-            })
+        implied = missed_price(prev_qty, prev_avg, order.filled_qty, order.filled_avg_price)
+        # Alpaca documents `price` as "the average price per share at which the order was
+        # filled": the execution's price on the wire we know, but a server that sends the
+        # order's running average instead would misprice every fill after the first. A
+        # `price` equal to that average, past the first fill, is taken for the average.
+        if (update.qty != delta or update.price is None
+                or (prev_qty > 0 and implied is not None
+                    and update.price == order.filled_avg_price != implied)):
+            update = update.model_copy(update={"qty": delta, "price": implied or update.price})
         ledger.fills[order.id] = (order.filled_qty, order.filled_avg_price)
         return update
     if update.event in BEFORE_FILL_EVENTS and (

@@ -44,7 +44,7 @@ from domain.events import (
     TradingResumed,
 )
 from domain.values import Side
-from handlers.executor import Executor, SubmitOrder
+from handlers.executor import Executor, SubmitOrder, submit_commands
 from projections.positions import PositionsProjection
 
 log = logging.getLogger("catalyst.services")
@@ -132,7 +132,8 @@ class Reconciler:
                 continue
             if order is None:
                 continue
-            for cmd in executor.commands_for(approval, self.holder.current):
+            # Sent is sent: adopted even when a stop came after it (the stop cancels it).
+            for cmd in submit_commands(approval, self.holder.current):
                 if isinstance(cmd, SubmitOrder):
                     log.warning("order %s was sent before the last stop but not recorded; "
                                 "adopting it as submitted", coid)

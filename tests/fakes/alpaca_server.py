@@ -203,6 +203,10 @@ class FakeAlpaca:
         self.holidays: set[date] = set()
         self.early_closes: dict[date, str] = {}
         self.auto_fill_market = False
+        # Alternatives the docs leave open, that another Alpaca-compatible server may take:
+        self.page_cap = 500  # GET /v2/orders' largest page (Alpaca's documented maximum)
+        self.price_is_average = False  # a fill update's `price`: the order's running average
+        self.legs_by_client_id = True  # GET /v2/orders:by_client_order_id lists the legs
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) as answered
         self.sent_updates: list[dict[str, Any]] = []  # every trade_updates payload emitted
         # Update kinds never sent on the stream (as users report for a bracket leg's cancel
@@ -364,7 +368,8 @@ class FakeAlpaca:
         self.prices[order.symbol] = price
         await self._emit(
             "fill" if order.status == "filled" else "partial_fill", order,
-            execution_id=str(uuid.uuid4()), price=_s(price), qty=_s(q),
+            execution_id=str(uuid.uuid4()),
+            price=_s(order.filled_avg_price if self.price_is_average else price), qty=_s(q),
             position_qty=_s(position_qty), timestamp=now,
         )
         if order.status == "filled" and order.legs:
@@ -662,7 +667,7 @@ class FakeAlpaca:
         q = request.query
         status = q.get("status", "open")
         nested = q.get("nested", "false").lower() == "true"
-        limit = min(int(q.get("limit", "50")), 500)
+        limit = min(int(q.get("limit", "50")), self.page_cap)
         after = _query_time(q.get("after"))
         until = _query_time(q.get("until"))
         symbols = {s.strip().upper() for s in q.get("symbols", "").split(",") if s.strip()}
@@ -696,7 +701,7 @@ class FakeAlpaca:
         order = self.by_client_id.get(cid)
         if order is None:
             raise ApiError(404, NOT_FOUND, f"order not found for {cid}")
-        return web.json_response(order.to_json())
+        return web.json_response(order.to_json(nested=self.legs_by_client_id))
 
     async def _cancel_order(self, request: web.Request) -> web.Response:
         order = self.orders.get(request.match_info["order_id"])

@@ -173,6 +173,21 @@ async def test_a_repeated_client_order_id_returns_the_order_already_there(
     assert entries_named(fake_alpaca, "dup-1") == [first.id]
 
 
+async def test_a_repeated_bracket_comes_back_with_its_legs_from_a_lookup_without_them(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    """The lookup by client_order_id takes no `nested`; a server may answer it without the
+    legs. The order adopted after a duplicate must still carry them, or reconciliation
+    would take the bracket's own legs for orders this system did not send."""
+    fake_alpaca.legs_by_client_id = False
+    bracket = buy("dup-bracket", stop_loss=Decimal("94"), take_profit=Decimal("110"))
+    first = await alpaca_broker.submit_order(bracket)
+    again = await alpaca_broker.submit_order(bracket)
+    assert again.id == first.id
+    assert sorted(leg.id for leg in again.legs) == sorted(leg.id for leg in first.legs)
+    assert len(again.legs) == 2
+
+
 async def test_a_lost_response_is_retried_without_a_second_order(
     fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
 ) -> None:

@@ -229,3 +229,29 @@ async def test_rejected_carries_the_brokers_reason_into_order_rejected(
     rejected = [e for e in events_of(seen) if isinstance(e, OrderRejected)]
     assert len(rejected) == 1
     assert "insufficient day trading buying power" in rejected[0].message
+
+
+async def test_a_server_streaming_the_running_average_as_price_records_each_fill_at_its_own(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    """Alpaca documents a fill's `price` as "the average price per share at which the order
+    was filled"; a server that sends the order's running average there must not make the
+    second fill 6 @ 101.20 (it was 6 @ 102: the broker's cash says 1,012, not 1,007.20)."""
+    fake_alpaca.price_is_average = True
+    async with feed_of(alpaca_broker, fake_alpaca) as feed:
+        order = await alpaca_broker.submit_order(buy("avg-price"))
+        await fake_alpaca.fill(order.id, "100", qty="4")
+        await fake_alpaca.fill(order.id, "102")
+        seen = await feed.until(is_("fill", order.id))
+
+    assert [(q, p) for _, _, q, p in fills_of(seen)] == [(Decimal(4), Decimal(100)),
+                                                         (Decimal(6), Decimal(102))]
+
+
+async def test_a_listing_from_a_server_paging_below_500_is_read_whole(
+    fake_alpaca: FakeAlpaca, alpaca_broker: AlpacaBroker
+) -> None:
+    fake_alpaca.page_cap = 7  # Alpaca's is 500; a compatible server may cut pages shorter
+    sent = {(await alpaca_broker.submit_order(limit_buy(f"page-{i}"))).id for i in range(20)}
+
+    assert {o.id for o in await alpaca_broker.list_open_orders()} == sent

@@ -22,11 +22,16 @@ from adapters.runtime.composition import build_handlers
 from adapters.runtime.config_watcher import SettingsHolder
 from adapters.runtime.realtime import Services
 from config.settings import Settings
+from domain.calendar import session_date
 from domain.events import (
+    EmergencyStopCompleted,
+    EmergencyStopFailed,
+    EmergencyStopTriggered,
     Event,
     OrderApproved,
     OrderCanceled,
     OrderFilled,
+    OrderRejected,
     OrderSubmitted,
     ReconciliationDiscrepancyFound,
 )
@@ -275,3 +280,65 @@ async def test_a_fill_while_the_runtime_is_down_is_recorded_once_after_restarts(
         ("ord-down", None, Decimal(10), Decimal("100.20")),
         ("ord-down", "take_profit", Decimal(10), Decimal(110)),
     ]
+
+
+@pytest.mark.timeout(60)
+async def test_a_fill_streamed_before_the_submit_is_answered_carries_our_order_id(
+    event_log: EventLog, fake_alpaca: FakeAlpaca, tmp_path: Path
+) -> None:
+    """A marketable entry can fill, and its update arrive over the stream, before the REST
+    answer to the submit: the fill still belongs to our order (its alerts and audit join on
+    the order id), not to a stand-in id."""
+    fake_alpaca.auto_fill_market = True
+    fake_alpaca.delay_next(1.0, method="POST", path="/v2/orders")  # the answer comes late
+    services = await start_services(event_log, settings_for(tmp_path), alpaca(fake_alpaca),
+                                    reconcile=False)
+    try:
+        await fake_alpaca.wait_for_listen_count(1)
+        approval = bracket_approval("early-fill")
+        await event_log.publish(approval)
+        events = await wait_for(event_log, lambda evs: bool(of(evs, OrderFilled))
+                                and bool(of(evs, OrderSubmitted)))
+    finally:
+        await services.stop()
+
+    [fill] = of(events, OrderFilled)
+    [submitted] = of(events, OrderSubmitted)
+    assert events.index(fill) < events.index(submitted)  # the case: fill first
+    assert (fill.order_id, fill.client_order_id) == (  # type: ignore[attr-defined]
+        approval.order_id, approval.client_order_id)
+
+
+@pytest.mark.timeout(60)
+async def test_an_approval_an_emergency_stop_overtook_is_never_sent(
+    event_log: EventLog, fake_alpaca: FakeAlpaca, tmp_path: Path
+) -> None:
+    """Two approvals wait behind a slow broker when the stop is recorded: the one already on
+    its way is canceled by the stop, the other is never sent (an OrderRejected says why)."""
+    fake_alpaca.delay_next(2.0, method="POST", path="/v2/orders")
+    services = await start_services(event_log, settings_for(tmp_path), alpaca(fake_alpaca),
+                                    reconcile=False)
+    first, second = bracket_approval("before-stop-1"), bracket_approval("before-stop-2")
+    try:
+        await fake_alpaca.wait_for_listen_count(1)
+        await event_log.publish(first)
+        async with asyncio.timeout(10):  # the first is at the broker, its answer pending
+            while first.client_order_id not in fake_alpaca.by_client_id:
+                await asyncio.sleep(0.02)
+        await event_log.publish(second)
+        await event_log.publish(make(
+            EmergencyStopTriggered, "stop:overtaken", datetime.now(UTC),
+            session_date=session_date(datetime.now(UTC)), pnl=Decimal("-2000"),
+            limit=Decimal("-2000"), reason="daily loss limit"))
+        events = await wait_for(event_log, lambda evs: bool(of(evs, EmergencyStopCompleted)
+                                                            or of(evs, EmergencyStopFailed)))
+    finally:
+        await services.stop()
+
+    assert second.client_order_id not in fake_alpaca.by_client_id
+    assert fake_alpaca.open_orders() == []
+    [rejected] = of(events, OrderRejected)
+    assert (rejected.client_order_id, rejected.code) == (  # type: ignore[attr-defined]
+        second.client_order_id, "emergency_stop")
+    assert [e.client_order_id for e in of(events, OrderSubmitted)] == [  # type: ignore[attr-defined]
+        first.client_order_id]

@@ -15,6 +15,8 @@ from domain.events import (
     FlattenRequested,
     OrderApproved,
     OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
     PositionCloseRequested,
     ScanRequested,
 )
@@ -22,6 +24,7 @@ from domain.values import Bar, Side
 from handlers.executor import (
     CloseAll,
     ClosePosition,
+    DropOrder,
     EmergencyClose,
     Executor,
     SubmitOrder,
@@ -102,6 +105,40 @@ def test_no_bracket_when_the_approval_or_the_config_says_so() -> None:
 def test_a_limit_approval_is_a_limit_order_at_the_entry() -> None:
     [cmd] = Executor().commands_for(approval(order_type="limit", entry=D("99.5")), SETTINGS)
     assert (cmd.order_type, cmd.limit_price) == ("limit", D("99.5"))  # type: ignore[union-attr]
+
+
+def stop(minute: int) -> EmergencyStopTriggered:
+    return envelope(EmergencyStopTriggered, minute, session_date=date(2025, 1, 6),
+                    pnl=D(-2000), limit=D(-2000), reason="daily loss limit")
+
+
+def submitted(a: OrderApproved) -> OrderSubmitted:
+    return envelope(OrderSubmitted, 1, order_id=a.order_id, client_order_id=a.client_order_id,
+                    broker_order_id="b1", symbol=a.symbol, side=a.side, qty=a.qty,
+                    order_type="market")
+
+
+def test_an_approval_still_unsent_when_a_stop_is_recorded_is_dropped_not_sent() -> None:
+    """The broker effect reads the log behind the handlers: by the time it reaches an
+    approval, the executor may already have seen the emergency stop recorded after it."""
+    ex = Executor()
+    sent, unsent = approval(), approval(order_id="o2", client_order_id="coid-2")
+    for ev in (sent, unsent, submitted(sent), stop(2)):
+        ex.handle(ev, SETTINGS)
+    assert ex.commands_for(unsent, SETTINGS) == [
+        DropOrder(unsent, "an emergency stop was triggered before it was sent")]
+    assert isinstance(ex.commands_for(sent, SETTINGS)[0], SubmitOrder)  # a redelivery: sent
+    ex.handle(envelope(OrderRejected, 3, order_id="o2", client_order_id="coid-2",
+                       symbol="AAPL", code="emergency_stop", message="x"), SETTINGS)
+    assert ex.state.unsent == set() and ex.state.overtaken == set()
+
+
+def test_an_approval_after_the_stop_is_the_risk_guards_to_refuse_not_the_executors() -> None:
+    ex = Executor()
+    later = approval()
+    for ev in (stop(0), later):
+        ex.handle(ev, SETTINGS)
+    assert isinstance(ex.commands_for(later, SETTINGS)[0], SubmitOrder)
 
 
 def test_close_and_flatten_requests_become_close_commands() -> None:
