@@ -503,14 +503,17 @@ class ExecutionService:
             pnl = (price - c.avg_entry_price) * qty if price is not None else None
             if pnl is not None:
                 realized += pnl
-            closed.append(ClosedPosition(symbol=c.symbol, qty=qty, price=price, realized_pnl=pnl))
+            # In cents, as every P&L figure we report (a broker's average entry carries many
+            # digits); the total is rounded once, from the exact figures.
+            closed.append(ClosedPosition(symbol=c.symbol, qty=qty, price=price,
+                                         realized_pnl=None if pnl is None else to_cents(pnl)))
         return EmergencyStopCompleted.caused_by(
             em.cmd.cause, 0, "execution.emergency_completed",
             occurred_at=self._now(em),
             session_date=em.cmd.session_date,
             orders_canceled=em.canceled,
             positions_closed=tuple(closed),
-            realized_pnl_after=realized,
+            realized_pnl_after=to_cents(realized),
             failures=tuple(failures),
         )
 
