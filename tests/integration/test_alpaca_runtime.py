@@ -81,6 +81,20 @@ async def start_services(log: EventLog, settings: Settings, broker: AlpacaBroker
     return services
 
 
+async def serving(log: EventLog, fake: FakeAlpaca, tmp_path: Path, *, reconcile: bool
+                  ) -> Services:
+    """The runtime on the fake Alpaca, once its trade_updates stream listens."""
+    listens = fake.listen_count
+    services = await start_services(log, settings_for(tmp_path), alpaca(fake),
+                                    reconcile=reconcile)
+    try:
+        await fake.wait_for_listen_count(listens + 1)
+    except BaseException:
+        await services.stop()
+        raise
+    return services
+
+
 async def wait_for(log: EventLog, done: Callable[[list[Event]], bool],
                    timeout: float = 20.0) -> list[Event]:
     async with asyncio.timeout(timeout):
@@ -151,10 +165,8 @@ async def test_a_fill_during_a_stream_outage_becomes_exactly_one_order_filled(
     event_log: EventLog, fake_alpaca: FakeAlpaca, tmp_path: Path
 ) -> None:
     fake_alpaca.set_price("AAPL", "100")
-    services = await start_services(event_log, settings_for(tmp_path), alpaca(fake_alpaca),
-                                    reconcile=True)
+    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=True)
     try:
-        await fake_alpaca.wait_for_listen_count(1)
         approval = bracket_approval("outage")
         await event_log.publish(approval)
         await wait_for(event_log, lambda evs: bool(of(evs, OrderSubmitted)))
@@ -291,10 +303,8 @@ async def test_a_fill_streamed_before_the_submit_is_answered_carries_our_order_i
     the order id), not to a stand-in id."""
     fake_alpaca.auto_fill_market = True
     fake_alpaca.delay_next(1.0, method="POST", path="/v2/orders")  # the answer comes late
-    services = await start_services(event_log, settings_for(tmp_path), alpaca(fake_alpaca),
-                                    reconcile=False)
+    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=False)
     try:
-        await fake_alpaca.wait_for_listen_count(1)
         approval = bracket_approval("early-fill")
         await event_log.publish(approval)
         events = await wait_for(event_log, lambda evs: bool(of(evs, OrderFilled))
@@ -316,11 +326,9 @@ async def test_an_approval_an_emergency_stop_overtook_is_never_sent(
     """Two approvals wait behind a slow broker when the stop is recorded: the one already on
     its way is canceled by the stop, the other is never sent (an OrderRejected says why)."""
     fake_alpaca.delay_next(2.0, method="POST", path="/v2/orders")
-    services = await start_services(event_log, settings_for(tmp_path), alpaca(fake_alpaca),
-                                    reconcile=False)
+    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=False)
     first, second = bracket_approval("before-stop-1"), bracket_approval("before-stop-2")
     try:
-        await fake_alpaca.wait_for_listen_count(1)
         await event_log.publish(first)
         async with asyncio.timeout(10):  # the first is at the broker, its answer pending
             while first.client_order_id not in fake_alpaca.by_client_id:
