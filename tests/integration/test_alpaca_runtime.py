@@ -67,9 +67,9 @@ def settings_for(tmp_path: Path) -> Settings:
     return Settings.model_validate({"trading": {"alerts": {"mailbox_dir": str(tmp_path / "mail")}}})
 
 
-def alpaca(fake: FakeAlpaca) -> AlpacaBroker:
-    return AlpacaBroker(broker_settings(fake), backoff_initial=0.01, backoff_max=0.05,
-                        stream_reconnect_min=0.05)
+def alpaca(fake: FakeAlpaca, **settings: object) -> AlpacaBroker:
+    return AlpacaBroker(broker_settings(fake, **settings), backoff_initial=0.01,
+                        backoff_max=0.05, stream_reconnect_min=0.05)
 
 
 async def start_services(log: EventLog, settings: Settings, broker: AlpacaBroker, *,
@@ -81,11 +81,11 @@ async def start_services(log: EventLog, settings: Settings, broker: AlpacaBroker
     return services
 
 
-async def serving(log: EventLog, fake: FakeAlpaca, tmp_path: Path, *, reconcile: bool
-                  ) -> Services:
+async def serving(log: EventLog, fake: FakeAlpaca, tmp_path: Path, *, reconcile: bool,
+                  **broker: object) -> Services:
     """The runtime on the fake Alpaca, once its trade_updates stream listens."""
     listens = fake.listen_count
-    services = await start_services(log, settings_for(tmp_path), alpaca(fake),
+    services = await start_services(log, settings_for(tmp_path), alpaca(fake, **broker),
                                     reconcile=reconcile)
     try:
         await fake.wait_for_listen_count(listens + 1)
@@ -302,8 +302,9 @@ async def test_a_fill_streamed_before_the_submit_is_answered_carries_our_order_i
     answer to the submit: the fill still belongs to our order (its alerts and audit join on
     the order id), not to a stand-in id."""
     fake_alpaca.auto_fill_market = True
-    fake_alpaca.delay_next(1.0, method="POST", path="/v2/orders")  # the answer comes late
-    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=False)
+    fake_alpaca.delay_next(3.0, method="POST", path="/v2/orders")  # the answer comes late
+    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=False,
+                             timeout_seconds=10.0)  # late, not lost: no retry
     try:
         approval = bracket_approval("early-fill")
         await event_log.publish(approval)
@@ -325,8 +326,11 @@ async def test_an_approval_an_emergency_stop_overtook_is_never_sent(
 ) -> None:
     """Two approvals wait behind a slow broker when the stop is recorded: the one already on
     its way is canceled by the stop, the other is never sent (an OrderRejected says why)."""
-    fake_alpaca.delay_next(2.0, method="POST", path="/v2/orders")
-    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=False)
+    # The first answer comes 4 s late (and is waited for: no timeout and retry), time
+    # enough, under load too, for the stop to be recorded and reach the executor.
+    fake_alpaca.delay_next(4.0, method="POST", path="/v2/orders")
+    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=False,
+                             timeout_seconds=10.0)
     first, second = bracket_approval("before-stop-1"), bracket_approval("before-stop-2")
     try:
         await event_log.publish(first)
