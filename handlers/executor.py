@@ -108,10 +108,13 @@ class EmergencyClose:
 @dataclass(frozen=True, slots=True)
 class DropOrder:
     """Never send an approval an emergency stop overtook: recorded as an `OrderRejected`
-    (the approval's one outcome), without a call to the broker."""
+    (the approval's one outcome), unless the broker already holds it (`submit` went out
+    before, its answer lost or its process killed): then it is the order `submit` sent,
+    recorded as submitted, and the stop cancels it."""
 
     cause: OrderApproved
     reason: str
+    submit: SubmitOrder
 
 
 Command = SubmitOrder | ClosePosition | CloseAll | EmergencyClose | DropOrder
@@ -271,9 +274,12 @@ class Executor(Handler):
         (In a simulation the effect runs in the approval's own step, before any later
         event, so this never happens there.)"""
         if isinstance(event, OrderApproved):
+            submits = submit_commands(event, settings)
             if event.client_order_id in self.state.overtaken:
-                return [DropOrder(event, "an emergency stop was triggered before it was sent")]
-            return submit_commands(event, settings)
+                reason = "an emergency stop was triggered before it was sent"
+                return [DropOrder(event, reason, s) for s in submits
+                        if isinstance(s, SubmitOrder)]
+            return submits
         if isinstance(event, PositionCloseRequested):
             return [ClosePosition(event, event.symbol, event.reason)]
         if isinstance(event, FlattenRequested):

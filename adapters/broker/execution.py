@@ -178,13 +178,7 @@ class ExecutionService:
         if isinstance(command, EmergencyClose):
             return await self.emergency_close(command)
         if isinstance(command, DropOrder):
-            approval = command.cause
-            log.warning("order %s not sent: %s", approval.client_order_id, command.reason,
-                        extra=log_context(approval, "executor"))
-            return [OrderRejected.caused_by(
-                approval, 0, "execution.rejected", order_id=approval.order_id,
-                client_order_id=approval.client_order_id, symbol=approval.symbol,
-                code="emergency_stop", message=command.reason)]
+            return await self.drop(command)
         raise TypeError(f"unknown command {command!r}")
 
     def translate(self, update: TradeUpdate, correlation_id: str) -> list[Event]:
@@ -224,6 +218,23 @@ class ExecutionService:
                      extra=log_context(cmd.cause, "executor"))
             order = existing
         return [self.submitted(cmd, order)]
+
+    async def drop(self, cmd: DropOrder) -> list[Event]:
+        """An approval the stop overtook: not sent now. If the broker holds it already (sent
+        before, the answer lost), it is recorded as what it is, submitted, and the stop's
+        cancel-all takes it; only an order the broker does not know is rejected."""
+        approval = cmd.cause
+        existing = await self.broker.get_order_by_client_id(approval.client_order_id)
+        if existing is not None:
+            log.warning("order %s was already at the broker when the stop overtook it",
+                        approval.client_order_id, extra=log_context(approval, "executor"))
+            return [self.submitted(cmd.submit, existing)]
+        log.warning("order %s not sent: %s", approval.client_order_id, cmd.reason,
+                    extra=log_context(approval, "executor"))
+        return [OrderRejected.caused_by(
+            approval, 0, "execution.rejected", order_id=approval.order_id,
+            client_order_id=approval.client_order_id, symbol=approval.symbol,
+            code="emergency_stop", message=cmd.reason)]
 
     def submitted(self, cmd: SubmitOrder, order: BrokerOrder) -> OrderSubmitted:
         """The broker holds `order` for `cmd`: remember it, and say so. Also how the runtime

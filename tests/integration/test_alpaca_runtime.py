@@ -354,3 +354,33 @@ async def test_an_approval_an_emergency_stop_overtook_is_never_sent(
         second.client_order_id, "emergency_stop")
     assert [e.client_order_id for e in of(events, OrderSubmitted)] == [  # type: ignore[attr-defined]
         first.client_order_id]
+
+
+@pytest.mark.timeout(60)
+async def test_an_overtaken_approval_the_broker_already_holds_is_recorded_as_submitted(
+    event_log: EventLog, fake_alpaca: FakeAlpaca, tmp_path: Path
+) -> None:
+    """The broker took the order but every answer was lost (the service retries later): a
+    stop recorded meanwhile must not make the log say "never sent" about a live order."""
+    fake_alpaca.fail_next(10, 503, method="POST", path="/v2/orders", after=True)
+    services = await serving(event_log, fake_alpaca, tmp_path, reconcile=False)
+    approval = bracket_approval("held-at-broker")
+    try:
+        await event_log.publish(approval)
+        async with asyncio.timeout(10):
+            while approval.client_order_id not in fake_alpaca.by_client_id:
+                await asyncio.sleep(0.02)
+        await event_log.publish(make(
+            EmergencyStopTriggered, "stop:held", datetime.now(UTC),
+            session_date=session_date(datetime.now(UTC)), pnl=Decimal("-2000"),
+            limit=Decimal("-2000"), reason="daily loss limit"))
+        events = await wait_for(event_log, lambda evs: bool(of(evs, OrderSubmitted))
+                                and bool(of(evs, EmergencyStopCompleted)))
+    finally:
+        await services.stop()
+
+    assert of(events, OrderRejected) == []
+    [submitted] = of(events, OrderSubmitted)
+    assert submitted.broker_order_id == fake_alpaca.by_client_id[  # type: ignore[attr-defined]
+        approval.client_order_id].id
+    assert fake_alpaca.open_orders() == []  # the stop canceled it
