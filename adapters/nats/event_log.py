@@ -837,7 +837,7 @@ class Consumer:
             durable=self.name, stream=self.stream, pending_msgs_limit=-1, pending_bytes_limit=-1
         ))
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
-        self._watchdog = asyncio.get_running_loop().call_later(self.ack_wait / 3, self._watch)
+        self._watchdog = asyncio.get_running_loop().call_later(self.ack_wait / 6, self._watch)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -928,19 +928,19 @@ class Consumer:
             self._working_on = None
 
     def _watch(self) -> None:
-        """Every third of the ack wait: a message the handler was already on at the last tick
-        has been in progress for at least a third of the ack wait, so tell the server. A slow
-        handler (a broker call retried through an outage) keeps its message, while the ack
-        wait stays short, so a message left by a process that died is redelivered within
-        seconds. The first beat comes at most two thirds of the ack wait into a message.
-        One timer per consumer, not one per message: a timer armed and cancelled for every
+        """Every sixth of the ack wait: a message the handler was already on at the last
+        tick has been in progress for a while, so tell the server. A slow handler (a broker
+        call retried through an outage) keeps its message, while the ack wait stays short,
+        so a message left by a process that died is redelivered within seconds. The first
+        beat comes at most a third of the ack wait into a message, as a timer armed per
+        message gave; one timer per consumer, because arming and cancelling one for every
         message cost the consume path about 5 % (bench/eventlog.py)."""
         msg = self._working_on
         if msg is not None and msg is self._seen_working:
             asyncio.get_running_loop().create_task(_quiet(msg.in_progress()))
         self._seen_working = msg
         if not self._stopping:
-            self._watchdog = asyncio.get_running_loop().call_later(self.ack_wait / 3,
+            self._watchdog = asyncio.get_running_loop().call_later(self.ack_wait / 6,
                                                                    self._watch)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
