@@ -210,6 +210,9 @@ class FeedLedger:
     known: set[str] = field(default_factory=set)
 
 
+_AVERAGE_ROUNDING = Decimal("0.005")  # half a cent
+
+
 def missed_price(prev_qty: Decimal, prev_avg: Decimal | None, qty: Decimal,
                  avg: Decimal | None) -> Decimal | None:
     """Average price of the executions between two cumulative (qty, avg) snapshots."""
@@ -238,10 +241,12 @@ def accept_update(update: TradeUpdate, ledger: FeedLedger) -> TradeUpdate | None
         # Alpaca documents `price` as "the average price per share at which the order was
         # filled": the execution's price on the wire we know, but a server that sends the
         # order's running average instead would misprice every fill after the first. A
-        # `price` equal to that average, past the first fill, is taken for the average.
+        # `price` equal to that average, past the first fill, is taken for the average
+        # when the two differ by more than a broker's rounding of an average could.
         if (update.qty != delta or update.price is None
                 or (prev_qty > 0 and implied is not None
-                    and update.price == order.filled_avg_price != implied)):
+                    and update.price == order.filled_avg_price
+                    and abs(implied - update.price) > _AVERAGE_ROUNDING)):
             update = update.model_copy(update={"qty": delta, "price": implied or update.price})
         ledger.fills[order.id] = (order.filled_qty, order.filled_avg_price)
         return update
