@@ -72,7 +72,7 @@ def free_port() -> int:
     range only listeners compete, and a port is never handed out twice in one process."""
     low = _ephemeral_low()
     floor = 10000 if low > 12000 else 1024
-    for _ in range(500):
+    for _ in range(500 if low - 1 > floor else 0):  # a range from 1024: bind(0) below
         port = random.randint(floor, low - 1)
         if port in _handed_out:
             continue
@@ -88,12 +88,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_taken(log_file: Path) -> bool:
-    """Whether a server that exited at start did so because a port was taken."""
+def _log_since(log_file: Path, offset: int) -> str:
+    """What the server logged from `offset` on (a store's log is appended to by each start)."""
     try:
-        return "address already in use" in log_file.read_text(errors="replace").lower()
+        with log_file.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
     except FileNotFoundError:
-        return False
+        return ""
 
 
 class EmbeddedNats:
@@ -116,6 +118,7 @@ class EmbeddedNats:
             store_dir = self._tmp.name
         self.store_dir = Path(store_dir)
         self._auto_port = port is None
+        self._log_offset = 0
         self.port = port or free_port()
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -132,14 +135,21 @@ class EmbeddedNats:
                 return self._start_once(timeout)
             except EmbeddedNatsError:
                 # A port picked for us can still be lost to another listener: pick again.
-                if not (self._auto_port and attempt < 2 and port_taken(self.log_file)):
+                if not (self._auto_port and attempt < 2 and self.port_taken()):
                     raise
-                self.log_file.unlink(missing_ok=True)
                 self.port = free_port()
         raise AssertionError("unreachable")
 
+    def port_taken(self) -> bool:
+        """Whether the last start failed because a port was taken."""
+        return "address already in use" in _log_since(self.log_file, self._log_offset).lower()
+
     def _start_once(self, timeout: float) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        try:  # this start's part of the log: readiness and failures are judged on it
+            self._log_offset = self.log_file.stat().st_size
+        except FileNotFoundError:
+            self._log_offset = 0
         # A config file, because sync_interval has no command-line flag: `always` fsyncs
         # every write, the durability the system of record needs.
         conf = self.store_dir / "nats-server.conf"
@@ -168,11 +178,8 @@ class EmbeddedNats:
 
     def _ready(self) -> bool:
         # The server logs this line once JetStream and the client listener are both up.
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-        return "Server is ready" in text and self._port_open()
+        return ("Server is ready" in _log_since(self.log_file, self._log_offset)
+                and self._port_open())
 
     def _port_open(self) -> bool:
         try:
@@ -202,8 +209,6 @@ class EmbeddedNats:
     def restart(self) -> None:
         """Stop and start on the same port and store (clients reconnect to the same URL)."""
         self.stop()
-        # The log is appended to; clear it so readiness is judged on the new run.
-        self.log_file.unlink(missing_ok=True)
         self._start_once(10.0)  # never a new port: clients come back to the same URL
 
     def cleanup(self) -> None:

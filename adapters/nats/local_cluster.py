@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsError, free_port, port_taken
+from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsError, free_port
 
 STATE_FILE = "cluster.json"
 DEFAULT_BASE_PORT = 14222  # not 4222: the machine may run a server of its own there
@@ -75,10 +75,8 @@ class LocalCluster:
                 # Ports picked for us can still be lost to another listener before the
                 # nodes bind them: start again on fresh ones (never on fixed ports).
                 if not (self._auto_ports and attempt < 2
-                        and any(port_taken(n.log_file) for n in self.nodes)):
+                        and any(n.port_taken() for n in self.nodes)):
                     raise
-                for n in self.nodes:
-                    n.log_file.unlink(missing_ok=True)
                 self._use(_free_ports(self.size))
         raise AssertionError("unreachable")
 
@@ -126,7 +124,6 @@ class LocalCluster:
         """Start a stopped or killed node again on its ports and store."""
         node = self.nodes[i]
         node.stop()
-        node.log_file.unlink(missing_ok=True)  # readiness is judged on the new run's log
         node.start()
         self.wait_healthy(timeout, [i])
 

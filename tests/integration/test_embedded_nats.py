@@ -85,3 +85,21 @@ def test_a_cluster_whose_picked_route_port_was_taken_starts_on_fresh_ports(
             assert taken not in {p for ports in cluster.ports for p in ports}
         finally:
             cluster.stop()
+
+
+def test_a_start_is_judged_on_its_own_part_of_an_appended_log(tmp_path: Path) -> None:
+    """A store's log keeps every start's lines: an old "Server is ready" (and someone else
+    listening on the port) is not this start's readiness."""
+    store = tmp_path / "nats"
+    store.mkdir()
+    (store / "nats-server.log").write_text("[1] old run: Server is ready\n")
+    port = free_port()
+    with _squat(port) as other:
+        other.listen()
+        with pytest.raises(EmbeddedNatsError, match="exited"):
+            EmbeddedNats(store_dir=store, port=port).start(timeout=5)
+    server = EmbeddedNats(store_dir=store).start()
+    try:
+        assert "old run" in (store / "nats-server.log").read_text()  # kept
+    finally:
+        server.cleanup()
