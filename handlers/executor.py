@@ -277,9 +277,8 @@ class Executor(Handler):
             submits = submit_commands(event, settings)
             if event.client_order_id in self.state.overtaken:
                 reason = "an emergency stop was triggered before it was sent"
-                return [DropOrder(event, reason, s) for s in submits
-                        if isinstance(s, SubmitOrder)]
-            return submits
+                return [DropOrder(event, reason, s) for s in submits]
+            return list(submits)
         if isinstance(event, PositionCloseRequested):
             return [ClosePosition(event, event.symbol, event.reason)]
         if isinstance(event, FlattenRequested):
@@ -302,7 +301,7 @@ class Executor(Handler):
         return []
 
 
-def submit_commands(approval: OrderApproved, settings: Settings) -> list[Command]:
+def submit_commands(approval: OrderApproved, settings: Settings) -> list[SubmitOrder]:
     """The order an approval sends (none for a zero quantity)."""
     if approval.qty <= 0:
         return []

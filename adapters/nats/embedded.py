@@ -16,7 +16,11 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class EmbeddedNatsError(RuntimeError):
@@ -98,6 +102,21 @@ def _log_since(log_file: Path, offset: int) -> str:
         return ""
 
 
+def start_on_free_ports(start: Callable[[], T], taken: Callable[[], bool],
+                        repick: Callable[[], None] | None, tries: int = 3) -> T:
+    """`start()`, again on fresh ports (`repick`) while it fails because a port was
+    taken: a port picked for us can still be lost to another listener before the server
+    binds it. Fixed ports (`repick` None) fail at once."""
+    for attempt in range(tries):
+        try:
+            return start()
+        except EmbeddedNatsError:
+            if repick is None or attempt == tries - 1 or not taken():
+                raise
+            repick()
+    raise AssertionError("unreachable")
+
+
 class EmbeddedNats:
     """A nats-server child process. Use as a context manager or call start()/stop()."""
 
@@ -130,15 +149,11 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
-        for attempt in range(3):
-            try:
-                return self._start_once(timeout)
-            except EmbeddedNatsError:
-                # A port picked for us can still be lost to another listener: pick again.
-                if not (self._auto_port and attempt < 2 and self.port_taken()):
-                    raise
-                self.port = free_port()
-        raise AssertionError("unreachable")
+        def repick() -> None:
+            self.port = free_port()
+
+        return start_on_free_ports(lambda: self._start_once(timeout), self.port_taken,
+                                   repick if self._auto_port else None)
 
     def port_taken(self) -> bool:
         """Whether the last start failed because a port was taken."""

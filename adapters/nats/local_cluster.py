@@ -24,7 +24,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsError, free_port
+from adapters.nats.embedded import (
+    EmbeddedNats,
+    EmbeddedNatsError,
+    free_port,
+    start_on_free_ports,
+)
 
 STATE_FILE = "cluster.json"
 DEFAULT_BASE_PORT = 14222  # not 4222: the machine may run a server of its own there
@@ -68,17 +73,12 @@ class LocalCluster:
         return self.nodes[int(server_name.removeprefix("n")) - 1]
 
     def start(self, timeout: float = 30.0) -> LocalCluster:
-        for attempt in range(3):
-            try:
-                return self._start_once(timeout)
-            except EmbeddedNatsError:
-                # Ports picked for us can still be lost to another listener before the
-                # nodes bind them: start again on fresh ones (never on fixed ports).
-                if not (self._auto_ports and attempt < 2
-                        and any(n.port_taken() for n in self.nodes)):
-                    raise
-                self._use(_free_ports(self.size))
-        raise AssertionError("unreachable")
+        def repick() -> None:
+            self._use(_free_ports(self.size))
+
+        return start_on_free_ports(lambda: self._start_once(timeout),
+                                   lambda: any(n.port_taken() for n in self.nodes),
+                                   repick if self._auto_ports else None)
 
     def _start_once(self, timeout: float) -> LocalCluster:
         busy = [p for ports in self.ports for p in ports if _port_in_use(p)]

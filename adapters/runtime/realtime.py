@@ -194,10 +194,9 @@ class Services:
 
         caught_up = False
         if execution and sim is None:
-            assert executor is not None
             if self.reconcile:
                 # Before the update stream: its fills must find the order's references.
-                await self.record(await self.adopt_in_flight(executor), "execution")
+                await self.record(await self.adopt_in_flight(), "execution")
             self._spawn("broker_updates", self._pump_trade_updates_from_log)
             event = getattr(self.broker, "caught_up", None)
             if event is not None:
@@ -388,10 +387,10 @@ class Services:
 
     # --- around the handlers ---------------------------------------------------------------
 
-    async def adopt_in_flight(self, executor: Executor) -> list[Event]:
+    async def adopt_in_flight(self) -> list[Event]:
         assert self.service is not None
         return await Reconciler(self.log, self.broker, self.service, self.holder,
-                                self.clock).adopt_in_flight(executor)
+                                self.clock).adopt_in_flight()
 
     async def reconciliation(self, adopt: bool = False) -> list[Event]:
         return await Reconciler(self.log, self.broker, self.service, self.holder,

@@ -44,7 +44,7 @@ from domain.events import (
     TradingResumed,
 )
 from domain.values import Side
-from handlers.executor import Executor, SubmitOrder, submit_commands
+from handlers.executor import submit_commands
 from projections.positions import PositionsProjection
 
 log = logging.getLogger("catalyst.services")
@@ -103,7 +103,7 @@ class Reconciler:
             if events:
                 await record(events)
 
-    async def adopt_in_flight(self, executor: Executor) -> list[Event]:
+    async def adopt_in_flight(self) -> list[Event]:
         """Orders in flight at a hard stop (approved and sent, the submission never
         recorded) are ours: their client_order_id derives from a recorded approval. Each one
         the broker holds is recorded as submitted, with the event (and id) the executor
@@ -134,11 +134,10 @@ class Reconciler:
                 continue
             # Sent is sent: adopted even when a stop came after it (the stop cancels it).
             for cmd in submit_commands(approval, self.holder.current):
-                if isinstance(cmd, SubmitOrder):
-                    log.warning("order %s was sent before the last stop but not recorded; "
-                                "adopting it as submitted", coid)
-                    assert self.service is not None
-                    out.append(self.service.submitted(cmd, order))
+                log.warning("order %s was sent before the last stop but not recorded; "
+                            "adopting it as submitted", coid)
+                assert self.service is not None
+                out.append(self.service.submitted(cmd, order))
         return out
 
     async def _missing_broker_fills(self, events: list[Event], symbols: set[str]
